@@ -1,0 +1,68 @@
+"""Small tensor and file helpers shared by the trainers, the influence engine and the metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+__all__ = ["IGNORE_INDEX", "atomic_write_json", "sequence_nll", "token_logprobs"]
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of every labelled next token, with the HF causal-LM shift.
+
+    Args:
+        logits: `(B, T, V)` model outputs.
+        labels: `(B, T)` targets, `-100` where ignored (prompt, template, padding).
+
+    Returns:
+        `(logps, mask)`, both `(B, T-1)`: `logps[b, t] = log p(labels[b, t+1] | x_{<=t})`, zero where `mask` is False.
+    """
+    shift_logits = logits[:, :-1, :]  # (B, T-1, V)
+    shift_labels = labels[:, 1:]  # (B, T-1)
+    mask = shift_labels.ne(IGNORE_INDEX)
+    # cross_entropy never materialises a (B, T, V) log-softmax copy beyond what it needs.
+    nll = F.cross_entropy(
+        shift_logits.transpose(1, 2).float(), shift_labels.masked_fill(~mask, 0), reduction="none"
+    )  # (B, T-1)
+    return (-nll).masked_fill(~mask, 0.0), mask
+
+
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed NLL of each sequence's labelled tokens and their count, both `(B,)`."""
+    logps, mask = token_logprobs(logits, labels)
+    return -logps.sum(dim=-1), mask.sum(dim=-1)
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON so that a crash never leaves a half-written file: temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
