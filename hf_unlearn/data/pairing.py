@@ -1,0 +1,106 @@
+"""Forget/retain pairing and padding for unlearning trainers.
+
+Reference behaviour (SPEC §1): each forget example is paired with one uniformly random retain example, so both halves
+of a micro-batch have the same size. Here the draw is a pure function of `(seed, epoch, index)`, so a run is
+reproducible and a resumed run sees the same pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..utils import IGNORE_INDEX
+
+__all__ = ["ForgetRetainDataset", "UnlearnCollator", "pad_examples", "validate_lm_dataset"]
+
+REQUIRED_COLUMNS = ("input_ids", "labels")
+
+
+def validate_lm_dataset(dataset: Any, name: str) -> None:
+    """Fail early, naming the problem, on a dataset the trainers cannot use."""
+    if dataset is None:
+        raise ValueError(f"The {name} dataset is None.")
+    if len(dataset) == 0:
+        raise ValueError(f"The {name} dataset is empty: unlearning needs at least one example.")
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:
+        columns = list(dataset[0].keys())
+    missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+    if missing:
+        raise ValueError(
+            f"The {name} dataset is missing column(s) {missing} (it has {list(columns)}). Tokenize it into "
+            "`input_ids` and `labels` (-100 on tokens that are not targets), e.g. with `hf_unlearn.data.tokenize_tofu`."
+        )
+    labels = dataset["labels"] if hasattr(dataset, "column_names") else [example["labels"] for example in dataset]
+    # The causal shift drops position 0, so a target must sit at position >= 1.
+    empty = [i for i, row in enumerate(labels) if not any(label != IGNORE_INDEX for label in list(row)[1:])]
+    if empty:
+        raise ValueError(
+            f"{len(empty)} example(s) of the {name} dataset have no target token (all labels are -100 after the "
+            f"causal shift), e.g. index {empty[0]}: their loss is undefined. Drop them or fix the labels."
+        )
+
+
+class ForgetRetainDataset(Dataset):
+    """Iterates over the forget set; each item carries its forget index and, if given, a paired retain example."""
+
+    def __init__(self, forget: Any, retain: Any | None = None, seed: int = 0):
+        self.forget = forget
+        self.retain = retain
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a fresh retain pairing each epoch (called by the trainer's epoch callback)."""
+        self.epoch = epoch
+
+    def retain_index(self, index: int) -> int:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return int(rng.integers(len(self.retain)))
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = {"forget": self.forget[index], "index": index}
+        if self.retain is not None:
+            item["retain"] = self.retain[self.retain_index(index)]
+        return item
+
+
+def pad_examples(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad `input_ids` (with `pad_token_id`), `labels` (with -100) and `attention_mask` (with 0)."""
+    length = max(len(example["input_ids"]) for example in examples)
+    batch = {
+        "input_ids": torch.full((len(examples), length), pad_token_id, dtype=torch.long),
+        "labels": torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long),
+        "attention_mask": torch.zeros((len(examples), length), dtype=torch.long),
+    }
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        batch["input_ids"][row, :n] = torch.as_tensor(example["input_ids"])
+        batch["labels"][row, :n] = torch.as_tensor(example["labels"])
+        mask = example.get("attention_mask")
+        batch["attention_mask"][row, :n] = 1 if mask is None else torch.as_tensor(mask)
+    return batch
+
+
+class UnlearnCollator:
+    """Collates `ForgetRetainDataset` items into `{"forget": batch, "retain": batch, "index": (B,)}`."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = {
+            "forget": pad_examples([item["forget"] for item in items], self.pad_token_id),
+            "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+        }
+        if "retain" in items[0]:
+            batch["retain"] = pad_examples([item["retain"] for item in items], self.pad_token_id)
+        return batch

@@ -1,0 +1,1 @@
+"""End-to-end benchmark pipelines run by `hf-unlearn run`."""

@@ -1,0 +1,72 @@
+"""Shared configuration of every unlearning trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+__all__ = ["UnlearnConfig"]
+
+RETAIN_LOSSES = ("none", "nll", "kl")
+REFERENCES = ("precomputed", "live")
+
+
+@dataclass
+class UnlearnConfig(TrainingArguments):
+    r"""
+    Arguments shared by all unlearning trainers. Defaults follow the TOFU reference recipe (SPEC §1): AdamW,
+    lr 1e-5, weight decay 0.01, 10 epochs, grad clip 1.0.
+
+    Parameters:
+        retain_loss (`str`, *optional*, defaults to `"none"`):
+            Retain term Ret(R) added to the forget loss: `"none"`, `"nll"` (token-mean NLL on the retain batch) or
+            `"kl"` (KL(π_ref ‖ π_θ) averaged over the retain batch's labelled positions; the reference averages over
+            all positions including padding, we mask).
+        retain_loss_weight (`float`, *optional*, defaults to `1.0`):
+            α: weight of the retain term.
+        reference (`str`, *optional*, defaults to `"precomputed"`):
+            How methods that need the frozen initial model get its forget-set log-probs: `"precomputed"` (one pass
+            before training, no reference model in memory) or `"live"` (a frozen copy, or the PEFT model with its
+            adapter disabled, run on every batch). A `"kl"` retain term always needs the live reference.
+        pairing_seed (`int` or `None`, *optional*, defaults to `None`):
+            Seed of the forget/retain pairing (each forget example gets one uniformly random retain example per
+            epoch). `None` uses `seed`.
+    """
+
+    retain_loss: str = field(
+        default="none",
+        metadata={"help": "Retain term Ret(R): 'none', 'nll' (CE on the retain batch) or 'kl' (KL(π_ref‖π_θ), masked)."},
+    )
+    retain_loss_weight: float = field(default=1.0, metadata={"help": "α: weight of the retain term."})
+    reference: str = field(
+        default="precomputed",
+        metadata={"help": "Reference log-probs: 'precomputed' once before training, or 'live' from a frozen model."},
+    )
+    pairing_seed: int | None = field(
+        default=None, metadata={"help": "Seed of the random forget/retain pairing; None uses `seed`."}
+    )
+
+    # TrainingArguments defaults changed for unlearning (SPEC §1 reference recipe).
+    learning_rate: float = field(default=1e-5, metadata={"help": "Initial AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    num_train_epochs: float = field(default=10.0, metadata={"help": "Number of passes over the forget set."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+    report_to: str | list[str] | None = field(
+        default="none", metadata={"help": "Integrations to report to ('none', 'tensorboard', 'wandb', ...)."}
+    )
+    # The collator needs the `forget`/`retain`/`index` keys that the model's signature does not list.
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Must stay False: unlearning batches are nested forget/retain dicts."}
+    )
+
+    def __post_init__(self):
+        if self.retain_loss not in RETAIN_LOSSES:
+            raise ValueError(f"retain_loss={self.retain_loss!r} is not one of {RETAIN_LOSSES}.")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference={self.reference!r} is not one of {REFERENCES}.")
+        if self.retain_loss_weight < 0:
+            raise ValueError(f"retain_loss_weight must be >= 0, got {self.retain_loss_weight}.")
+        if self.remove_unused_columns:
+            raise ValueError("remove_unused_columns must be False for unlearning trainers (nested forget/retain batches).")
+        super().__post_init__()
