@@ -51,3 +51,14 @@ def test_evaluator_matches_brute_force():
     pooled = (metrics["forget1_loss"] * n1 + metrics["forget2_loss"] * n2) / (n1 + n2)
     assert metrics["forget_loss"] == pytest.approx(pooled, rel=1e-6)
     assert MarkovEvaluator(test_sets, model, PAD)(model)["retain_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_retain_kl_at_forget_kl_interpolates():
+    from hf_unlearn.evaluation.markov import retain_kl_at_forget_kl
+
+    history = [{"forget_kl": 0.0, "retain_kl": 0.0}, {"forget_kl": 1.0, "retain_kl": 0.2},
+               {"forget_kl": 3.0, "retain_kl": 1.0}]
+    assert retain_kl_at_forget_kl(history, 2.0) == pytest.approx(0.6)
+    assert retain_kl_at_forget_kl(history, 1.0) == pytest.approx(0.2)
+    assert retain_kl_at_forget_kl(history, 0.0) == pytest.approx(0.0)
+    assert retain_kl_at_forget_kl(history, 3.5) is None

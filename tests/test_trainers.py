@@ -163,3 +163,12 @@ def test_pairing_is_reproducible_and_redrawn_each_epoch(forget_dataset, retain_d
     a.set_epoch(1)
     assert first != [a.retain_index(i) for i in range(len(a))]
     assert a[3]["index"] == 3 and a[3]["forget"] == forget_dataset[3]
+
+
+def test_npo_with_kl_retain_term_keeps_its_reference(model, forget_dataset, retain_dataset, tmp_path):
+    """Precomputed NPO log-probs and a live KL reference coexist (the reference must survive the precomputation)."""
+    args = NPOConfig(output_dir=str(tmp_path), retain_loss="kl", reference="precomputed", max_steps=2, **COMMON)
+    trainer = NPOTrainer(model, args, forget_dataset=forget_dataset, retain_dataset=retain_dataset,
+                         ref_model=copy.deepcopy(model))
+    assert trainer.ref_forget_nll is not None and trainer.ref_model is not None
+    trainer.train()

@@ -47,13 +47,18 @@ def validate_lm_dataset(dataset: Any, name: str) -> None:
 
 
 class ForgetRetainDataset(Dataset):
-    """Iterates over the forget set; each item carries its forget index and, if given, a paired retain example."""
+    """Iterates over the forget set; each item carries its forget index and, if given, a paired retain example.
 
-    def __init__(self, forget: Any, retain: Any | None = None, seed: int = 0):
+    `indices` restricts the iteration to a subset of the forget set (IMU draws only samples with positive weight);
+    the `index` of each item stays its position in the full forget set.
+    """
+
+    def __init__(self, forget: Any, retain: Any | None = None, seed: int = 0, indices: Sequence[int] | None = None):
         self.forget = forget
         self.retain = retain
         self.seed = seed
         self.epoch = 0
+        self.indices = list(range(len(forget))) if indices is None else list(indices)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw a fresh retain pairing each epoch (called by the trainer's epoch callback)."""
@@ -64,9 +69,10 @@ class ForgetRetainDataset(Dataset):
         return int(rng.integers(len(self.retain)))
 
     def __len__(self) -> int:
-        return len(self.forget)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        index = self.indices[position]
         item = {"forget": self.forget[index], "index": index}
         if self.retain is not None:
             item["retain"] = self.retain[self.retain_index(index)]

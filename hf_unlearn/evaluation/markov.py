@@ -14,7 +14,7 @@ from ..data.markov import CHAINS, transition_matrix
 from ..data.pairing import pad_examples
 from ..utils import IGNORE_INDEX
 
-__all__ = ["MarkovEvalCallback", "MarkovEvaluator", "kl_per_position", "next_token_logprobs"]
+__all__ = ["MarkovEvalCallback", "MarkovEvaluator", "kl_per_position", "next_token_logprobs", "retain_kl_at_forget_kl"]
 
 
 @torch.no_grad()
@@ -107,6 +107,21 @@ class MarkovEvalCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self._evaluate(state.global_step, model)
+
+
+def retain_kl_at_forget_kl(history: list[dict[str, float]], level: float) -> float | None:
+    """Retain KL where the trajectory first reaches forget KL `level` (linear between steps); None if it never does.
+
+    Comparing methods at matched forgetting is the fair reading of a trade-off: a method that forgets less always
+    keeps the retain set better.
+    """
+    for before, after in zip(history, history[1:]):
+        if before["forget_kl"] >= level:
+            return before["retain_kl"]
+        if after["forget_kl"] >= level:
+            fraction = (level - before["forget_kl"]) / (after["forget_kl"] - before["forget_kl"])
+            return before["retain_kl"] + fraction * (after["retain_kl"] - before["retain_kl"])
+    return history[-1]["retain_kl"] if history and history[-1]["forget_kl"] >= level else None
 
 
 def _padded(rows: list[list[int]], value: int) -> list[list[int]]:

@@ -28,8 +28,8 @@ __all__ = ["run_markov"]
 
 logger = logging.getLogger(__name__)
 
-RECIPE_KEYS = {"task", "output_dir", "seed", "data", "model", "original_training_data", "train", "unlearn", "methods",
-               "evaluation"}
+RECIPE_KEYS = {"task", "output_dir", "models_dir", "seed", "data", "model", "original_training_data", "train", "unlearn",
+               "methods", "evaluation"}
 # Per-step evaluation draws the trade-off curve; on CPU it dominates the run, so it may use the first
 # `trajectory_examples` sequences of each test split (None: all). Final numbers always use the full test sets.
 DEFAULT_EVALUATION = {"trajectory_examples": None, "batch_size": 1024}
@@ -51,6 +51,8 @@ def run_markov(recipe: dict[str, Any], output_dir: str | Path | None = None) -> 
     check_keys(recipe, RECIPE_KEYS, "the Markov recipe")
     specs = method_specs(recipe.get("methods"))
     output_dir = Path(output_dir or recipe.get("output_dir") or "outputs/markov")
+    # Several recipes (e.g. an ablation) can share one cache of original/retrained models.
+    models_dir = Path(recipe.get("models_dir") or output_dir / "models")
     seed = int(recipe.get("seed", 42))
     data_settings = {"seed": seed, **(recipe.get("data") or {})}
     original_data = recipe.get("original_training_data", "retain+forget1")
@@ -79,7 +81,7 @@ def run_markov(recipe: dict[str, Any], output_dir: str | Path | None = None) -> 
         fingerprint = {"model": model_settings, "max_length": max_length, "data": data_settings,
                        "train": train_settings, "chains": chains, "hf_unlearn": __version__}
         train_set = concatenate_datasets([data[f"{chain}_train"] for chain in chains])
-        models[name] = _train_or_load(output_dir / "models" / name, fingerprint,
+        models[name] = _train_or_load(models_dir / name, fingerprint,
                                       _gpt2_config(model_settings, max_length), train_set, train_settings)
         timings[f"{name}_seconds"] = time.perf_counter() - tick
 

@@ -6,6 +6,8 @@ from .ga_config import GAConfig
 from .ga_trainer import GATrainer, ga_loss
 from .graddiff_config import GradDiffConfig
 from .graddiff_trainer import GradDiffTrainer, graddiff_loss
+from .imu_config import IMUConfig
+from .imu_trainer import IMUTrainer, imu_loss
 from .npo_config import NPOConfig
 from .npo_trainer import NPOTrainer, npo_loss
 from .simnpo_config import SimNPOConfig
@@ -16,6 +18,7 @@ METHODS = {
     "GradDiff": (GradDiffConfig, GradDiffTrainer),
     "NPO": (NPOConfig, NPOTrainer),
     "SimNPO": (SimNPOConfig, SimNPOTrainer),
+    "IMU": (IMUConfig, IMUTrainer),
 }
 
 __all__ = [
@@ -24,6 +27,8 @@ __all__ = [
     "GATrainer",
     "GradDiffConfig",
     "GradDiffTrainer",
+    "IMUConfig",
+    "IMUTrainer",
     "NPOConfig",
     "NPOTrainer",
     "SimNPOConfig",
@@ -32,6 +37,7 @@ __all__ = [
     "UnlearnTrainer",
     "ga_loss",
     "graddiff_loss",
+    "imu_loss",
     "npo_loss",
     "simnpo_loss",
 ]

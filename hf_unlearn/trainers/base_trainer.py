@@ -103,7 +103,7 @@ class UnlearnTrainer(Trainer):
 
         self.ref_model = None
         needs_live = args.retain_loss == "kl" or (self.needs_reference_nll and args.reference == "live")
-        if needs_live and not _is_peft(self.model):
+        if needs_live and (ref_model is not None or not _is_peft(self.model)):
             self.ref_model = _frozen(ref_model if ref_model is not None else copy.deepcopy(self.model))
             self.ref_model.to(self.args.device)
         self.ref_forget_nll = None
@@ -134,7 +134,7 @@ class UnlearnTrainer(Trainer):
     def precompute_reference_nll(self, ref_model: PreTrainedModel | None = None) -> torch.Tensor:
         """One pass over the forget set with the initial model (or `ref_model`): ℓ_ref is constant while unlearning."""
         if ref_model is not None:
-            self.ref_model = _frozen(ref_model).to(self.args.device)
+            _frozen(ref_model).to(self.args.device)
         was_training = self.model.training
         self.model.eval()
         loader = DataLoader(
@@ -145,9 +145,12 @@ class UnlearnTrainer(Trainer):
         values = []
         for batch in tqdm(loader, desc="Reference log-probs", disable=not self.is_world_process_zero()):
             batch = {key: value.to(self.args.device) for key, value in batch.items()}
-            values.append(sequence_nll(self.reference_logits(self.model, batch), batch["labels"])[0].float().cpu())
+            if ref_model is not None:
+                logits = ref_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            else:
+                logits = self.reference_logits(self.model, batch)
+            values.append(sequence_nll(logits, batch["labels"])[0].float().cpu())
         self.model.train(was_training)
-        self.ref_model = None  # nothing of the reference stays in memory
         return torch.cat(values)
 
     # ----- retain term ---------------------------------------------------------------------------------------

@@ -1,0 +1,313 @@
+"""TOFU data (Maini et al., 2024, arXiv:2401.06121): loading and chat formatting into `input_ids`/`labels`.
+
+Formatting follows SPEC §3 (the open-unlearning reference with Llama-3.2-Instruct): the tokenizer's chat template with
+the system prompt "You are a helpful assistant." and `date_string="10 Apr 2025"`; labels are -100 on every prompt token
+and the targets are the answer tokens plus the template's end-of-turn token only. Tokenizers without a chat template
+fall back to plain text ("Question: ...\\nAnswer: ..." + eos).
+
+>>> forget = load_tofu("forget05", data_dir="path/to/tofu")  # doctest: +SKIP
+>>> forget_tokenized = tokenize_tofu(forget, tokenizer)  # doctest: +SKIP
+>>> format_qa(tokenizer, "Who wrote Hamlet?", "Shakespeare.")  # doctest: +SKIP
+{'input_ids': [...], 'labels': [-100, ..., 123, 45, 2], 'attention_mask': [1, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from datasets import Dataset, load_dataset
+
+from ..utils import IGNORE_INDEX
+
+__all__ = [
+    "DEFAULT_DATE_STRING",
+    "DEFAULT_SYSTEM_PROMPT",
+    "TOFU_CONFIGS",
+    "TOFU_HUB_ID",
+    "encode_prompt_answer",
+    "end_of_turn_token_id",
+    "format_qa",
+    "load_tofu",
+    "tokenize_tofu",
+]
+
+TOFU_HUB_ID = "locuslab/TOFU"
+TOFU_CONFIGS = (
+    "full", "forget01", "forget05", "forget10", "retain90", "retain95", "retain99",
+    "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed",
+    "real_authors", "real_authors_perturbed", "world_facts", "world_facts_perturbed",
+    "holdout01", "holdout05", "holdout10",
+)  # fmt: skip
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+DEFAULT_DATE_STRING = "10 Apr 2025"
+DEFAULT_TEMPLATE_KWARGS = {"date_string": DEFAULT_DATE_STRING}
+# Plain-text fallback for tokenizers without a chat template. The answer starts with a space so that a BPE tokenizer
+# splits prompt and answer exactly as it would in one string.
+PLAIN_PROMPT = "Question: {question}\nAnswer:"
+
+
+def load_tofu(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """One TOFU config as a `datasets.Dataset`.
+
+    Args:
+        name: a config name (`"forget05"`, `"retain_perturbed"`, ... see `TOFU_CONFIGS`).
+        data_dir: a local folder with one `<name>.jsonl` (or `.json`) file per config, as in the TOFU README; None
+            loads `load_dataset("locuslab/TOFU", name)` from the Hub.
+
+    Raises:
+        FileNotFoundError: the config has no file in `data_dir` (the message lists the configs found there).
+        ValueError: an unknown config name (Hub), or a file without rows.
+    """
+    if data_dir is None:
+        if name not in TOFU_CONFIGS:
+            raise ValueError(f"Unknown TOFU config {name!r}; known configs: {', '.join(TOFU_CONFIGS)}.")
+        return load_dataset(TOFU_HUB_ID, name, split="train")
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"TOFU data folder {str(folder)!r} does not exist.")
+    for suffix in (".jsonl", ".json"):
+        path = folder / f"{name}{suffix}"
+        if path.is_file():
+            rows = _read_json_rows(path)
+            if not rows:
+                raise ValueError(f"TOFU config {name!r} ({path}) is empty: no rows.")
+            return Dataset.from_list(rows)
+    found = sorted({p.stem for p in folder.iterdir() if p.suffix in (".json", ".jsonl")})
+    raise FileNotFoundError(f"TOFU config {name!r} not found in {str(folder)!r} (configs there: {found or 'none'}).")
+
+
+def _read_json_rows(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):  # one JSON array
+            return json.loads(text)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON Lines: {error}") from error
+
+
+# ------------------------------------------------------------------------------------------------ chat formatting
+
+
+def _template_source(tokenizer: Any) -> str:
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # several named templates
+        return "\n".join(template.values())
+    return template or ""
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool, kwargs: dict) -> str:
+    source = _template_source(tokenizer)
+    # Only pass variables the template mentions: a template that lacks `date_string` must not see it.
+    usable = {key: value for key, value in kwargs.items() if key in source}
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **usable
+        )
+    except jinja2.TemplateError as error:
+        hint = " (pass system_prompt=None if the template rejects system messages)" if messages[0]["role"] == "system" else ""
+        raise ValueError(f"The tokenizer's chat template failed: {error}{hint}") from error
+
+
+def _special_token_strings(tokenizer: Any) -> list[str]:
+    special = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(token, "special", False):
+            special.add(str(token))
+    return sorted((s for s in special if s), key=len, reverse=True)
+
+
+def _tokenize(tokenizer: Any, text: str, add_special_tokens: bool = False) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def _split_ids(tokenizer: Any, prompt_text: str, answer_text: str, add_special_tokens: bool) -> tuple[list[int], list[int]]:
+    """Token ids of prompt and answer such that their concatenation is the tokenization of the whole text."""
+    prompt_ids = _tokenize(tokenizer, prompt_text, add_special_tokens)
+    full_ids = _tokenize(tokenizer, prompt_text + answer_text, add_special_tokens)
+    if full_ids[: len(prompt_ids)] == prompt_ids and len(full_ids) > len(prompt_ids):
+        return prompt_ids, full_ids[len(prompt_ids) :]
+    # A merge across the boundary: keep the prompt exactly as generation will see it.
+    return prompt_ids, _tokenize(tokenizer, answer_text, False)
+
+
+def encode_prompt_answer(
+    tokenizer: Any,
+    prompt: str | list[dict[str, str]],
+    answer: str,
+    *,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    template_kwargs: dict[str, Any] | None = None,
+    use_chat_template: bool | None = None,
+) -> tuple[list[int], list[int]]:
+    """`(prompt_ids, answer_ids)`: the prompt as the model sees it before answering, and the answer's target tokens.
+
+    Args:
+        prompt: a question (str) or a list of chat messages ending with a user turn.
+        answer: the answer text (stripped; must not be empty).
+        system_prompt: prepended as a system message unless `prompt` already starts with one; None: no system turn.
+        template_kwargs: extra chat-template variables (default `{"date_string": "10 Apr 2025"}`); only those the
+            template mentions are passed.
+        use_chat_template: None: use the chat template when the tokenizer has one; False: the plain-text format.
+
+    `answer_ids` ends with the template's end-of-turn token (the first special token the template writes after the
+    answer, e.g. `<|eot_id|>` or `<|im_end|>`); anything the template writes after it (a newline) is dropped. Without
+    a chat template, or when the template writes no special token after the answer, the eos token ends the answer.
+    """
+    answer = answer.strip() if isinstance(answer, str) else answer
+    if not isinstance(answer, str) or not answer:
+        raise ValueError(f"The answer must be a non-empty string, got {answer!r:.60}.")
+    has_template = bool(_template_source(tokenizer))
+    if use_chat_template is None:
+        use_chat_template = has_template
+    elif use_chat_template and not has_template:
+        raise ValueError("use_chat_template=True but the tokenizer has no chat template.")
+    kwargs = DEFAULT_TEMPLATE_KWARGS if template_kwargs is None else template_kwargs
+
+    if not use_chat_template:
+        if not isinstance(prompt, str):
+            raise ValueError("Chat messages need a tokenizer with a chat template (use_chat_template=True).")
+        prompt_ids, answer_ids = _split_ids(tokenizer, PLAIN_PROMPT.format(question=prompt.strip()), " " + answer, True)
+        return prompt_ids, _with_eos(tokenizer, answer_ids)
+
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    if not messages or messages[-1].get("role") != "user":
+        raise ValueError("The prompt messages must end with a user turn.")
+    if system_prompt is not None and messages[0].get("role") != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    prompt_text = _render(tokenizer, messages, True, kwargs)
+    full_text = _render(tokenizer, messages + [{"role": "assistant", "content": answer}], False, kwargs)
+    if not full_text.startswith(prompt_text):
+        raise ValueError(
+            "The chat template does not render the generation prompt as a prefix of the answered conversation; "
+            "use use_chat_template=False or another template."
+        )
+    rest = full_text[len(prompt_text) :]
+    start = rest.find(answer)
+    if start < 0:
+        raise ValueError("The chat template does not render the answer verbatim; cannot locate the answer tokens.")
+    suffix = rest[start + len(answer) :]
+    hits = [(suffix.find(s), s) for s in _special_token_strings(tokenizer) if s in suffix]
+    if hits:
+        position, token = min(hits, key=lambda hit: (hit[0], -len(hit[1])))
+        answer_text = rest[: start + len(answer)] + suffix[: position + len(token)]
+        return _split_ids(tokenizer, prompt_text, answer_text, False)
+    prompt_ids, answer_ids = _split_ids(tokenizer, prompt_text, rest[: start + len(answer)], False)
+    return prompt_ids, _with_eos(tokenizer, answer_ids)
+
+
+def _with_eos(tokenizer: Any, answer_ids: list[int]) -> list[int]:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("The tokenizer has no eos token to end the answer with.")
+    return answer_ids if answer_ids and answer_ids[-1] == tokenizer.eos_token_id else answer_ids + [tokenizer.eos_token_id]
+
+
+def format_qa(
+    tokenizer: Any,
+    question: str | list[dict[str, str]],
+    answer: str,
+    *,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    template_kwargs: dict[str, Any] | None = None,
+    use_chat_template: bool | None = None,
+    reference_attention_mask: bool = False,
+) -> dict[str, list[int]]:
+    """One (question, answer) pair as `{"input_ids", "labels", "attention_mask"}` (lists of ints, unpadded).
+
+    `labels` is -100 on the prompt and equals `input_ids` on the answer + end-of-turn tokens. Arguments as in
+    `encode_prompt_answer`. With `reference_attention_mask=True` the mask is `input_ids != pad_token_id`, as the TOFU
+    reference builds it: when pad = eos = end-of-turn this hides every end-of-turn token (SPEC §3; its released
+    checkpoints and numbers depend on it). Default: all ones.
+    """
+    prompt_ids, answer_ids = encode_prompt_answer(
+        tokenizer, question, answer, system_prompt=system_prompt, template_kwargs=template_kwargs,
+        use_chat_template=use_chat_template,
+    )  # fmt: skip
+    input_ids = prompt_ids + answer_ids
+    return {
+        "input_ids": input_ids,
+        "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
+        "attention_mask": reference_mask(tokenizer, input_ids) if reference_attention_mask else [1] * len(input_ids),
+    }
+
+
+def reference_mask(tokenizer: Any, input_ids: Sequence[int]) -> list[int]:
+    """The reference's attention mask `input_ids != pad_token_id` (reference quirk, see `format_qa`)."""
+    if tokenizer.pad_token_id is None:
+        raise ValueError("reference_attention_mask needs a pad token (the reference pads with eos).")
+    return [int(token != tokenizer.pad_token_id) for token in input_ids]
+
+
+def end_of_turn_token_id(tokenizer: Any, **format_kwargs: Any) -> int:
+    """The token that ends an answer under this formatting (`<|eot_id|>`, `<|im_end|>`, or eos without a template)."""
+    _, answer_ids = encode_prompt_answer(tokenizer, "Question?", "Answer.", **format_kwargs)
+    return answer_ids[-1]
+
+
+def _row_to_prompt_answer(row: dict[str, Any], index: int, question_key: str, answer_key: str) -> tuple[Any, Any, bool]:
+    """`(prompt, answer, raw_text)` from a question/answer, TRL prompt/completion, or TRL conversational row."""
+    if question_key in row and answer_key in row:
+        answer = row[answer_key]
+        if not isinstance(answer, str):
+            raise ValueError(f"Row {index}: column {answer_key!r} must be a string, got {type(answer).__name__}.")
+        return row[question_key], answer, False
+    if "prompt" in row and "completion" in row:
+        prompt, completion = row["prompt"], row["completion"]
+        if isinstance(prompt, str) and isinstance(completion, str):  # TRL standard: raw text, no template
+            return prompt, completion, True
+        if isinstance(prompt, list) and isinstance(completion, list) and len(completion) == 1:
+            return prompt, completion[0]["content"], False
+        raise ValueError(f"Row {index}: prompt/completion must both be strings or message lists (one completion).")
+    if "messages" in row:
+        messages = row["messages"]
+        if not messages or messages[-1].get("role") != "assistant":
+            raise ValueError(f"Row {index}: the last message must be the assistant's answer.")
+        return messages[:-1], messages[-1]["content"], False
+    raise ValueError(
+        f"Unsupported columns {sorted(row)}: expected {question_key!r}/{answer_key!r}, TRL 'prompt'/'completion' "
+        "or TRL conversational 'messages'."
+    )
+
+
+def tokenize_tofu(
+    dataset: Dataset,
+    tokenizer: Any,
+    *,
+    question_key: str = "question",
+    answer_key: str = "answer",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    template_kwargs: dict[str, Any] | None = None,
+    use_chat_template: bool | None = None,
+    reference_attention_mask: bool = False,
+) -> Dataset:
+    """Map a dataset to `input_ids`/`labels`/`attention_mask` (other columns are dropped).
+
+    Accepted rows: question/answer columns (TOFU; names configurable), TRL's standard prompt/completion (raw text:
+    prompt tokens + completion tokens + eos, no template, as TRL does), TRL's conversational prompt/completion, or
+    TRL's conversational `messages` (the last message is the answer). Formatting arguments as in `format_qa`.
+    """
+    if len(dataset) == 0:
+        raise ValueError("Cannot tokenize an empty dataset.")
+
+    def encode(row: dict[str, Any], index: int) -> dict[str, list[int]]:
+        prompt, answer, raw = _row_to_prompt_answer(row, index, question_key, answer_key)
+        if raw:
+            if not answer:
+                raise ValueError(f"Row {index}: empty completion.")
+            prompt_ids, answer_ids = _split_ids(tokenizer, prompt, answer, True)
+            answer_ids = _with_eos(tokenizer, answer_ids)
+            input_ids = prompt_ids + answer_ids
+            mask = reference_mask(tokenizer, input_ids) if reference_attention_mask else [1] * len(input_ids)
+            return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids, "attention_mask": mask}
+        return format_qa(
+            tokenizer, prompt, answer, system_prompt=system_prompt, template_kwargs=template_kwargs,
+            use_chat_template=use_chat_template, reference_attention_mask=reference_attention_mask,
+        )  # fmt: skip
+
+    return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc="Tokenizing")

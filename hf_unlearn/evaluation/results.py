@@ -1,0 +1,146 @@
+"""Evaluation results on disk: fingerprints (no stale reuse), atomic writing, and retain-model reference values."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..utils import atomic_write_json
+
+__all__ = [
+    "ITEMS_FILE",
+    "SUMMARY_FILE",
+    "RetainReference",
+    "data_fingerprint",
+    "load_retain_reference",
+    "model_fingerprint",
+    "read_matching_results",
+    "sha256_json",
+    "write_results",
+]
+
+SUMMARY_FILE = "summary.json"
+ITEMS_FILE = "items.json"
+
+
+def sha256_json(payload: Any) -> str:
+    """sha256 of a canonical JSON dump (sorted keys)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of the model's config and every tensor of its state dict (name, dtype, shape, bytes).
+
+    Hashing the weights themselves (~1 s per GB) is what makes reuse provable: a fine-tuned model saved to the same
+    folder, or a model changed in memory, gets a different fingerprint.
+    """
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(config.to_json_string(use_diff=False).encode("utf-8"))
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        # View as bytes: numpy has no bfloat16.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def data_fingerprint(rows_by_split: dict[str, list[dict[str, Any]]]) -> str:
+    """sha256 of the rows actually evaluated, whatever their source (Hub or local files)."""
+    return sha256_json(rows_by_split)
+
+
+def write_results(output_dir: str | os.PathLike, summary: dict[str, Any], items: dict[str, Any]) -> None:
+    """Write `items.json`, then `summary.json` (each atomically). The summary carries the items file's hash, so a
+    crash between the two writes can never pair a summary with items from another run."""
+    output_dir = Path(output_dir)
+    items_payload = {"fingerprint": summary["fingerprint"], "splits": items}
+    atomic_write_json(output_dir / ITEMS_FILE, items_payload)
+    summary = dict(summary, items_sha256=sha256_json(items_payload))
+    atomic_write_json(output_dir / SUMMARY_FILE, summary)
+
+
+def read_matching_results(output_dir: str | os.PathLike, parts: dict[str, str]) -> tuple[dict | None, str]:
+    """Previous results in `output_dir` if computed from the same fingerprint parts (model, data, settings, ...),
+    else None; also says why, for the log."""
+    summary_path, items_path = Path(output_dir) / SUMMARY_FILE, Path(output_dir) / ITEMS_FILE
+    if not summary_path.is_file():
+        return None, "no previous results"
+    try:
+        summary = json.loads(summary_path.read_text())
+        items_payload = json.loads(items_path.read_text()) if items_path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None, "previous results are unreadable"
+    old_parts = summary.get("fingerprint_parts") or {}
+    differ = [name for name, value in parts.items() if old_parts.get(name) != value]
+    if differ:
+        return None, f"previous results differ in: {', '.join(differ)}"
+    if items_payload is None or sha256_json(items_payload) != summary.get("items_sha256"):
+        return None, "previous items file is missing or does not belong to the summary"
+    return {"summary": summary, "items": items_payload["splits"]}, "model, data and settings match"
+
+
+@dataclass(frozen=True)
+class RetainReference:
+    """What the retain model's evaluation provides: per-item forget truth ratios (for forget_quality) and its min-k
+    AUC (for privleak), plus where they came from."""
+
+    truth_ratios: list[float] | None
+    mia_auc: float | None
+    source: str
+    sha256: str
+
+
+def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainReference:
+    """Read a retain-model evaluation: an `hf-unlearn eval` output folder (or its summary.json / items.json), or an
+    open-unlearning `TOFU_EVAL.json` (keys `forget_truth_ratio.value_by_index.*.score`, `mia_min_k.agg_value`).
+
+    Raises ValueError if the file holds neither value or was computed for another forget split.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / SUMMARY_FILE
+    if path.name == ITEMS_FILE:
+        path = path.with_name(SUMMARY_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"Retain-model results {str(path)!r} not found.")
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Retain-model results {str(path)!r} are not valid JSON: {error}") from error
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    if "fingerprint" in payload and "settings" in payload:  # our own summary.json
+        split = payload["settings"].get("forget_split")
+        if split != forget_split:
+            raise ValueError(f"Retain-model results {str(path)!r} are for {split!r}, not {forget_split!r}.")
+        items_path = path.with_name(ITEMS_FILE)
+        truth_ratios = None
+        if items_path.is_file():
+            items = json.loads(items_path.read_text())["splits"]
+            truth_ratios = [item["truth_ratio"] for item in items["forget"]]
+            digest = hashlib.sha256(path.read_bytes() + items_path.read_bytes()).hexdigest()
+        return RetainReference(truth_ratios, payload.get("mia_min_k"), f"hf-unlearn results {path}", digest)
+
+    if "forget_truth_ratio" in payload or "mia_min_k" in payload:  # open-unlearning TOFU_EVAL.json
+        truth_ratios = None
+        by_index = (payload.get("forget_truth_ratio") or {}).get("value_by_index")
+        if by_index:
+            ordered = sorted(by_index.items(), key=lambda kv: int(kv[0]))
+            truth_ratios = [float(value["score"]) for _, value in ordered if value.get("score") is not None]
+        auc = (payload.get("mia_min_k") or {}).get("agg_value")
+        if truth_ratios is None and auc is None:
+            raise ValueError(f"{str(path)!r} has neither forget_truth_ratio.value_by_index nor mia_min_k.agg_value.")
+        return RetainReference(truth_ratios, None if auc is None else float(auc), f"open-unlearning results {path}", digest)
+
+    raise ValueError(
+        f"{str(path)!r} is not a retain-model evaluation (expected an hf-unlearn summary.json or an open-unlearning "
+        "TOFU_EVAL.json)."
+    )

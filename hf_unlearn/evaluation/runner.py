@@ -1,0 +1,265 @@
+"""Batched teacher-forced scoring and greedy generation, sharded over processes.
+
+Batches are formed once, globally (sequences sorted by length, fixed batch size), and whole batches are dealt to
+ranks round-robin; every sequence is therefore computed in exactly the same batch whatever the number of processes,
+and a multi-process run gives the same numbers as a single-process one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
+
+from ..utils import IGNORE_INDEX, token_logprobs
+
+__all__ = ["dist_info", "generate_answers", "score_prompt_groups", "score_sequences", "supports_packed_prompts"]
+
+
+def dist_info() -> tuple[int, int]:
+    """`(rank, world_size)` of the initialised `torch.distributed` group, else `(0, 1)`."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    # Longest first: an out-of-memory error shows up in the first batch, not at the end.
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _run_sharded(batches: list[list[int]], work, desc: str, show_progress: bool) -> dict[int, Any]:
+    """Run `work(batch) -> {index: result}` on this rank's batches and gather all results on every rank."""
+    rank, world = dist_info()
+    mine = batches[rank::world]
+    results: dict[int, Any] = {}
+    for batch in tqdm(mine, desc=desc, disable=not show_progress or rank != 0, leave=False):
+        results.update(work(batch))
+    if world > 1:
+        gathered: list[dict[int, Any] | None] = [None] * world
+        torch.distributed.all_gather_object(gathered, results)
+        results = {k: v for part in gathered for k, v in part.items()}
+    return results
+
+
+def _left_pad(rows: Iterable[Sequence[int]], value: int, length: int) -> torch.Tensor:
+    return torch.tensor([[value] * (length - len(row)) + list(row) for row in rows], dtype=torch.long)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def score_sequences(
+    model: torch.nn.Module,
+    sequences: Sequence[dict[str, Any]],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    desc: str = "Scoring",
+    show_progress: bool = True,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Teacher-forced forward of each sequence; returns per sequence `(token_logps, predictions)` over its answer.
+
+    Args:
+        sequences: dicts with `input_ids` (prompt + answer), `attention_mask` and `num_answer_tokens` (the answer is
+            the last `num_answer_tokens` tokens, end-of-turn token included).
+
+    `token_logps[t] = log p(y_t | x, y_<t)` and `predictions[t]` the argmax at the same position, both float32/int64
+    arrays of length `num_answer_tokens`. Sequences are left-padded, so every answer ends at the last position and only
+    the logits of the last `max answer length + 1` positions are computed (`logits_to_keep`) where the model allows it;
+    position ids count real tokens only, so padding changes nothing.
+    """
+    device = _device(model)
+    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    def work(batch: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        rows = [sequences[i] for i in batch]
+        length = max(len(row["input_ids"]) for row in rows)
+        keep = max(row["num_answer_tokens"] for row in rows) + 1
+        input_ids = _left_pad((row["input_ids"] for row in rows), pad_token_id, length)
+        attention_mask = _left_pad((row["attention_mask"] for row in rows), 0, length)
+        real = _left_pad(([1] * len(row["input_ids"]) for row in rows), 0, length)
+        position_ids = (real.cumsum(-1) - 1).clamp(min=0)
+        labels = torch.full((len(rows), keep), IGNORE_INDEX, dtype=torch.long)  # (B, K)
+        for r, row in enumerate(rows):
+            n = row["num_answer_tokens"]
+            labels[r, keep - n :] = torch.tensor(row["input_ids"][-n:])
+        kwargs = {"logits_to_keep": keep} if keeps_logits else {}
+        logits = model(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+            position_ids=position_ids.to(device), use_cache=False, **kwargs,
+        ).logits[:, -keep:]  # (B, K, V)
+        logps, _ = token_logprobs(logits, labels.to(device))  # (B, K-1)
+        preds = logits[:, :-1].argmax(dim=-1)  # (B, K-1)
+        logps, preds = logps.float().cpu().numpy(), preds.cpu().numpy()
+        return {i: (logps[r, keep - 1 - rows[r]["num_answer_tokens"] :].copy(),
+                    preds[r, keep - 1 - rows[r]["num_answer_tokens"] :].copy()) for r, i in enumerate(batch)}  # fmt: skip
+
+    results = _run_sharded(_batches([len(s["input_ids"]) for s in sequences], batch_size), work, desc, show_progress)
+    return [results[i] for i in range(len(sequences))]
+
+
+def supports_packed_prompts(model: torch.nn.Module) -> bool:
+    """Whether `model` takes a custom 4D additive attention mask (eager/SDPA attention of transformers' masking API)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) in ("eager", "sdpa")
+
+
+def _group_batches(sizes: Sequence[int], lengths: Sequence[int], max_answers: int) -> list[list[int]]:
+    """Longest rows first; each batch holds rows until it has `max_answers` answers (at least one row)."""
+    if max_answers < 1:
+        raise ValueError(f"batch_size must be >= 1, got {max_answers}.")
+    batches, current, count = [], [], 0
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        if current and count + sizes[i] > max_answers:
+            batches.append(current)
+            current, count = [], 0
+        current.append(i)
+        count += sizes[i]
+    return batches + ([current] if current else [])
+
+
+@torch.inference_mode()
+def score_prompt_groups(
+    model: torch.nn.Module,
+    groups: Sequence[dict[str, Any]],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    desc: str = "Scoring",
+    show_progress: bool = True,
+) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Like `score_sequences` for several answers to one prompt, computing the prompt only once.
+
+    Args:
+        groups: dicts with `prompt_ids`, `prompt_mask` and lists `answers` / `answer_masks` (token ids and attention
+            mask of each answer, end-of-turn token included).
+        batch_size: answers per forward pass.
+
+    Each group is packed into one row, prompt then every answer, with a block attention mask (each answer sees the
+    prompt and its own earlier tokens, never another answer) and position ids that restart after the prompt: the
+    same computation as one sequence per answer, with the prompt's tokens computed once (TOFU items have 1-8 answers
+    per question). Models whose attention does not take a 4D mask fall back to one sequence per answer.
+    """
+    if not supports_packed_prompts(model):
+        flat = [(g, j) for g, group in enumerate(groups) for j in range(len(group["answers"]))]
+        scored = score_sequences(model, [_as_sequence(groups[g], j) for g, j in flat], batch_size=batch_size,
+                                 pad_token_id=pad_token_id, desc=desc, show_progress=show_progress)  # fmt: skip
+        out: list[list[Any]] = [[] for _ in groups]
+        for (g, _), result in zip(flat, scored):
+            out[g].append(result)
+        return out
+    device, dtype = _device(model), next(model.parameters()).dtype
+    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+    lengths = [len(g["prompt_ids"]) + sum(len(a) for a in g["answers"]) for g in groups]
+
+    def work(batch: list[int]) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
+        length = max(lengths[g] for g in batch)
+        keep = max(lengths[g] - len(groups[g]["prompt_ids"]) for g in batch) + 1
+        input_ids = torch.full((len(batch), length), pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros((len(batch), length), dtype=torch.long)
+        allowed = torch.eye(length, dtype=torch.bool).repeat(len(batch), 1, 1)  # (B, L, L); padding sees itself
+        spans = []
+        for r, g in enumerate(batch):
+            group, pad = groups[g], length - lengths[g]
+            p = len(group["prompt_ids"])
+            ids = list(group["prompt_ids"]) + [t for a in group["answers"] for t in a]
+            key_mask = torch.tensor(list(group["prompt_mask"]) + [m for mask in group["answer_masks"] for m in mask], dtype=torch.bool)
+            input_ids[r, pad:] = torch.tensor(ids)
+            segment = torch.full((lengths[g],), -1, dtype=torch.long)  # -1: prompt, j: answer j
+            positions, starts, start = list(range(p)), [], pad + p
+            for j, answer in enumerate(group["answers"]):
+                segment[start - pad : start - pad + len(answer)] = j
+                positions += range(p, p + len(answer))
+                starts.append(start)
+                start += len(answer)
+            position_ids[r, pad:] = torch.tensor(positions)
+            causal = torch.ones(lengths[g], lengths[g], dtype=torch.bool).tril()
+            same = (segment[None, :] == -1) | (segment[None, :] == segment[:, None])  # key in prompt or same answer
+            allowed[r, pad:, pad:] = causal & same & key_mask[None, :]
+            spans.append((pad + p - 1, starts))
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+        kwargs = {"logits_to_keep": keep} if keeps_logits else {}
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                       position_ids=position_ids.to(device), use_cache=False, **kwargs).logits[:, -keep:]  # (B, K, V)
+        offset = length - keep
+        results = {}
+        for r, g in enumerate(batch):
+            prompt_end, starts = spans[r]
+            answers = groups[g]["answers"]
+            width = max(len(a) for a in answers) + 1
+            # Row n, step t: the logits that predict token t of answer n (the prompt's last position for t = 0).
+            index = torch.zeros((len(answers), width), dtype=torch.long)
+            labels = torch.full((len(answers), width), IGNORE_INDEX, dtype=torch.long)
+            for n, (answer, start) in enumerate(zip(answers, starts)):
+                index[n, : len(answer)] = torch.tensor([prompt_end] + list(range(start, start + len(answer) - 1))) - offset
+                labels[n, 1 : len(answer) + 1] = torch.tensor(answer)
+            gathered = logits[r][index.to(device)]  # (N, W, V)
+            logps, _ = token_logprobs(gathered, labels.to(device))  # (N, W-1)
+            preds = gathered[:, :-1].argmax(dim=-1)  # (N, W-1)
+            logps, preds = logps.float().cpu().numpy(), preds.cpu().numpy()
+            results[g] = [(logps[n, : len(a)].copy(), preds[n, : len(a)].copy()) for n, a in enumerate(answers)]
+        return results
+
+    batches = _group_batches([len(g["answers"]) for g in groups], lengths, batch_size)
+    results = _run_sharded(batches, work, desc, show_progress)
+    return [results[g] for g in range(len(groups))]
+
+
+def _as_sequence(group: dict[str, Any], j: int) -> dict[str, Any]:
+    answer = list(group["answers"][j])
+    return {"input_ids": list(group["prompt_ids"]) + answer,
+            "attention_mask": list(group["prompt_mask"]) + list(group["answer_masks"][j]), "num_answer_tokens": len(answer)}  # fmt: skip
+
+
+@torch.inference_mode()
+def generate_answers(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[dict[str, Any]],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    stop_token_ids: Sequence[int],
+    pad_token_id: int,
+    desc: str = "Generating",
+    show_progress: bool = True,
+) -> list[str]:
+    """Greedy generation (left padding, KV cache) from each prompt (`input_ids`, `attention_mask`).
+
+    Stops at any of `stop_token_ids` (eos and the chat template's end-of-turn token) or after `max_new_tokens`; only
+    the new tokens are decoded, up to the first stop token, skipping special tokens.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    device = _device(model)
+    stops = sorted({int(t) for t in stop_token_ids if t is not None})
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+        eos_token_id=stops, pad_token_id=pad_token_id, bos_token_id=getattr(tokenizer, "bos_token_id", None),
+    )  # fmt: skip
+
+    def work(batch: list[int]) -> dict[int, str]:
+        rows = [prompts[i] for i in batch]
+        length = max(len(row["input_ids"]) for row in rows)
+        input_ids = _left_pad((row["input_ids"] for row in rows), pad_token_id, length).to(device)
+        attention_mask = _left_pad((row["attention_mask"] for row in rows), 0, length).to(device)
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+        texts = {}
+        for r, i in enumerate(batch):
+            new = output[r, length:].tolist()
+            cut = next((t for t, token in enumerate(new) if token in stops), len(new))
+            texts[i] = tokenizer.decode(new[:cut], skip_special_tokens=True).strip()
+        return texts
+
+    results = _run_sharded(_batches([len(p["input_ids"]) for p in prompts], batch_size), work, desc, show_progress)
+    return [results[i] for i in range(len(prompts))]

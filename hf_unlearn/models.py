@@ -1,0 +1,149 @@
+"""Loading models and tokenizers: Hub ids, local folders and GGUF files, always ending in a plain trainable model.
+
+>>> model, tokenizer = load_model_and_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+>>> model, tokenizer = load_model_and_tokenizer("path/to/folder", gguf_file="model.Q4_1.gguf")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+__all__ = [
+    "convert_gguf_to_safetensors",
+    "dequantize_gguf_model",
+    "ensure_pad_token",
+    "is_gguf_quantized",
+    "load_model_and_tokenizer",
+]
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'.")
+    return _DTYPES[dtype]
+
+
+def _check_source(name_or_path: str, gguf_file: str | None) -> None:
+    """Fail with a short message on a missing local path instead of a long Hub lookup error."""
+    path = Path(name_or_path).expanduser()
+    looks_local = path.exists() or name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1
+    if looks_local and not path.is_dir():
+        raise FileNotFoundError(f"Model folder {name_or_path!r} does not exist.")
+    if gguf_file is not None and path.is_dir() and not (path / gguf_file).is_file():
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {name_or_path!r} (it has: {ggufs}).")
+
+
+def is_gguf_quantized(model: PreTrainedModel) -> bool:
+    """True for a model loaded from GGUF that still carries the GGUF quantization flag.
+
+    transformers dequantizes GGUF weights to torch tensors but keeps `config.quantization_config`, so `Trainer`
+    refuses to train the model and `save_pretrained` refuses to save it. `dequantize_gguf_model` removes the flag.
+    """
+    qconfig = getattr(model.config, "quantization_config", None)
+    method = qconfig.get("quant_method") if isinstance(qconfig, dict) else getattr(qconfig, "quant_method", None)
+    return str(getattr(method, "value", method)) == "gguf" or getattr(model, "hf_quantizer", None) is not None
+
+
+def dequantize_gguf_model(model: PreTrainedModel, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """A plain (trainable, saveable) copy of a GGUF-loaded model with the same weights and identical logits.
+
+    The weights are already dequantized by transformers; only the quantization flag is dropped: a fresh model is built
+    from the config without `quantization_config` and the state dict is loaded into it.
+    """
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=dtype or model.dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = copy.deepcopy(model.generation_config)
+    plain.to(next(model.parameters()).device)
+    plain.eval()
+    return plain
+
+
+def load_model_and_tokenizer(
+    name_or_path: str | os.PathLike,
+    *,
+    gguf_file: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    device: str | torch.device | None = None,
+) -> tuple[PreTrainedModel, Any]:
+    """Load a causal LM and its tokenizer from the Hub or a local folder, in eval mode.
+
+    Args:
+        name_or_path: a Hub id (`"org/name"`) or a local folder.
+        gguf_file: a GGUF file inside `name_or_path`; the model is dequantized into a plain model (see
+            `dequantize_gguf_model`), so it can be trained and saved like any other.
+        dtype: `"float32"`, `"bfloat16"`, `"float16"`, `"auto"` or a `torch.dtype`; None keeps transformers' default.
+        trust_remote_code: passed to `from_pretrained`.
+        device: where to put the model (default: where transformers loads it, the CPU).
+
+    Non-GGUF weights are loaded from safetensors only (`use_safetensors=True`): pickled `.bin` checkpoints can run code.
+    """
+    name_or_path = os.fspath(name_or_path)
+    _check_source(name_or_path, gguf_file)
+    torch_dtype = _resolve_dtype(dtype)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        if gguf_file is None:
+            kwargs["use_safetensors"] = True
+        if torch_dtype is not None and gguf_file is None:
+            kwargs["dtype"] = torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:
+        # Hub/offline errors span many lines; the first one names the problem.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(f"Could not load {name_or_path!r}: {first_line}") from error
+    if gguf_file is not None:
+        model = dequantize_gguf_model(model, dtype=torch_dtype if isinstance(torch_dtype, torch.dtype) else None)
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def ensure_pad_token(tokenizer: Any, *, pad_with_eos: bool = False) -> Any:
+    """Check that `tokenizer` can pad; with `pad_with_eos=True` a missing pad token becomes the eos token.
+
+    Padding with eos is what the TOFU reference does; it is opt-in here because, with the attention mask built as
+    `input_ids != pad`, it hides real end-of-turn tokens (see `format_qa(reference_attention_mask=True)`).
+    """
+    if tokenizer.pad_token_id is not None:
+        return tokenizer
+    if pad_with_eos and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+    raise ValueError(
+        f"The tokenizer ({type(tokenizer).__name__}) has no pad token. Set one (tokenizer.pad_token = ...) or opt in to "
+        "padding with the eos token (pad_with_eos=True, CLI: --pad-with-eos)."
+    )
+
+
+def convert_gguf_to_safetensors(folder: str | os.PathLike, gguf_file: str, out_dir: str | os.PathLike) -> Path:
+    """Write a GGUF model as a plain fp32 safetensors checkpoint (+ tokenizer) to `out_dir`; returns `out_dir`.
+
+    The result loads with `load_model_and_tokenizer(out_dir)` and gives the same logits as the GGUF-loaded model.
+    A 135M-parameter model takes about 0.5 GB: write it under an output folder, not into a source tree.
+    """
+    model, tokenizer = load_model_and_tokenizer(folder, gguf_file=gguf_file, dtype="float32")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,207 @@
+"""IMU: gradient ascent reweighted per forget sample by its influence on the forget loss, estimated on the LM head."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from ..influence import INFLUENCE_FILE_NAME, InfluenceArguments, compute_influence, influence_weights, load_influence
+from ..influence import save_influence
+from ..utils import sequence_nll
+from .base_trainer import UnlearnTrainer
+
+__all__ = ["IMUTrainer", "imu_loss"]
+
+logger = logging.getLogger(__name__)
+
+
+def imu_loss(mean_nll: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """L_IMU = −Σ_i ŵ_i ℓ_i / Σ_i ŵ_i over the micro-batch (IMU paper eq. 6, SPEC §2).
+
+    Dividing by the batch's weight sum rescales the weights of its Df⁺ members to average 1, so learning rates compare
+    with GA's; a batch without a positive-weight sample gives 0 (only possible when ν > 0 draws from all of Df).
+
+    Args:
+        mean_nll: `(B,)` token-mean NLL ℓ_i of each forget sequence.
+        weights: `(B,)` ŵ_i ≥ 0.
+    """
+    total = weights.sum()
+    if total <= 0:
+        return (mean_nll * 0.0).sum()
+    return -(weights * mean_nll).sum() / total
+
+
+class _InfluenceCallback(TrainerCallback):
+    """Recomputes the weights every ν epochs and stores them next to each checkpoint."""
+
+    def __init__(self, trainer: IMUTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = int(round(state.epoch or 0))
+        if args.influence_update_epochs and epoch > 0 and epoch % args.influence_update_epochs == 0:
+            self.trainer.update_influence()
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if self.trainer.is_world_process_zero() and folder.is_dir():
+            self.trainer.save_influence(folder)
+
+
+class IMUTrainer(UnlearnTrainer):
+    """IMU (Influence-guided Machine Unlearning, arXiv:2508.01620), for causal LMs: removal scores Δ_i on the LM head
+    (`hf_unlearn.influence`), weights ŵ_i = ψ(max(0, Δ_i)) normalised over Df⁺, and the weighted ascent loss.
+
+    With ν = 0 (default) the scores are computed once, before the first step, and only samples with positive weight
+    are drawn. With `trainable="head"` (paper) every other parameter is frozen and tied input embeddings are untied
+    first, so they stay exactly as they were. Scores and weights are written to `output_dir/influence_scores.safetensors`
+    (indices only, never text) with a histogram `influence_weights.png`, and into every checkpoint, so a resumed run
+    continues with the same weights. Logs `forget_nll`, `imu/positive_fraction`, `imu/kept` and the retain term.
+
+    Example:
+    ```python
+    >>> from hf_unlearn import IMUConfig, IMUTrainer
+    >>> args = IMUConfig(output_dir="imu", psi="sqrt", trainable="head", learning_rate=1e-4, num_train_epochs=5)
+    >>> IMUTrainer(model, args, forget_dataset=forget).train()
+    ```
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.scores: torch.Tensor | None = None
+        self.sample_weights: torch.Tensor | None = None
+        self.influence_history: list[dict[str, float]] = []
+        if self.args.trainable == "head":
+            self._train_head_only()
+        self.add_callback(_InfluenceCallback(self))
+
+    # ----- parameters ------------------------------------------------------------------------------------------
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
+        trainable = getattr(head, "modules_to_save", None)  # PEFT's ModulesToSaveWrapper: its trainable copy
+        if trainable is not None:
+            head = trainable[head.active_adapter if isinstance(head.active_adapter, str) else head.active_adapter[0]]
+        return list(head.parameters())
+
+    def _train_head_only(self) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        head = model.get_output_embeddings()
+        if head is None:
+            raise ValueError("trainable='head' needs a model with an output embedding (model.get_output_embeddings()).")
+        is_peft = hasattr(model, "peft_config")
+        if is_peft and getattr(head, "modules_to_save", None) is None:
+            raise ValueError(
+                "trainable='head' on a PEFT model needs the LM head in the adapter: add modules_to_save=['lm_head'] "
+                "(your head's name) to the PEFT config, or use trainable='all' to train the adapter."
+            )
+        inputs = model.get_input_embeddings()
+        if not is_peft and inputs is not None and head.weight is inputs.weight:
+            # A tied head shares its tensor with the input embeddings: give the head its own copy (SPEC §2).
+            head.weight = torch.nn.Parameter(inputs.weight.detach().clone())
+            model.config.tie_word_embeddings = False
+            if hasattr(model.config, "get_text_config"):
+                model.config.get_text_config().tie_word_embeddings = False
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in self.head_parameters():
+            parameter.requires_grad_(True)
+
+    # ----- influence -------------------------------------------------------------------------------------------
+
+    @property
+    def influence_args(self) -> InfluenceArguments:
+        return InfluenceArguments(
+            curvature=self.args.influence_curvature,
+            damping=self.args.influence_damping,
+            relative_damping=self.args.influence_relative_damping,
+            batch_size=self.args.influence_batch_size,
+            progress_bar=self.is_world_process_zero() and not self.args.disable_tqdm,
+        )
+
+    def update_influence(self) -> None:
+        """Scores from the current model over the whole forget set (sharded across processes), then weights."""
+        model = self.accelerator.unwrap_model(self.model)
+        result = compute_influence(model, self.forget_dataset, self.influence_args)
+        self.set_influence(result.scores)
+
+    def set_influence(self, scores: torch.Tensor) -> None:
+        weights = influence_weights(scores, self.args.psi, self.args.top_ratio, self.args.weight_clip_quantile)
+        if self.args.weight_permutation_seed is not None:
+            generator = torch.Generator().manual_seed(self.args.weight_permutation_seed)
+            weights = weights[torch.randperm(len(weights), generator=generator)]
+        self.scores, self.sample_weights = scores.float(), weights.float()
+        kept = int((weights > 0).sum())
+        summary = {"positive_fraction": float((scores > 0).float().mean()), "kept": kept,
+                   "weight_max": float(weights.max()), "step": self.state.global_step}
+        self.influence_history.append(summary)
+        logger.info("IMU weights: %d of %d forget samples kept (%.0f%% positive).", kept, len(scores),
+                    100 * summary["positive_fraction"])
+        self.record("imu/positive_fraction", summary["positive_fraction"])
+        self.record("imu/kept", kept)
+        if self.args.influence_update_epochs == 0:
+            self.train_dataset.indices = torch.nonzero(weights > 0).flatten().tolist()
+        if self.is_world_process_zero():
+            self.save_influence(self.args.output_dir)
+            _plot_weights(scores, weights, Path(self.args.output_dir) / "influence_weights.png")
+
+    def save_influence(self, folder: str | os.PathLike) -> None:
+        save_influence(Path(folder) / INFLUENCE_FILE_NAME, self.scores, self.influence_args, weights=self.sample_weights)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """Compute (or, when resuming, reload) the weights, then train as usual."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        saved = Path(checkpoint) / INFLUENCE_FILE_NAME if checkpoint else None
+        if saved is not None and saved.is_file():
+            record = load_influence(saved, self.influence_args)
+            logger.info("Resuming with the IMU weights saved in %s.", saved)
+            self.set_influence(record.scores)
+        else:
+            self.update_influence()
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    # ----- loss ------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        forget = inputs["forget"]
+        outputs = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"])
+        nll, num_tokens = sequence_nll(outputs.logits, forget["labels"])  # (B,), (B,)
+        weights = self.sample_weights[inputs["index"].cpu()].to(nll.device)  # (B,)
+        loss = imu_loss(nll / num_tokens, weights) + self.retain_term(model, inputs)
+        if self.args.head_l1_weight > 0:
+            loss = loss + self.args.head_l1_weight * sum(p.abs().sum() for p in self.head_parameters())
+        loss = self.check_finite(loss)
+        self.record("forget_nll", nll.sum() / num_tokens.sum())
+        return (loss, outputs) if return_outputs else loss
+
+
+def _plot_weights(scores: torch.Tensor, weights: torch.Tensor, path: Path) -> None:
+    """Histogram of the scores and of the positive weights: where people would rather look than read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.hist(scores.numpy(), bins=50, color="tab:blue")
+    left.axvline(0.0, color="k", linewidth=0.8)
+    left.set_xlabel("removal score Δ_i")
+    left.set_ylabel("forget samples")
+    left.set_title(f"Influence scores ({int((scores > 0).sum())}/{len(scores)} positive)")
+    right.hist(weights[weights > 0].numpy(), bins=50, color="tab:orange")
+    right.set_xlabel("weight ŵ_i (mean 1 over kept samples)")
+    right.set_title("IMU weights of kept samples")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    os.replace(tmp, path)

