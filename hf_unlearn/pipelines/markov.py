@@ -96,6 +96,17 @@ def run_markov(recipe: dict[str, Any], output_dir: str | Path | None = None) -> 
     results = {"original": evaluator(models["original"]), "retrained": evaluator(models["retrained"]), "methods": {}}
 
     forget_train = concatenate_datasets([data["forget1_train"], data["forget2_train"]])
+
+    def _payload() -> dict[str, Any]:
+        return {
+            "task": "markov",
+            "settings": {"data": data_settings, "model": model_settings, "original_training_data": original_data,
+                         "train": train_settings, "unlearn": shared_unlearn, "evaluation": evaluation},
+            **results,
+            "timings": timings,
+            "environment": {"hf_unlearn": __version__, "torch": torch.__version__, "threads": torch.get_num_threads()},
+        }
+
     for label, spec in specs.items():
         logger.info("Unlearning with %s", label)
         config = build_method_config(spec, shared_unlearn, output_dir / "methods" / label)
@@ -116,17 +127,10 @@ def run_markov(recipe: dict[str, Any], output_dir: str | Path | None = None) -> 
             "unlearn_seconds": wall - callback.seconds,
             "history": callback.history,
         }
+        # Written after every method, so an interrupted run keeps what it finished (marked incomplete).
+        atomic_write_json(output_dir / "results.json", {**_payload(), "complete": False})
     timings["total_seconds"] = time.perf_counter() - started
-
-    payload = {
-        "task": "markov",
-        "settings": {"data": data_settings, "model": model_settings,
-                     "original_training_data": original_data, "train": train_settings, "unlearn": shared_unlearn,
-                     "evaluation": evaluation},
-        **results,
-        "timings": timings,
-        "environment": {"hf_unlearn": __version__, "torch": torch.__version__, "threads": torch.get_num_threads()},
-    }
+    payload = {**_payload(), "complete": True}
     atomic_write_json(output_dir / "results.json", payload)
     plot_markov_tradeoff(payload, output_dir / "tradeoff.png")
     print(markov_table(payload))
