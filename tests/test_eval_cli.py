@@ -13,14 +13,6 @@ from hf_unlearn.cli import main
 from hf_unlearn.models import dequantize_gguf_model, ensure_pad_token, is_gguf_quantized, load_model_and_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-model")

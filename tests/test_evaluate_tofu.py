@@ -13,15 +13,6 @@ from hf_unlearn.evaluation import evaluate_tofu, metrics as M
 from hf_unlearn.utils import IGNORE_INDEX, token_logprobs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: a second thread only adds contention on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return make_tokenizer()
