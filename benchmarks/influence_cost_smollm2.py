@@ -84,7 +84,7 @@ def load_model():
 
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
-    return model.eval(), tokenizer, folder
+    return model.eval(), tokenizer
 
 
 def format_rows(tokenizer, rows: list[dict]) -> list[dict]:
@@ -132,7 +132,7 @@ def main() -> None:
     torch.set_num_threads(cli.threads)
     load_start = os.getloadavg()
 
-    model, tokenizer, folder = load_model()
+    model, tokenizer = load_model()
     with open(FORGET05) as f:
         raw = [json.loads(line) for line in f][: cli.rows]
     rows = format_rows(tokenizer, raw)
