@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each module exposes `register(subparsers)`, which adds its parser and sets `func` (called with the parsed args).
-SUBCOMMANDS = ["run", "eval"]
+SUBCOMMANDS = ["run", "finetune", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

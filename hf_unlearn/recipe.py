@@ -16,8 +16,19 @@ __all__ = ["build_method_config", "check_keys", "embedded_recipes", "load_recipe
 
 
 def embedded_recipes() -> list[str]:
-    """Names of the recipes shipped with the package (`hf-unlearn run NAME`)."""
-    return sorted(entry.name.removesuffix(".yaml") for entry in _recipes_root().iterdir() if entry.name.endswith(".yaml"))
+    """Names of the recipes shipped with the package (`hf-unlearn run NAME`); a subfolder is part of the name
+    (`tofu/forget05_smollm2`)."""
+    return sorted(_recipe_names(_recipes_root(), ""))
+
+
+def _recipe_names(folder, prefix: str) -> list[str]:
+    names = []
+    for entry in folder.iterdir():  # Path or importlib Traversable: both have iterdir / is_dir / name
+        if entry.is_dir() and not entry.name.startswith(("_", ".")):
+            names += _recipe_names(entry, f"{prefix}{entry.name}/")
+        elif entry.name.endswith(".yaml"):
+            names.append(prefix + entry.name.removesuffix(".yaml"))
+    return names
 
 
 def _recipes_root():
@@ -32,8 +43,10 @@ def load_recipe(path_or_name: str | Path) -> dict[str, Any]:
     if path.is_file():
         text = path.read_text()
     else:
-        entry = _recipes_root() / f"{path.name.removesuffix('.yaml')}.yaml"
-        if len(path.parts) != 1 or not entry.is_file():
+        entry = _recipes_root()
+        for part in path.parts[:-1] + (f"{path.name.removesuffix('.yaml')}.yaml",) if path.name else ():
+            entry = entry / part
+        if not path.name or ".." in path.parts or path.is_absolute() or not entry.is_file():
             raise FileNotFoundError(
                 f"No recipe file {str(path_or_name)!r}, and no embedded recipe of that name "
                 f"(embedded: {', '.join(embedded_recipes())})."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer
+from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
 
 from hf_unlearn.cli import main
 from hf_unlearn.models import dequantize_gguf_model, ensure_pad_token, is_gguf_quantized, load_model_and_tokenizer
@@ -15,11 +15,7 @@ from hf_unlearn.models import dequantize_gguf_model, ensure_pad_token, is_gguf_q
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = make_tokenizer()
-    make_model(tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def test_cli_eval_writes_summary_and_prints_table(saved_model, tmp_path, capsys):

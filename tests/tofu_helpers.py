@@ -83,6 +83,14 @@ def make_model(tokenizer, seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
     return model.eval()
 
 
+def save_tiny_model(folder: Path) -> Path:
+    """A tiny Llama and the fixture tokenizer saved like any local model folder."""
+    tokenizer = make_tokenizer()
+    make_model(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def write_fixture(folder: Path, overrides: dict[str, list[dict] | None] | None = None) -> Path:
     """Copy the fixture into `folder`, replacing (or, with None, deleting) some configs."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import argparse
 
 from ..recipe import embedded_recipes, load_recipe
 
-TASKS = ("markov",)
+TASKS = ("markov", "tofu")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("recipe", nargs="?", default="markov",
                         help=f"YAML file or embedded recipe name ({', '.join(embedded_recipes())}); default: markov")
     parser.add_argument("--output-dir", default=None, help="Where models, results.json and plots go (overrides the recipe).")
+    parser.add_argument("--models-dir", default=None,
+                        help="TOFU: where fine-tuned models are cached (default OUTPUT/models).")
+    parser.add_argument("--data-dir", default=None, help="TOFU: local TOFU folder (overrides the recipe's data_dir).")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="TOFU: validate the recipe, build every config and print the plan; loads no weights.")
     parser.set_defaults(func=run)
 
 
@@ -26,6 +31,14 @@ def run(args: argparse.Namespace) -> int:
     task = recipe.get("task")
     if task not in TASKS:
         raise ValueError(f"Recipe {args.recipe!r} has task={task!r}; supported tasks: {', '.join(TASKS)}.")
+    if task == "tofu":
+        from ..pipelines.tofu import run_tofu
+
+        run_tofu(recipe, output_dir=args.output_dir, models_dir=args.models_dir, data_dir=args.data_dir,
+                 dry_run=args.dry_run, recipe_arg=args.recipe)  # fmt: skip
+        return 0
+    if args.dry_run or args.models_dir or args.data_dir:
+        raise ValueError("--dry-run, --models-dir and --data-dir apply to TOFU recipes only.")
     from ..pipelines.markov import run_markov
 
     run_markov(recipe, output_dir=args.output_dir)

@@ -99,6 +99,7 @@ def evaluate_tofu(
     generation_batch_size: int | None = None,
     max_new_tokens: int = 200,
     max_items: int | None = None,
+    split_max_items: dict[str, int] | None = None,
     compute_rouge: bool = True,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     template_kwargs: dict[str, Any] | None = None,
@@ -126,6 +127,9 @@ def evaluate_tofu(
         batch_size / generation_batch_size: sequences per forward / prompts per `generate` call.
         max_new_tokens: greedy generation budget for ROUGE (reference: 200).
         max_items: evaluate only the first N items of every split (quick looks; not comparable with full runs).
+        split_max_items: per-split limits that override `max_items` for the splits named (`forget`, `holdout`,
+            `retain`, `real_authors`, `world_facts`), e.g. `{"retain": 50, "real_authors": 50, "world_facts": 50}`:
+            all forget/holdout items (forget_quality, privleak) with model utility on documented subsets.
         compute_rouge: False skips generation: ROUGE metrics and model_utility are None.
         system_prompt, template_kwargs, use_chat_template, reference_attention_mask: formatting, as in
             `hf_unlearn.data.format_qa` (defaults: SPEC §3).
@@ -147,6 +151,9 @@ def evaluate_tofu(
         raise ValueError(f"Unknown MIA attack(s) {unknown}; use {list(MIA_ATTACKS)}.")
     if max_items is not None and max_items < 1:
         raise ValueError(f"max_items must be >= 1, got {max_items}.")
+    split_max_items = dict(split_max_items or {})
+    if set(split_max_items) - set(configs) or any(not isinstance(n, int) or n < 1 for n in split_max_items.values()):
+        raise ValueError(f"split_max_items must map splits {sorted(configs)} to integers >= 1, got {split_max_items}.")
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token: set one, or use hf_unlearn.models.ensure_pad_token(tokenizer, "
                          "pad_with_eos=True) (CLI: --pad-with-eos).")  # fmt: skip
@@ -159,7 +166,8 @@ def evaluate_tofu(
     rows = {split: load_tofu(config, data_dir).to_list() for split, config in configs.items()}
     for split, split_rows in rows.items():
         _validate_rows(split_rows, split, configs[split])
-        rows[split] = split_rows[:max_items] if max_items else split_rows
+        limit = split_max_items.get(split, max_items)
+        rows[split] = split_rows[:limit] if limit else split_rows
     format_kwargs = {"system_prompt": system_prompt, "template_kwargs": template_kwargs, "use_chat_template": use_chat_template}
     settings = {
         "forget_split": forget_split, "configs": configs, "data_dir": None if data_dir is None else str(data_dir),
@@ -169,6 +177,8 @@ def evaluate_tofu(
         "share_prompts": share_prompts, "es_reference_floor": es_reference_floor,
         "min_k": min_k, "mia_attacks": sorted(set(mia_attacks) | {"min_k"}),
     }  # fmt: skip
+    if split_max_items:  # only when used, so the fingerprints of earlier results stay valid
+        settings["split_max_items"] = dict(sorted(split_max_items.items()))
     versions = {p: _version(p) for p in ("hf-unlearn", "torch", "transformers", "rouge-score", "scipy", "scikit-learn")}
     model_info = {"name_or_path": model_name or getattr(getattr(model, "config", None), "_name_or_path", None),
                   "class": type(model).__name__, "dtype": str(next(model.parameters()).dtype),

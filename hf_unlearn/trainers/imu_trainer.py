@@ -190,6 +190,8 @@ def _plot_weights(scores: torch.Tensor, weights: torch.Tensor, path: Path) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..reporting import save_figure
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     left.hist(scores.numpy(), bins=50, color="tab:blue")
     left.axvline(0.0, color="k", linewidth=0.8)
@@ -199,9 +201,4 @@ def _plot_weights(scores: torch.Tensor, weights: torch.Tensor, path: Path) -> No
     right.hist(weights[weights > 0].numpy(), bins=50, color="tab:orange")
     right.set_xlabel("weight ŵ_i (mean 1 over kept samples)")
     right.set_title("IMU weights of kept samples")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=110)
-    plt.close(figure)
-    os.replace(tmp, path)
+    save_figure(figure, path, dpi=110)

@@ -1,0 +1,152 @@
+"""Cached, resumable pipeline stages: a folder per stage, stamped with the fingerprint of everything it was made from.
+
+A stage (a fine-tuned model, an unlearned model) is reused only when its stamp matches the fingerprint exactly, and
+the log says so; otherwise it is recomputed (and the log says why). Work happens in a scratch folder `.NAME.partial`
+beside the stage, which replaces the stage folder only once complete, so an interrupted run never leaves a
+half-written model behind; a scratch folder with the same fingerprint is kept, so a trainer can resume from its
+checkpoints in the next session.
+
+Under `accelerate launch` / `torchrun` every process takes the same decisions (each reads the stamps before any
+process writes, and writes are followed by a barrier); only the main process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..evaluation.results import sha256_json
+from ..utils import atomic_write_json
+
+__all__ = ["STAMP_FILE", "StageLog", "cached_stage", "commit_stage", "is_main_process", "open_scratch",
+           "wait_for_everyone", "write_model_card"]  # fmt: skip
+
+STAMP_FILE = "hf_unlearn_stage.json"
+
+
+def is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+
+def wait_for_everyone() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _normalise(payload: Any) -> Any:
+    """As it reads back from JSON (tuples become lists, paths strings), so stamps compare equal."""
+    return json.loads(json.dumps(payload, sort_keys=True, default=str))
+
+
+def read_stamp(path: Path) -> dict[str, Any] | None:
+    stamp = Path(path) / STAMP_FILE
+    try:
+        return json.loads(stamp.read_text()) if stamp.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def stage_status(path: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """`(stamp, why)`: the stamp when `path` holds a finished stage made from exactly `fingerprint`, else None."""
+    stamp = read_stamp(path)
+    if stamp is None:
+        return None, "not computed yet"
+    old, new = stamp.get("fingerprint") or {}, _normalise(fingerprint)
+    if old == new:
+        return stamp, "same fingerprint"
+    differ = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+    return None, f"made with other settings ({', '.join(differ)} differ)"
+
+
+def cached_stage(path: Path, fingerprint: dict[str, Any], what: str) -> dict[str, Any] | None:
+    """The stamp of a reusable stage (and a log line saying it is reused), or None (and a log line saying why not)."""
+    stamp, why = stage_status(path, fingerprint)
+    if stamp is not None and is_main_process():
+        print(f"Reusing the cached {what} at {path} ({why}, computed in {stamp.get('seconds', 0):.0f} s).", flush=True)
+    elif why != "not computed yet" and is_main_process():
+        print(f"The cached {what} at {path} was {why}: recomputing it.", flush=True)
+    return stamp
+
+
+def open_scratch(path: Path, fingerprint: dict[str, Any]) -> Path:
+    """The scratch folder of stage `path`: kept if an interrupted run left it with the same fingerprint (so its
+    checkpoints can be resumed), else emptied. Main process only creates or empties; all wait."""
+    path = Path(path)
+    scratch = path.with_name(f".{path.name}.partial")
+    if is_main_process():
+        stamp = read_stamp(scratch)
+        if stamp is None or stamp.get("fingerprint") != _normalise(fingerprint):
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            atomic_write_json(scratch / STAMP_FILE, {"fingerprint": _normalise(fingerprint), "complete": False})
+    wait_for_everyone()
+    return scratch
+
+
+def commit_stage(scratch: Path, path: Path, fingerprint: dict[str, Any], record: dict[str, Any],
+                 drop: tuple[str, ...] = ("checkpoint-*",)) -> dict[str, Any]:
+    """Stamp the finished scratch folder (with `record`: seconds, ...) and swap it in for `path`; returns the stamp.
+
+    `drop` lists glob patterns (relative to the scratch folder, any depth) removed first: trainer checkpoints are only
+    needed to resume an unfinished stage."""
+    stamp = {"fingerprint": _normalise(fingerprint), "fingerprint_sha256": sha256_json(_normalise(fingerprint)),
+             "complete": True, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}  # fmt: skip
+    if is_main_process():
+        for pattern in drop:
+            for match in sorted(Path(scratch).rglob(pattern)):
+                shutil.rmtree(match, ignore_errors=True) if match.is_dir() else match.unlink(missing_ok=True)
+        atomic_write_json(Path(scratch) / STAMP_FILE, stamp)
+        shutil.rmtree(path, ignore_errors=True)
+        Path(scratch).rename(path)
+    wait_for_everyone()
+    return stamp
+
+
+def write_model_card(folder: Path, title: str, facts: dict[str, Any]) -> None:
+    """A short README.md model card: what the model is and how it was made, as settings and numbers only.
+
+    Never pass training text here: forget-set questions and answers must not travel with a model."""
+    if not is_main_process():
+        return
+    lines = [f"# {title}", "", "Made with hf-unlearn. This card lists settings and data selections only: it holds no "
+             "training text.", ""]  # fmt: skip
+    for key, value in facts.items():
+        rendered = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        lines.append(f"- **{key}**: {rendered}")
+    (Path(folder) / "README.md").write_text("\n".join(lines) + "\n")
+
+
+class StageLog:
+    """Wall time of every stage of a run, in `results.json` after every stage (written atomically, `complete: false`
+    until the end), so an interrupted run still shows what it finished and how long each part took.
+
+    Each entry: `seconds` (this run's wall time, including loading), `reused`, and `compute_seconds` (the time the
+    stage took when it was computed, read from its stamp when reused)."""
+
+    def __init__(self, path: Path, payload: dict[str, Any]):
+        self.path = Path(path)
+        self.payload = payload
+        self.payload.setdefault("stages", {})
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str):
+        entry: dict[str, Any] = {"reused": False}
+        tick = time.perf_counter()
+        yield entry
+        entry["seconds"] = time.perf_counter() - tick
+        entry.setdefault("compute_seconds", None if entry["reused"] else entry["seconds"])
+        self.payload["stages"][name] = entry
+        self.save(complete=False)
+
+    def save(self, complete: bool) -> None:
+        self.payload["complete"] = complete
+        self.payload["total_seconds"] = time.perf_counter() - self.started
+        if is_main_process():
+            atomic_write_json(self.path, self.payload)

