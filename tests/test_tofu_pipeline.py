@@ -291,7 +291,7 @@ def test_training_data_that_breaks_the_benchmark_is_refused(base_model, tmp_path
 
 
 def test_pkg_model_source_resolves_an_installed_package(tmp_path):
-    from hf_unlearn.pipelines.tofu_recipe import resolve_model_path
+    from hf_unlearn.models import resolve_model_path
 
     assert Path(resolve_model_path("pkg:hf_unlearn")).name == "hf_unlearn"
     assert resolve_model_path("org/model") == "org/model"

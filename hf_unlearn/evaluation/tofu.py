@@ -19,7 +19,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from ..data.tofu import DEFAULT_SYSTEM_PROMPT, encode_prompt_answer, end_of_turn_token_id, load_tofu, reference_mask
+from ..utils import package_version
 from . import metrics as M
 from .results import (
     RetainReference, data_fingerprint, load_retain_reference, model_fingerprint, read_matching_results, sha256_json,
@@ -74,13 +74,6 @@ def _validate_rows(rows: list[dict[str, Any]], split: str, config: str) -> None:
                     raise ValueError(f"{config} row {index}: perturbed_answer must be a non-empty list of strings.")
             elif not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{config} row {index}: {column!r} must be a non-empty string.")
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -179,7 +172,7 @@ def evaluate_tofu(
     }  # fmt: skip
     if split_max_items:  # only when used, so the fingerprints of earlier results stay valid
         settings["split_max_items"] = dict(sorted(split_max_items.items()))
-    versions = {p: _version(p) for p in ("hf-unlearn", "torch", "transformers", "rouge-score", "scipy", "scikit-learn")}
+    versions = {p: package_version(p) for p in ("hf-unlearn", "torch", "transformers", "rouge-score", "scipy", "scikit-learn")}
     model_info = {"name_or_path": model_name or getattr(getattr(model, "config", None), "_name_or_path", None),
                   "class": type(model).__name__, "dtype": str(next(model.parameters()).dtype),
                   "num_parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..evaluation.results import sha256_json
+from ..evaluation.runner import dist_info
 from ..utils import atomic_write_json
 
 __all__ = ["STAMP_FILE", "StageLog", "cached_stage", "commit_stage", "is_main_process", "open_scratch",
@@ -31,7 +32,7 @@ STAMP_FILE = "hf_unlearn_stage.json"
 
 
 def is_main_process() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return dist_info()[0] == 0
 
 
 def wait_for_everyone() -> None:

