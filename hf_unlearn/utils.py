@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 
-__all__ = ["IGNORE_INDEX", "atomic_write_json", "package_version", "sequence_nll", "token_logprobs"]
+__all__ = ["IGNORE_INDEX", "atomic_write_json", "join_process_group", "package_version", "sequence_nll",
+           "token_logprobs"]
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,3 +84,20 @@ def package_version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
+
+
+def join_process_group() -> str | None:
+    """Join the process group that torchrun / `accelerate launch` set up; returns this process's device, or None for a
+    single process without a GPU.
+
+    On CPUs accelerate only goes multi-process when told to use the CPU (`accelerate launch --cpu` sets
+    ACCELERATE_USE_CPU); under plain torchrun we set it, else every Trainer would silently train alone on all the data.
+    """
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not (multi_process or torch.cuda.is_available()):
+        return None
+    if multi_process and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    from accelerate import PartialState
+
+    return str(PartialState().device)

@@ -60,3 +60,48 @@ def test_two_processes_match_one(tmp_path):
     assert [v["generation"] for v in items_one["forget"]] == [v["generation"] for v in items_two["forget"]]
     # Only rank 0 printed the table.
     assert stdout.count("forget_quality") == 1
+
+
+def run_torchrun(args: list[str], cwd: Path, timeout: int = 240) -> str:
+    """`torchrun --nproc_per_node 2 -m hf_unlearn.cli ARGS` on the CPU (gloo); returns stdout."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # fmt: skip
+    env.pop("ACCELERATE_USE_CPU", None)  # the pipeline must set it itself under a plain torchrun
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "hf_unlearn.cli", *args]  # fmt: skip
+    # A session of its own, so that a hang kills the launcher and its workers, nothing else.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=cwd, start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"torchrun did not finish within {timeout} s")
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_pipeline_trains_data_parallel_on_cpu_and_shares_the_cache_with_one_process(tmp_path, capsys):
+    """Under a plain torchrun on CPUs the trainers must run data-parallel (accelerate needs to be told to use the
+    CPU), not train once per process on all the data; batch 2 x 2 processes then fingerprints like 4 x 1."""
+    from .test_tofu_pipeline import tiny_recipe, write
+    from .tofu_helpers import save_tiny_model
+
+    base = save_tiny_model(tmp_path / "base")
+    two = tiny_recipe(base, tmp_path / "out", methods={"GA": {}}, launch={"num_processes": 2})
+    two["finetune"]["per_device_train_batch_size"] = 2  # x 2 processes = the single-process tiny recipe's 4
+    two["unlearn"]["per_device_train_batch_size"] = 1
+    run_torchrun(["run", write(tmp_path / "two.yaml", two)], tmp_path)
+
+    target = json.loads((tmp_path / "out" / "models" / "target" / "hf_unlearn_stage.json").read_text())
+    assert target["steps"] == 6  # 10 rows in batches of 2 x 2 = 3 steps per epoch, 2 epochs (one process: 10)
+    ga_log = json.loads((tmp_path / "out" / "methods" / "GA" / "model" / "train_log.json").read_text())
+    assert ga_log[-1]["epoch"] == pytest.approx(2 / 3)  # 2 steps of 2 x 1 rows out of 3 per epoch (one process: 0.4)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["complete"] is True and results["environment"]["device"] == "cpu"
+
+    one = tiny_recipe(base, tmp_path / "out", methods={"GA": {}})  # 4 x 1 and 2 x 1 rows per step: the same runs
+    assert main(["run", write(tmp_path / "one.yaml", one)]) == 0
+    assert capsys.readouterr().out.count("Reusing the cached") == 3  # target, retain and the GA model

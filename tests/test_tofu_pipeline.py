@@ -290,6 +290,14 @@ def test_training_data_that_breaks_the_benchmark_is_refused(base_model, tmp_path
     assert not (tmp_path / "out" / "models" / "target").exists()
 
 
+def test_a_launch_with_another_number_of_processes_is_refused(base_model, tmp_path, capsys):
+    recipe = tiny_recipe(base_model, tmp_path / "out", launch={"num_processes": 2})
+    for command in ("finetune", "run"):
+        assert main([command, write(tmp_path / "r.yaml", recipe)]) == 2
+        assert "launch.num_processes = 2, but 1 process(es) were launched" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "models" / "target").exists()
+
+
 def test_pkg_model_source_resolves_an_installed_package(tmp_path):
     from hf_unlearn.models import resolve_model_path
 

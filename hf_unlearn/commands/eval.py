@@ -57,11 +57,11 @@ def _init_distributed() -> str | None:
     """Join the process group that torchrun / accelerate launch set up; returns the device for this process."""
     import torch
 
+    from ..utils import join_process_group
+
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
         return None
-    from accelerate import PartialState
-
-    return str(PartialState().device)
+    return join_process_group()
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -24,8 +24,8 @@ from ..data.tofu import load_tofu, tokenize_tofu
 from ..evaluation.results import sha256_json
 from ..models import ensure_pad_token, load_model_and_tokenizer
 from ..utils import IGNORE_INDEX, atomic_write_json
-from .stages import StageLog, cached_stage, commit_stage, is_main_process, open_scratch, wait_for_everyone
-from .stages import write_model_card
+from .stages import StageLog, cached_stage, commit_stage, is_main_process, open_scratch, per_step_settings
+from .stages import wait_for_everyone, write_model_card
 from .tofu_recipe import (
     ROLES, ModelSpec, TofuPlan, build_lora_config, build_sft_config, describe_selections, format_kwargs, select_rows,
     versions,
@@ -119,7 +119,7 @@ def check_data_separation(plan: TofuPlan) -> dict[str, Any]:
 
 def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str, Any]:
     return {"base": plan.base.identity(), "train_data": plan.train_data[role],
-            "train_rows_sha256": sha256_json(rows.to_list()), "finetune": plan.finetune,
+            "train_rows_sha256": sha256_json(rows.to_list()), "finetune": per_step_settings(plan.finetune),
             "finetune_lora": plan.finetune_lora, "formatting": plan.formatting, "versions": versions()}  # fmt: skip
 
 

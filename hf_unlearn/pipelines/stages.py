@@ -26,7 +26,7 @@ from ..evaluation.runner import dist_info
 from ..utils import atomic_write_json
 
 __all__ = ["STAMP_FILE", "StageLog", "cached_stage", "commit_stage", "is_main_process", "open_scratch",
-           "wait_for_everyone", "write_model_card"]  # fmt: skip
+           "per_step_settings", "wait_for_everyone", "write_model_card"]  # fmt: skip
 
 STAMP_FILE = "hf_unlearn_stage.json"
 
@@ -38,6 +38,17 @@ def is_main_process() -> bool:
 def wait_for_everyone() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def per_step_settings(settings: dict[str, Any], default_batch: int | None = 8) -> dict[str, Any]:
+    """Training settings for a fingerprint, with the batch per optimizer step instead of per process: batch 8 in one
+    process and 4 in each of two train alike and share a fingerprint; 8 in each of two do not. `default_batch`: the
+    per-process batch when `settings` name none (TrainingArguments' 8); None for overrides that may leave it out."""
+    world = dist_info()[1]
+    batch = settings.get("per_device_train_batch_size", default_batch)
+    if world == 1 or batch is None:
+        return settings
+    return {**settings, "per_device_train_batch_size": batch * world}
 
 
 def _normalise(payload: Any) -> Any:

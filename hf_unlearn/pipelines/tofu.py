@@ -31,12 +31,14 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..data.tofu import tokenize_tofu
 from ..evaluation.tofu import evaluate_tofu
 from ..evaluation.results import sha256_json
+from ..evaluation.runner import dist_info
 from ..recipe import build_method_config
 from ..reporting import format_tofu_samples, plot_tofu_tradeoff, tofu_table
 from ..trainers import METHODS
-from ..utils import atomic_write_json
+from ..utils import atomic_write_json, join_process_group
 from .finetune import check_data_separation, ensure_models, load_model
-from .stages import StageLog, cached_stage, commit_stage, is_main_process, open_scratch, write_model_card
+from .stages import (StageLog, cached_stage, commit_stage, is_main_process, open_scratch, per_step_settings,
+                     write_model_card)
 from .tofu_recipe import (
     ModelSpec, TofuPlan, build_lora_config, describe_plan, describe_selections, format_kwargs, parse_tofu_recipe,
     select_rows, versions,
@@ -68,7 +70,8 @@ def run_finetune(recipe: dict[str, Any], *, output_dir: PathLike = None, models_
         print("Nothing to fine-tune: the recipe gives both models (models.target / models.retain name_or_path).")
         return {}
     log = StageLog(plan.models_dir / "finetune_results.json", {"task": "tofu-finetune", "settings": plan.settings()})
-    models = ensure_models(plan, log, _device(), roles=tuple(r for r in roles if r in plan.train_data))
+    device = _join_launch(plan, "finetune", recipe_arg)
+    models = ensure_models(plan, log, device, roles=tuple(r for r in roles if r in plan.train_data))
     log.save(complete=True)
     for role, spec in models.items():
         print(f"{role} model: {spec.path}")
@@ -82,7 +85,7 @@ def run_tofu(recipe: dict[str, Any], *, output_dir: PathLike = None, models_dir:
     if dry_run:
         print(describe_plan(plan, "run", recipe_arg) + _describe_data(plan))
         return None
-    device = _device()
+    device = _join_launch(plan, "run", recipe_arg)
     payload: dict[str, Any] = {"task": "tofu", "settings": plan.settings(), "models": {}, "methods": {}, "checks": {},
                                "environment": {**versions(), "threads": torch.get_num_threads(),
                                                "device": device or "cpu"}}  # fmt: skip
@@ -144,13 +147,18 @@ def _describe_data(plan: TofuPlan) -> str:
     return "\n".join(lines)
 
 
-def _device() -> str | None:
-    """This process's device under accelerate/torchrun or on a GPU (joins the process group); None: the CPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or torch.cuda.is_available():
-        from accelerate import PartialState
-
-        return str(PartialState().device)
-    return None
+def _join_launch(plan: TofuPlan, command: str, recipe_arg: str) -> str | None:
+    """Join the process group and check it has the recipe's number of processes: batch sizes are per process, so
+    any other count would silently train with another batch (and reuse nothing cached)."""
+    device = join_process_group()
+    wanted, launched = plan.launch["num_processes"], dist_info()[1]
+    if launched != wanted:
+        launcher = f"torchrun --nproc_per_node {wanted} -m hf_unlearn.cli" if wanted > 1 else "hf-unlearn"
+        raise ValueError(f"The recipe's batch sizes are per process for launch.num_processes = {wanted}, but "
+                         f"{launched} process(es) were launched: run `{launcher} {command} {recipe_arg}` (or "
+                         f"accelerate launch --num_processes {wanted} on GPUs), or change launch.num_processes and the "
+                         f"batch sizes.")  # fmt: skip
+    return device
 
 
 def _free() -> None:
@@ -190,7 +198,8 @@ def _unlearn(plan: TofuPlan, log: StageLog, label: str, spec: dict[str, Any], ta
     with log.stage(f"unlearn/{label}") as entry:
         forget_rows = select_rows(plan.unlearn_data["forget"], plan.data_dir)
         retain_rows = select_rows(plan.unlearn_data["retain"], plan.data_dir)
-        fingerprint = {"target": target.identity(), "method": spec, "unlearn": plan.unlearn,
+        fingerprint = {"target": target.identity(), "method": per_step_settings(spec, default_batch=None),
+                       "unlearn": per_step_settings(plan.unlearn),
                        "unlearn_lora": plan.unlearn_lora, "unlearn_data": plan.unlearn_data,
                        "data_sha256": sha256_json([forget_rows.to_list(), retain_rows.to_list()]),
                        "formatting": plan.formatting, "save_dtype": plan.save_dtype, "versions": versions()}  # fmt: skip

@@ -339,6 +339,8 @@ def describe_plan(plan: TofuPlan, command: str, recipe_arg: str) -> str:
                       + (f" (others first {ev['max_items']})" if ev["max_items"] else "")
                       + f"; max_new_tokens {ev['max_new_tokens']}, batch {ev['batch_size']}"]  # fmt: skip
     lines += ["", "Launch:", f"  accelerate launch --num_processes {processes} -m hf_unlearn.cli {command} {recipe_arg}"]
+    if processes > 1:  # `accelerate launch` starts one process on a machine without GPUs
+        lines.append(f"  on CPUs: torchrun --nproc_per_node {processes} -m hf_unlearn.cli {command} {recipe_arg}")
     return "\n".join(lines)
 
 
