@@ -3,7 +3,8 @@
     hf-unlearn finetune recipes/tofu/forget05_smollm2.yaml [--only target] [--data-dir DIR] [--dry-run]
 
 Each model is cached in the recipe's `models_dir` with a fingerprint of its base model, data, formatting and SFT
-settings, and reused by `hf-unlearn run` on the same recipe. Multi-GPU: `accelerate launch -m hf_unlearn.cli finetune ...`.
+settings, and reused by `hf-unlearn run` on the same recipe. Several processes (the recipe's launch.num_processes):
+`accelerate launch --num_processes N -m hf_unlearn.cli finetune ...` on GPUs, `torchrun --nproc_per_node N ...` on CPUs.
 """
 
 from __future__ import annotations
