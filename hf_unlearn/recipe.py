@@ -12,7 +12,7 @@ import yaml
 
 from .trainers import METHODS, UnlearnConfig
 
-__all__ = ["build_method_config", "check_keys", "embedded_recipes", "load_recipe", "method_specs"]
+__all__ = ["build_method_config", "check_keys", "embedded_recipes", "load_recipe", "method_specs", "select_methods"]
 
 
 def embedded_recipes() -> list[str]:
@@ -91,6 +91,17 @@ def method_specs(methods: Any) -> dict[str, dict[str, Any]]:
         check_keys(overrides, _field_names(config_class), f"methods.{label} ({config_class.__name__} fields)")
         specs[label] = {"method": name, **overrides}
     return specs
+
+
+def select_methods(recipe: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """A copy of `recipe` keeping only the `methods` entries named in `labels`, in the recipe's order (e.g. to report
+    the finished methods of a long run, or to run one more): cached stages of the others are untouched."""
+    methods = recipe.get("methods") or {}
+    unknown = [label for label in labels if label not in methods]
+    if unknown or not labels:
+        named = ", ".join(map(repr, unknown)) + " not in the recipe" if unknown else "no method"
+        raise ValueError(f"--methods: {named}; the recipe's methods are {', '.join(methods) or 'none'}.")
+    return {**recipe, "methods": {label: spec for label, spec in methods.items() if label in labels}}
 
 
 def build_method_config(spec: dict[str, Any], shared: dict[str, Any], output_dir: str | Path) -> UnlearnConfig:

@@ -12,6 +12,7 @@ from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer,
 from hf_unlearn.cli import main
 from hf_unlearn.data.tofu import tokenize_tofu
 from hf_unlearn.pipelines import markov as markov_pipeline
+from hf_unlearn.pipelines import tofu as tofu_pipeline
 from hf_unlearn.pipelines.finetune import sft_dataset
 from hf_unlearn.pipelines.stages import STAMP_FILE, commit_stage, open_scratch
 from hf_unlearn.pipelines.tofu_recipe import FORMATTING, build_sft_config, parse_tofu_recipe, select_rows
@@ -56,7 +57,7 @@ def text_files(folder: Path):
             yield path, path.read_bytes().decode("utf-8", errors="ignore")
 
 
-def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys):
+def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     recipe_path = write(tmp_path / "r.yaml", tiny_recipe(base_model, out))
 
@@ -129,6 +130,29 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys):
     assert not stages["unlearn/GA"]["reused"] and not stages["eval/GA"]["reused"]
     assert all(stages[name]["reused"] for name in ("finetune/target", "eval/target", "unlearn/IMU", "eval/IMU"))
     assert "GA model at" in capsys.readouterr().out
+
+    # `--methods` runs a subset from the cache; an interrupted run keeps the results and table of what it finished.
+    assert main(["run", write(tmp_path / "r.yaml", changed), "--methods", "IMU"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"IMU"} and all(entry["reused"] for entry in results["stages"].values())
+    assert "| GA" not in (out / "table.md").read_text()
+    unlearn = tofu_pipeline._unlearn
+
+    def interrupted(plan, log, label, *args):
+        if label == "IMU":
+            raise KeyboardInterrupt
+        return unlearn(plan, log, label, *args)
+
+    monkeypatch.setattr(tofu_pipeline, "_unlearn", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["run", write(tmp_path / "r.yaml", changed)])
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is False and set(results["methods"]) == {"GA"}
+    assert results["methods"]["GA"]["metrics"]["forget_Q_A_Prob"] is not None
+    table = (out / "table.md").read_text()
+    assert "| GA" in table and "| IMU" not in table
+    monkeypatch.undo()
+    capsys.readouterr()
     refinetuned = tiny_recipe(base_model, out, finetune={**tiny_recipe(base_model, out)["finetune"], "learning_rate": 5e-3})
     assert main(["run", write(tmp_path / "r.yaml", refinetuned)]) == 0
     assert capsys.readouterr().out.count("was made with other settings") == 4  # 2 models, 2 methods

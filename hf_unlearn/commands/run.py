@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..recipe import embedded_recipes, load_recipe
+from ..recipe import embedded_recipes, load_recipe, select_methods
 
 TASKS = ("markov", "tofu")
 
@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models-dir", default=None,
                         help="TOFU: where fine-tuned models are cached (default OUTPUT/models).")
     parser.add_argument("--data-dir", default=None, help="TOFU: local TOFU folder (overrides the recipe's data_dir).")
+    parser.add_argument("--methods", default=None, metavar="LABEL[,LABEL...]",
+                        help="Run only these entries of the recipe's methods (cached stages of the others are kept).")
     parser.add_argument("--dry-run", action="store_true",
                         help="TOFU: validate the recipe, build every config and print the plan; loads no weights.")
     parser.set_defaults(func=run)
@@ -28,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
+    if args.methods is not None:
+        recipe = select_methods(recipe, [label.strip() for label in args.methods.split(",") if label.strip()])
     task = recipe.get("task")
     if task not in TASKS:
         raise ValueError(f"Recipe {args.recipe!r} has task={task!r}; supported tasks: {', '.join(TASKS)}.")
