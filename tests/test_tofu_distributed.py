@@ -19,49 +19,6 @@ COMPARED = ["forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "model_
             "ra_Q_A_Prob_normalised", "wf_Truth_Ratio"]  # fmt: skip
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_two_processes_match_one(tmp_path):
-    tokenizer = make_tokenizer()
-    make_model(tokenizer).save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    common = ["--model", str(tmp_path / "model"), "--data-dir", str(FIXTURE_DIR), "--batch-size", "2",
-              "--max-new-tokens", "6", "--quiet"]  # fmt: skip
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # as torchrun's OMP_NUM_THREADS=1 in the workers
-    try:
-        assert main(["eval", *common, "--output-dir", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(previous)
-
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # fmt: skip
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "hf_unlearn.cli", "eval", *common, "--output-dir", str(tmp_path / "two")]  # fmt: skip
-    # A session of its own, so that a hang kills the launcher and its workers, nothing else.
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=tmp_path, start_new_session=True)  # fmt: skip
-    try:
-        stdout, stderr = process.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail("torchrun did not finish within 240 s")
-    assert process.returncode == 0, stderr[-3000:]
-
-    one = json.loads((tmp_path / "one" / "summary.json").read_text())
-    two = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert two["world_size"] == 2 and one["world_size"] == 1
-    assert one["fingerprint"] == two["fingerprint"]
-    for name in COMPARED:
-        assert two[name] == pytest.approx(one[name], rel=1e-6, abs=1e-9), name
-    items_one = json.loads((tmp_path / "one" / "items.json").read_text())["splits"]
-    items_two = json.loads((tmp_path / "two" / "items.json").read_text())["splits"]
-    assert [v["generation"] for v in items_one["forget"]] == [v["generation"] for v in items_two["forget"]]
-    # Only rank 0 printed the table.
-    assert stdout.count("forget_quality") == 1
-
-
 def run_torchrun(args: list[str], cwd: Path, timeout: int = 240) -> str:
     """`torchrun --nproc_per_node 2 -m hf_unlearn.cli ARGS` on the CPU (gloo); returns stdout."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
@@ -80,6 +37,36 @@ def run_torchrun(args: list[str], cwd: Path, timeout: int = 240) -> str:
         pytest.fail(f"torchrun did not finish within {timeout} s")
     assert process.returncode == 0, stderr[-3000:]
     return stdout
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_two_processes_match_one(tmp_path):
+    tokenizer = make_tokenizer()
+    make_model(tokenizer).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    common = ["--model", str(tmp_path / "model"), "--data-dir", str(FIXTURE_DIR), "--batch-size", "2",
+              "--max-new-tokens", "6", "--quiet"]  # fmt: skip
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # as torchrun's OMP_NUM_THREADS=1 in the workers
+    try:
+        assert main(["eval", *common, "--output-dir", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(previous)
+
+    stdout = run_torchrun(["eval", *common, "--output-dir", str(tmp_path / "two")], tmp_path)
+
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert one["fingerprint"] == two["fingerprint"]
+    for name in COMPARED:
+        assert two[name] == pytest.approx(one[name], rel=1e-6, abs=1e-9), name
+    items_one = json.loads((tmp_path / "one" / "items.json").read_text())["splits"]
+    items_two = json.loads((tmp_path / "two" / "items.json").read_text())["splits"]
+    assert [v["generation"] for v in items_one["forget"]] == [v["generation"] for v in items_two["forget"]]
+    # Only rank 0 printed the table.
+    assert stdout.count("forget_quality") == 1
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")

@@ -99,7 +99,7 @@ def run_tofu(recipe: dict[str, Any], *, output_dir: PathLike = None, models_dir:
         payload["models"][role] = {"source": models[role].describe(), "metrics": summary}
     payload["checks"]["memorisation"] = memorisation_check(payload["models"]["target"]["metrics"],
                                                            payload["models"]["retain"]["metrics"])  # fmt: skip
-    _write_reports(plan, log, samples, complete=False)
+    table = _write_reports(plan, log, samples)
     for label, spec in plan.specs.items():
         unlearned, record = _unlearn(plan, log, label, spec, models["target"], device)
         payload["methods"][label] = {"method": spec["method"],
@@ -109,8 +109,13 @@ def run_tofu(recipe: dict[str, Any], *, output_dir: PathLike = None, models_dir:
         payload["methods"][label]["metrics"] = _evaluate(plan, log, label, unlearned,
                                                          plan.output_dir / "methods" / label / "eval", reference,
                                                          samples, device)  # fmt: skip
-        _write_reports(plan, log, samples, complete=False)  # an interrupted run keeps the table of what it finished
-    _write_reports(plan, log, samples, complete=True)
+        table = _write_reports(plan, log, samples)  # an interrupted run keeps the table of what it finished
+    log.save(complete=True)
+    if is_main_process():
+        stages = payload["stages"]
+        print(f"{table}\n\nWrote {plan.output_dir / 'results.json'}, table.md, samples.md and tradeoff.png "
+              f"({payload['total_seconds']:.0f} s this run; {sum(1 for s in stages.values() if s['reused'])} of "
+              f"{len(stages)} stages reused).")  # fmt: skip
     return payload
 
 
@@ -248,22 +253,16 @@ def _train_method(plan: TofuPlan, label: str, spec: dict[str, Any], target: Mode
     return record
 
 
-def _write_reports(plan: TofuPlan, log: StageLog, samples: dict, complete: bool) -> None:
-    """results.json with every metric so far, then table.md, samples.md and tradeoff.png (main process only)."""
-    log.save(complete=complete)
+def _write_reports(plan: TofuPlan, log: StageLog, samples: dict) -> str | None:
+    """results.json with every metric so far (`complete: false`), then table.md, samples.md and tradeoff.png (main
+    process only); returns the table."""
+    log.save(complete=False)
     if not is_main_process():
-        return
-    payload = log.payload
-    table = tofu_table(payload)
+        return None
+    table = tofu_table(log.payload)
     (plan.output_dir / "table.md").write_text(table + "\n")
     labels = ["target", "retain", *plan.specs]
     text = format_tofu_samples(samples, labels, plan.report["forget_samples"] > 0)
     (plan.output_dir / "samples.md").write_text(text)
-    plot_tofu_tradeoff(payload, plan.output_dir / "tradeoff.png")
-    if not complete:
-        return
-    print(table)
-    stages = payload["stages"]
-    print(f"\nWrote {plan.output_dir / 'results.json'}, table.md, samples.md and tradeoff.png "
-          f"({payload['total_seconds']:.0f} s this run; {sum(1 for s in stages.values() if s['reused'])} of "
-          f"{len(stages)} stages reused).")  # fmt: skip
+    plot_tofu_tradeoff(log.payload, plan.output_dir / "tradeoff.png")
+    return table
