@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from hf_unlearn.data.tofu import format_qa
+from hf_unlearn.data.chat import format_qa
 from hf_unlearn.influence import CausalLMHeadTask, compute_influence
 from hf_unlearn.models import load_model_and_tokenizer, resolve_model_path
-from hf_unlearn.utils import IGNORE_INDEX, atomic_write_json
+from hf_unlearn.runtime.io import atomic_write_json
+from hf_unlearn.utils import IGNORE_INDEX
 
 RESULTS = Path(__file__).resolve().parent / "results" / "influence_cost_smollm2.json"
 FORGET05 = Path(__file__).resolve().parents[2] / "shared" / "tofu" / "forget05.jsonl"
@@ -80,8 +81,10 @@ def load_model():
 
 
 def format_rows(tokenizer, rows: list[dict]) -> list[dict]:
-    """The toolkit's TOFU formatting (SPEC §3)."""
-    return [format_qa(tokenizer, r["question"], r["answer"], system_prompt="You are a helpful assistant.") for r in rows]
+    """The toolkit's TOFU formatting (docs/metrics.md#formatting)."""
+    return [
+        format_qa(tokenizer, r["question"], r["answer"], system_prompt="You are a helpful assistant.") for r in rows
+    ]
 
 
 def forward_only(model, rows: list[dict], batch_size: int, sort_by_length: bool) -> float:
@@ -95,7 +98,7 @@ def forward_only(model, rows: list[dict], batch_size: int, sort_by_length: bool)
     t0 = time.perf_counter()
     with torch.no_grad():
         for k in range(0, len(order), batch_size):
-            batch = task.collate([tensors[i] for i in order[k: k + batch_size]], pad)
+            batch = task.collate([tensors[i] for i in order[k : k + batch_size]], pad)
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
     return time.perf_counter() - t0
 
@@ -123,8 +126,10 @@ def main() -> None:
     forward_only(model, rows[: cli.batch_size], cli.batch_size, True)  # warm-up (allocator, kernels)
     runs = [("fisher_diag", {"curvature": "fisher_diag"})]
     if cli.extra:
-        runs += [("fisher_diag_no_cache", {"curvature": "fisher_diag", "cache_features": False}),
-                 ("kfac", {"curvature": "kfac"})]
+        runs += [
+            ("fisher_diag_no_cache", {"curvature": "fisher_diag", "cache_features": False}),
+            ("kfac", {"curvature": "kfac"}),
+        ]
     samples: dict[str, list[dict]] = {"forward_sorted": []}
     scores = {}
     # forward and influence interleaved, repeated: the shared CPU's load drifts, so compare medians and minima
@@ -139,8 +144,11 @@ def main() -> None:
                 else:
                     result = compute_influence(model, rows, batch_size=cli.batch_size, progress_bar=False, **kwargs)
                     scores.setdefault(name, result.scores)
-                    extra = {"pass_seconds": result.seconds, "damping_absolute": result.damping,
-                             "positive_fraction": float((result.scores > 0).float().mean())}
+                    extra = {
+                        "pass_seconds": result.seconds,
+                        "damping_absolute": result.damping,
+                        "positive_fraction": float((result.scores > 0).float().mean()),
+                    }
                 seconds = time.perf_counter() - t0
             record = {"seconds": seconds, "peak_rss_delta_mib": mem.delta_mib, "loadavg_1min_before": load, **extra}
             samples.setdefault(name, []).append(record)
@@ -151,14 +159,21 @@ def main() -> None:
 
     def stat(name: str) -> dict:
         secs = [r["seconds"] for r in samples[name]]
-        return {"median_seconds": statistics.median(secs), "min_seconds": min(secs), "n": len(secs),
-                "peak_rss_delta_mib_max": max(r["peak_rss_delta_mib"] for r in samples[name])}
+        return {
+            "median_seconds": statistics.median(secs),
+            "min_seconds": min(secs),
+            "n": len(secs),
+            "peak_rss_delta_mib_max": max(r["peak_rss_delta_mib"] for r in samples[name]),
+        }
 
     summary = {name: stat(name) for name in samples}
     for name, _ in runs:
-        summary[name]["ratio_to_one_forward_median"] = (summary[name]["median_seconds"]
-                                                        / summary["forward_sorted"]["median_seconds"])
-        summary[name]["ratio_to_one_forward_min"] = summary[name]["min_seconds"] / summary["forward_sorted"]["min_seconds"]
+        summary[name]["ratio_to_one_forward_median"] = (
+            summary[name]["median_seconds"] / summary["forward_sorted"]["median_seconds"]
+        )
+        summary[name]["ratio_to_one_forward_min"] = (
+            summary[name]["min_seconds"] / summary["forward_sorted"]["min_seconds"]
+        )
     print(json.dumps(summary, indent=1), flush=True)
     agreement = {}
     if "fisher_diag_no_cache" in scores:
@@ -171,25 +186,33 @@ def main() -> None:
         "question": "What does the LM-head influence pass cost relative to one forward pass over the forget set?",
         "settings": {
             "model": f"SmolLM2-135M-Instruct ({GGUF}, dequantised to float32)",
-            "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+            "vocab_size": config.vocab_size,
+            "hidden_size": config.hidden_size,
             "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
             "data": f"TOFU forget05, first {len(rows)} rows, chat template + system prompt, "
-                    "labels = answer + end-of-turn",
-            "batch_size": cli.batch_size, "threads": cli.threads,
-            "tokens": sum(lengths), "labelled_tokens": sum(labelled),
-            "max_length": max(lengths), "mean_length": sum(lengths) / len(lengths),
+            "labels = answer + end-of-turn",
+            "batch_size": cli.batch_size,
+            "threads": cli.threads,
+            "tokens": sum(lengths),
+            "labelled_tokens": sum(labelled),
+            "max_length": max(lengths),
+            "mean_length": sum(lengths) / len(lengths),
             "influence_defaults": "damping 0.1 relative, cache_features on, max_chunk_bytes 256 MiB, length-sorted",
         },
         "environment": {
-            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
             "note": "the 2-core CPU is shared with other jobs; ratios are more meaningful than absolute seconds",
         },
         "summary": summary,
         "samples": samples,
         "agreement": agreement,
-        "score_stats": {k: {"min": float(v.min()), "max": float(v.max()), "mean": float(v.mean())}
-                        for k, v in scores.items()},
+        "score_stats": {
+            k: {"min": float(v.min()), "max": float(v.max()), "mean": float(v.mean())} for k, v in scores.items()
+        },
     }
     atomic_write_json(cli.out, payload)
     print(f"wrote {cli.out}")

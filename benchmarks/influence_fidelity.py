@@ -1,6 +1,6 @@
 """How well do LM-head influence scores rank like full-model influence? (IMU paper §3.3: Spearman 0.992 on CIFAR.)
 
-A tiny GPT-2 (2 layers, width 12, 10 Markov states; ~4k parameters) is trained on the SPEC §4 Markov task
+A tiny GPT-2 (2 layers, width 12, 10 Markov states; ~4k parameters) is trained on the Markov task
 (retain ∪ forget-1), then for a forget set of N sequences (half forget-1: seen in training, half forget-2: unseen)
 we compute
 
@@ -32,9 +32,9 @@ from scipy import stats
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
-from hf_unlearn.data.markov import make_markov_datasets
 from hf_unlearn.influence import compute_influence
-from hf_unlearn.utils import atomic_write_json
+from hf_unlearn.runtime.io import atomic_write_json
+from hf_unlearn.tasks.markov.data import make_markov_datasets
 
 RESULTS = Path(__file__).resolve().parent / "results" / "influence_fidelity.json"
 LENGTH = 12
@@ -45,10 +45,21 @@ FULL_RELATIVE = [1e-3, 1e-2, 1e-1, 1.0]  # λ = α · mean diag(H_full or GGN); 
 
 def train_original(tied: bool, seed: int, data, steps: int, width: int, log) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=10, n_embd=width, n_layer=2, n_head=2, n_positions=LENGTH, bos_token_id=0,
-                        eos_token_id=0, tie_word_embeddings=tied, attn_implementation="eager")
+    config = GPT2Config(
+        vocab_size=10,
+        n_embd=width,
+        n_layer=2,
+        n_head=2,
+        n_positions=LENGTH,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=tied,
+        attn_implementation="eager",
+    )
     model = GPT2LMHeadModel(config)
-    train = torch.cat([torch.tensor(data["retain_train"]["input_ids"]), torch.tensor(data["forget1_train"]["input_ids"])])
+    train = torch.cat(
+        [torch.tensor(data["retain_train"]["input_ids"]), torch.tensor(data["forget1_train"]["input_ids"])]
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, eps=1e-6, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     model.train()
@@ -76,7 +87,7 @@ def full_model_pieces(model: GPT2LMHeadModel, ids: torch.Tensor, chunk: int = 25
         out, k = {}, 0
         for name, shape in zip(names, shapes):
             size = int(np.prod(shape))
-            out[name] = flat[k: k + size].view(shape)
+            out[name] = flat[k : k + size].view(shape)
             k += size
         return out
 
@@ -90,8 +101,10 @@ def full_model_pieces(model: GPT2LMHeadModel, ids: torch.Tensor, chunk: int = 25
     flat = theta.clone().requires_grad_(True)
     grad = torch.autograd.grad(mean_loss(flat), flat, create_graph=True)[0]  # (P,)
     eye = torch.eye(theta.numel(), dtype=theta.dtype)
-    rows = [torch.autograd.grad(grad, flat, eye[k: k + chunk], retain_graph=True, is_grads_batched=True)[0]
-            for k in range(0, theta.numel(), chunk)]
+    rows = [
+        torch.autograd.grad(grad, flat, eye[k : k + chunk], retain_graph=True, is_grads_batched=True)[0]
+        for k in range(0, theta.numel(), chunk)
+    ]
     hessian = torch.cat(rows).detach()  # (P, P)
     del grad, rows
 
@@ -101,8 +114,12 @@ def full_model_pieces(model: GPT2LMHeadModel, ids: torch.Tensor, chunk: int = 25
     vocab = logits.shape[-1]
     out = logits.reshape(-1)
     eye = torch.eye(out.numel(), dtype=theta.dtype)
-    jac = torch.cat([torch.autograd.grad(out, flat, eye[k: k + chunk], retain_graph=True, is_grads_batched=True)[0]
-                     for k in range(0, out.numel(), chunk)]).view(n * (length - 1), vocab, -1)  # (M, V, P)
+    jac = torch.cat(
+        [
+            torch.autograd.grad(out, flat, eye[k : k + chunk], retain_graph=True, is_grads_batched=True)[0]
+            for k in range(0, out.numel(), chunk)
+        ]
+    ).view(n * (length - 1), vocab, -1)  # (M, V, P)
     del eye
     probs = torch.softmax(logits.detach(), -1).reshape(-1, vocab)  # (M, V)
     p_jac = torch.einsum("mv,mvp->mp", probs, jac)  # (M, P)
@@ -113,7 +130,9 @@ def full_model_pieces(model: GPT2LMHeadModel, ids: torch.Tensor, chunk: int = 25
     errors[torch.arange(len(errors)), ids[:, 1:].reshape(-1)] -= 1.0  # (M, V) p − e_y
     grads = torch.einsum("mv,mvp->mp", errors, jac).view(n, length - 1, -1).mean(1)  # (N, P)
     flat = theta.clone().requires_grad_(True)
-    grad_check = float((grads.mean(0) - torch.autograd.grad(mean_loss(flat), flat)[0]).abs().max())  # J-based vs autograd
+    grad_check = float(
+        (grads.mean(0) - torch.autograd.grad(mean_loss(flat), flat)[0]).abs().max()
+    )  # J-based vs autograd
     return grads, 0.5 * (hessian + hessian.T), 0.5 * (ggn + ggn.T), grad_check
 
 
@@ -126,8 +145,10 @@ def run_one(tied: bool, seed: int, num_forget: int, steps: int, width: int, log)
     t0 = time.perf_counter()
     model = train_original(tied, seed, data, steps, width, log)
     half = num_forget // 2
-    forget = [{"input_ids": r, "labels": r} for r in
-              data["forget1_train"]["input_ids"][:half] + data["forget2_train"]["input_ids"][: num_forget - half]]
+    forget = [
+        {"input_ids": r, "labels": r}
+        for r in data["forget1_train"]["input_ids"][:half] + data["forget2_train"]["input_ids"][: num_forget - half]
+    ]
     ids = torch.tensor([r["input_ids"] for r in forget])
     with torch.no_grad():
         forget_loss = model(input_ids=ids, labels=ids).loss.item()
@@ -144,8 +165,12 @@ def run_one(tied: bool, seed: int, num_forget: int, steps: int, width: int, log)
         proj_g, proj_grads = eigvecs.T @ g_f, grads @ eigvecs  # (P,), (N, P)
         mean_diag = float(matrix.diagonal().mean())
         lam_min = float(eigvals.min())
-        spectra[kind] = {"min_eigenvalue": lam_min, "max_eigenvalue": float(eigvals.max()), "mean_diagonal": mean_diag,
-                         "negative_eigenvalues": int((eigvals < -1e-10 * float(eigvals.max())).sum())}
+        spectra[kind] = {
+            "min_eigenvalue": lam_min,
+            "max_eigenvalue": float(eigvals.max()),
+            "mean_diagonal": mean_diag,
+            "negative_eigenvalues": int((eigvals < -1e-10 * float(eigvals.max())).sum()),
+        }
         lams = {f"{kind}/rel_{a:g}": a * mean_diag for a in FULL_RELATIVE}
         if kind == "hessian":
             lams["hessian/shift_2|lmin|"] = 2 * abs(lam_min)  # the smallest shift that makes H + λI safely PD
@@ -161,12 +186,20 @@ def run_one(tied: bool, seed: int, num_forget: int, steps: int, width: int, log)
             res = compute_influence(model, forget, curvature=curvature, damping=a, progress_bar=False, batch_size=32)
             head[f"{curvature}/rel_{a:g}"] = (res.damping, res.scores.numpy())
         for lam in HEAD_ABSOLUTE:
-            res = compute_influence(model, forget, curvature=curvature, damping=lam, relative_damping=False,
-                                    progress_bar=False, batch_size=32)
+            res = compute_influence(
+                model,
+                forget,
+                curvature=curvature,
+                damping=lam,
+                relative_damping=False,
+                progress_bar=False,
+                batch_size=32,
+            )
             head[f"{curvature}/abs_{lam:g}"] = (lam, res.scores.numpy())
     # λ → ∞: gradient similarity on the head (any curvature, damping 1e12 absolute, rescaled)
-    res = compute_influence(model, forget, curvature="fisher_diag", damping=1e12, relative_damping=False,
-                            progress_bar=False)
+    res = compute_influence(
+        model, forget, curvature="fisher_diag", damping=1e12, relative_damping=False, progress_bar=False
+    )
     head["identity"] = (float("inf"), res.scores.numpy())
     head_seconds = time.perf_counter() - t0
 
@@ -179,9 +212,14 @@ def run_one(tied: bool, seed: int, num_forget: int, steps: int, width: int, log)
         fisher_vs_exact[tag] = correlations(head[f"fisher_diag/{tag}"][1], head[f"exact/{tag}"][1])
         fisher_vs_exact[tag]["kfac_vs_exact"] = correlations(head[f"kfac/{tag}"][1], head[f"exact/{tag}"][1])
     seen = np.array([1] * half + [0] * (num_forget - half))
-    positive = {k: {"positive_fraction": float((s > 0).mean()),  # seen − unseen, in units of the scores' std
-                    "seen_minus_unseen_over_std": float((s[seen == 1].mean() - s[seen == 0].mean()) / s.std())}
-                for k, (_, s) in {**head, **full}.items() if k.endswith("rel_0.1") or k == "identity"}
+    positive = {
+        k: {
+            "positive_fraction": float((s > 0).mean()),  # seen − unseen, in units of the scores' std
+            "seen_minus_unseen_over_std": float((s[seen == 1].mean() - s[seen == 0].mean()) / s.std()),
+        }
+        for k, (_, s) in {**head, **full}.items()
+        if k.endswith("rel_0.1") or k == "identity"
+    }
     return {
         "tied_embeddings": tied,
         "seed": seed,
@@ -206,17 +244,32 @@ def summarise(runs: list[dict]) -> dict:
             continue
         block: dict[str, dict] = {}
         heads = dict.fromkeys(c["head"] for c in rs[0]["correlations"])
-        for full_key in ["ggn/rel_0.001", "ggn/rel_0.01", "ggn/rel_0.1", "ggn/rel_1", "hessian/rel_0.01", "hessian/rel_1",
-                         "hessian/shift_2|lmin|", "identity"]:
+        for full_key in [
+            "ggn/rel_0.001",
+            "ggn/rel_0.01",
+            "ggn/rel_0.1",
+            "ggn/rel_1",
+            "hessian/rel_0.01",
+            "hessian/rel_1",
+            "hessian/shift_2|lmin|",
+            "identity",
+        ]:
             for hk in heads:
                 vals = [c for r in rs for c in r["correlations"] if c["head"] == hk and c["full"] == full_key]
                 sp = np.array([c["spearman"] for c in vals])
                 kt = np.array([c["kendall"] for c in vals])
-                block[f"{hk} vs full {full_key}"] = {"spearman_mean": float(sp.mean()), "spearman_std": float(sp.std()),
-                                                     "kendall_mean": float(kt.mean()), "n_seeds": len(vals)}
+                block[f"{hk} vs full {full_key}"] = {
+                    "spearman_mean": float(sp.mean()),
+                    "spearman_std": float(sp.std()),
+                    "kendall_mean": float(kt.mean()),
+                    "n_seeds": len(vals),
+                }
         for tag in rs[0]["fisher_vs_exact_head"]:
             sp = np.array([r["fisher_vs_exact_head"][tag]["spearman"] for r in rs])
-            block[f"head fisher_diag vs exact ({tag})"] = {"spearman_mean": float(sp.mean()), "spearman_std": float(sp.std())}
+            block[f"head fisher_diag vs exact ({tag})"] = {
+                "spearman_mean": float(sp.mean()),
+                "spearman_std": float(sp.std()),
+            }
         out["tied" if tied else "untied"] = block
     return out
 
@@ -244,18 +297,22 @@ def main() -> None:
         "question": "Does LM-head influence rank forget samples like full-model influence? (IMU paper: Spearman 0.992)",
         "settings": {
             "model": f"GPT2LMHeadModel(vocab 10, n_embd {cli.width}, n_layer 2, n_head 2, n_positions {LENGTH}), float64 for scoring",
-            "training": f"AdamW lr 5e-3, batch 128, {cli.steps} steps on retain ∪ forget-1 Markov sequences (SPEC §4)",
+            "training": f"AdamW lr 5e-3, batch 128, {cli.steps} steps on retain ∪ forget-1 Markov sequences",
             "forget_set": f"{cli.num_forget} sequences of length {LENGTH}: half forget-1 (seen), half forget-2 (unseen)",
             "head_damping_relative": HEAD_RELATIVE,
             "head_damping_absolute": HEAD_ABSOLUTE,
             "full_damping_relative": FULL_RELATIVE,
             "full_model": "explicit Hessian and Gauss-Newton matrix (GGN, PSD) of the mean forget loss over all "
-                          "parameters; λ added to every eigenvalue; 'identity' = gradient similarity (λ → ∞)",
+            "parameters; λ added to every eigenvalue; 'identity' = gradient similarity (λ → ∞)",
             "seeds": cli.seeds,
         },
         "environment": {
-            "torch": torch.__version__, "python": platform.python_version(), "threads": cli.threads,
-            "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": cli.threads,
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+            "cpu_count": os.cpu_count(),
         },
         "summary": summarise(runs),
         "runs": runs,

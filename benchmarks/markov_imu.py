@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from hf_unlearn.evaluation.markov import retain_kl_at_forget_kl
-from hf_unlearn.pipelines.markov import run_markov
 from hf_unlearn.recipe import load_recipe
 from hf_unlearn.reporting import format_table
-from hf_unlearn.utils import atomic_write_json
+from hf_unlearn.runtime.io import atomic_write_json
+from hf_unlearn.tasks.markov.evaluation import retain_kl_at_forget_kl
+from hf_unlearn.tasks.markov.pipeline import run_markov
+from hf_unlearn.tasks.markov.recipe import parse_markov_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,7 @@ def main() -> None:
         if missing:
             raise SystemExit(f"Not in the recipe: {missing}; available: {list(recipe['methods'])}")
         recipe["methods"] = {label: recipe["methods"][label] for label in args.methods}
-    results = run_markov(recipe)
+    results = run_markov(parse_markov_recipe(recipe))
     methods = results["methods"]
     # The highest forget KL that every method's trajectory reaches: all of them can be compared there.
     level = min(max(entry["forget_kl"] for entry in method["history"]) for method in methods.values())
@@ -61,9 +62,9 @@ def main() -> None:
         "benchmark": "markov_imu_ablation",
         "matched_forget_kl": level,
         "note": "retain KL (lower is better) where each trajectory first reaches the matched forget KL (the highest "
-                "level every method reaches) and at fixed lower levels; trajectories are evaluated after every step "
-                f"on the first {recipe.get('evaluation', {}).get('trajectory_examples')} test sequences per chain "
-                "(None: all), final metrics on all.",
+        "level every method reaches) and at fixed lower levels; trajectories are evaluated after every step "
+        f"on the first {recipe.get('evaluation', {}).get('trajectory_examples')} test sequences per chain "
+        "(None: all), final metrics on all.",
         "methods_run": list(methods),
         "methods_in_recipe_not_run": sorted(set(load_recipe(args.recipe)["methods"]) - set(methods)),
         "methods": summary,
@@ -77,12 +78,31 @@ def main() -> None:
     }
     payload["forget_kl_levels"] = levels
     atomic_write_json(args.out, payload)
-    rows = [[label, *[values["retain_kl_at_forget_kl"][str(x)] for x in levels], values["final"]["retain_kl"],
-             values["final"]["forget_kl"], values["unlearn_seconds"], values["time_vs_GA"]]
-            for label, values in summary.items()]
+    rows = [
+        [
+            label,
+            *[values["retain_kl_at_forget_kl"][str(x)] for x in levels],
+            values["final"]["retain_kl"],
+            values["final"]["forget_kl"],
+            values["unlearn_seconds"],
+            values["time_vs_GA"],
+        ]
+        for label, values in summary.items()
+    ]
     print("\nRetain KL (lower is better) where each trajectory first reaches a forget KL level:")
-    print(format_table(rows, ["method", *[f"ℓ_r^KL @ ℓ_f^KL {x:.3g}" for x in levels], "final ℓ_r^KL",
-                              "final ℓ_f^KL", "time (s)", "× GA"]))
+    print(
+        format_table(
+            rows,
+            [
+                "method",
+                *[f"ℓ_r^KL @ ℓ_f^KL {x:.3g}" for x in levels],
+                "final ℓ_r^KL",
+                "final ℓ_f^KL",
+                "time (s)",
+                "× GA",
+            ],
+        )
+    )
     print(f"Wrote {args.out}")
 
 

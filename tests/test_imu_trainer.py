@@ -12,15 +12,21 @@ from hf_unlearn.trainers import imu_loss
 
 from .conftest import lm_dataset, tiny_gpt2
 
-COMMON = {"per_device_train_batch_size": 4, "report_to": "none", "save_strategy": "no", "disable_tqdm": True,
-          "learning_rate": 1e-2}
+COMMON = {
+    "per_device_train_batch_size": 4,
+    "report_to": "none",
+    "save_strategy": "no",
+    "disable_tqdm": True,
+    "learning_rate": 1e-2,
+}
 
 
 @pytest.fixture
 def forget():
     generator = torch.Generator().manual_seed(11)
-    return lm_dataset([torch.randint(0, 10, (int(n),), generator=generator).tolist() for n in [6, 8] * 6],
-                      prompt_length=2)
+    return lm_dataset(
+        [torch.randint(0, 10, (int(n),), generator=generator).tolist() for n in [6, 8] * 6], prompt_length=2
+    )
 
 
 def test_imu_loss_by_hand():
@@ -83,8 +89,11 @@ def test_peft_head_only_trains_the_saved_head_copy(forget, tmp_path):
     base = tiny_gpt2()
     wte = base.transformer.wte.weight.detach().clone()
     with pytest.raises(ValueError, match="modules_to_save"):
-        IMUTrainer(get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True)),
-                   IMUConfig(output_dir=str(tmp_path), **COMMON), forget_dataset=forget)
+        IMUTrainer(
+            get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True)),
+            IMUConfig(output_dir=str(tmp_path), **COMMON),
+            forget_dataset=forget,
+        )
     lora = LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, modules_to_save=["lm_head"])
     model = get_peft_model(base, lora)
     trainer = IMUTrainer(model, IMUConfig(output_dir=str(tmp_path), max_steps=2, **COMMON), forget_dataset=forget)
@@ -129,8 +138,11 @@ def test_l1_head_penalty_is_added(forget, tmp_path):
     model = tiny_gpt2(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).eval()
     losses = {}
     for alpha in (0.0, 0.01):
-        trainer = IMUTrainer(copy.deepcopy(model), IMUConfig(output_dir=str(tmp_path), head_l1_weight=alpha, **COMMON),
-                             forget_dataset=forget)
+        trainer = IMUTrainer(
+            copy.deepcopy(model),
+            IMUConfig(output_dir=str(tmp_path), head_l1_weight=alpha, **COMMON),
+            forget_dataset=forget,
+        )
         trainer.set_influence(torch.ones(len(forget)))
         trainer.model.eval()
         losses[alpha] = trainer.compute_loss(trainer.model, trainer.data_collator([trainer.train_dataset[0]])).item()
@@ -148,8 +160,14 @@ def test_config_validation():
 
 def test_permutation_control_shuffles_weights(forget, tmp_path):
     scores = torch.linspace(-1.0, 2.0, len(forget))
-    trainers = [IMUTrainer(tiny_gpt2(), IMUConfig(output_dir=str(tmp_path), weight_permutation_seed=seed, **COMMON),
-                           forget_dataset=forget) for seed in (None, 0)]
+    trainers = [
+        IMUTrainer(
+            tiny_gpt2(),
+            IMUConfig(output_dir=str(tmp_path), weight_permutation_seed=seed, **COMMON),
+            forget_dataset=forget,
+        )
+        for seed in (None, 0)
+    ]
     for trainer in trainers:
         trainer.set_influence(scores)
     plain, permuted = (trainer.sample_weights for trainer in trainers)

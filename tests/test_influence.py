@@ -36,8 +36,16 @@ FAST = {"progress_bar": False}
 
 def tiny_gpt2(*, tied: bool = True, bias: bool = False, seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB, n_embd=WIDTH, n_layer=1, n_head=2, n_positions=32,
-                        bos_token_id=0, eos_token_id=0, tie_word_embeddings=tied)
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_embd=WIDTH,
+        n_layer=1,
+        n_head=2,
+        n_positions=32,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=tied,
+    )
     model = GPT2LMHeadModel(config)
     if bias:
         model.lm_head = nn.Linear(WIDTH, VOCAB, bias=True)
@@ -132,8 +140,9 @@ def test_matches_brute_force(curvature, variant):
     rows = make_rows()
     scores = lm_head_influence(model, rows, curvature=curvature, batch_size=3, **FAST)
     head = model.lm_head
-    expected = brute_force_scores(model, rows, head.weight.detach(), None if head.bias is None else head.bias.detach(),
-                                  curvature)
+    expected = brute_force_scores(
+        model, rows, head.weight.detach(), None if head.bias is None else head.bias.detach(), curvature
+    )
     assert scores.dtype == torch.float64 and scores.shape == (len(rows),)
     assert_close(scores, expected)
 
@@ -143,8 +152,9 @@ def test_absolute_damping_matches_brute_force(curvature):
     model = tiny_gpt2(bias=True, tied=False)
     rows = make_rows(5, seed=3)
     scores = lm_head_influence(model, rows, curvature=curvature, damping=1e-3, relative_damping=False, **FAST)
-    expected = brute_force_scores(model, rows, model.lm_head.weight.detach(), model.lm_head.bias.detach(), curvature,
-                                  damping=1e-3, relative=False)
+    expected = brute_force_scores(
+        model, rows, model.lm_head.weight.detach(), model.lm_head.bias.detach(), curvature, damping=1e-3, relative=False
+    )
     assert_close(scores, expected)
 
 
@@ -165,8 +175,10 @@ def test_exact_hessian_matches_autograd():
     acc.finalize(len(rows), 0.0, relative=False)
 
     def loss(t):  # a plain Python sum over samples, as literal as possible
-        return sum(F.cross_entropy(torch.cat([h, torch.ones(h.shape[0], 1, dtype=h.dtype)], 1) @ t.view(VOCAB, -1).T, y)
-                   for h, y in feats) / len(rows)
+        return sum(
+            F.cross_entropy(torch.cat([h, torch.ones(h.shape[0], 1, dtype=h.dtype)], 1) @ t.view(VOCAB, -1).T, y)
+            for h, y in feats
+        ) / len(rows)
 
     expected = torch.func.hessian(loss)(w.reshape(-1).clone())
     assert_close(acc.hessian(), expected, rtol=1e-12)
@@ -202,14 +214,21 @@ def test_batching_padding_and_caching_invariance(curvature):
     model = tiny_gpt2(tied=False, bias=True)
     rows = make_rows(9, seed=7)
     reference = lm_head_influence(model, rows, curvature=curvature, batch_size=1, sort_by_length=False, **FAST)
-    for kwargs in ({"batch_size": 9}, {"batch_size": 4, "sort_by_length": False, "cache_features": False},
-                   {"batch_size": 9, "max_chunk_bytes": 1}):  # one sample per head-math block
+    for kwargs in (
+        {"batch_size": 9},
+        {"batch_size": 4, "sort_by_length": False, "cache_features": False},
+        {"batch_size": 9, "max_chunk_bytes": 1},
+    ):  # one sample per head-math block
         assert_close(lm_head_influence(model, rows, curvature=curvature, **kwargs, **FAST), reference, rtol=1e-10)
     # explicit right padding with a zero attention mask changes nothing
-    padded = [{"input_ids": torch.cat([r["input_ids"], torch.full((3,), 5)]),
-               "labels": torch.cat([r["labels"], torch.full((3,), IGNORE_INDEX)]),
-               "attention_mask": torch.cat([torch.ones_like(r["input_ids"]), torch.zeros(3, dtype=torch.long)])}
-              for r in rows]
+    padded = [
+        {
+            "input_ids": torch.cat([r["input_ids"], torch.full((3,), 5)]),
+            "labels": torch.cat([r["labels"], torch.full((3,), IGNORE_INDEX)]),
+            "attention_mask": torch.cat([torch.ones_like(r["input_ids"]), torch.zeros(3, dtype=torch.long)]),
+        }
+        for r in rows
+    ]
     assert_close(lm_head_influence(model, padded, curvature=curvature, batch_size=4, **FAST), reference, rtol=1e-10)
 
 

@@ -26,8 +26,18 @@ def test_two_processes_match_one(tmp_path):
     datasets = {"uneven": make_rows(7, seed=11), "one_row": make_rows(1, seed=12)}  # shards 4+3, and 1+0
     torch.save(datasets, tmp_path / "rows.pt")
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-           str(tmp_path / "model"), str(tmp_path / "rows.pt"), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(tmp_path / "model"),
+        str(tmp_path / "rows.pt"),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
 

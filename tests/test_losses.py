@@ -40,7 +40,7 @@ def test_sequence_nll_and_token_logprobs(fixed):
 
 
 def test_ga_loss_is_minus_token_mean(fixed):
-    logits, labels, nll, counts = fixed
+    logits, labels, nll, _counts = fixed
     expected = -(nll[0] + nll[1]) / 3
     assert ga_loss(*sequence_nll(logits, labels)).item() == pytest.approx(expected, rel=1e-6)
     # Same as the HF causal-LM loss, negated.
@@ -49,14 +49,14 @@ def test_ga_loss_is_minus_token_mean(fixed):
 
 
 def test_graddiff_loss(fixed):
-    logits, labels, nll, counts = fixed
+    logits, labels, nll, _counts = fixed
     loss = graddiff_loss(*sequence_nll(logits, labels), torch.tensor(0.7), forget_loss_weight=2.0)
     assert loss.item() == pytest.approx(-2.0 * (nll[0] + nll[1]) / 3 + 0.7, rel=1e-6)
 
 
 def test_npo_loss_by_hand():
     policy, ref, beta = torch.tensor([3.0, 1.0]), torch.tensor([2.0, 2.5]), 0.5
-    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    sig = lambda x: 1 / (1 + math.exp(-x))
     expected = -(2 / beta) * 0.5 * (math.log(sig(0.5 * 1.0)) + math.log(sig(0.5 * -1.5)))
     assert npo_loss(policy, ref, beta).item() == pytest.approx(expected, rel=1e-6)
     # At the start of unlearning (π_θ = π_ref) the loss is (2/β)·log 2.
@@ -64,10 +64,10 @@ def test_npo_loss_by_hand():
 
 
 def test_simnpo_loss_by_hand(fixed):
-    logits, labels, nll, counts = fixed
+    logits, labels, nll, _counts = fixed
     mean_nll = [nll[0] / 2, nll[1] / 1]
     beta, delta, c = 4.5, 0.3, 0.125
-    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    sig = lambda x: 1 / (1 + math.exp(-x))
     expected = -(2 / beta) * c * sum(math.log(sig(beta * (m - delta))) for m in mean_nll) / 2
     total, count = sequence_nll(logits, labels)
     assert simnpo_loss(total / count, beta, delta, c).item() == pytest.approx(expected, rel=1e-6)

@@ -1,9 +1,9 @@
-"""The Markov generator against SPEC §4: transition frequencies, sizes, splits, the length-5 variant."""
+"""The Markov generator against its definition (docs/metrics.md#markov): transition frequencies, sizes, splits, the length-5 variant."""
 
 import numpy as np
 import pytest
 
-from hf_unlearn.data.markov import CHAINS, initial_distribution, make_markov_datasets, transition_matrix
+from hf_unlearn.tasks.markov.data import CHAINS, initial_distribution, make_markov_datasets, transition_matrix
 
 
 def test_transition_matrix_matches_spec():
@@ -20,8 +20,12 @@ def test_transition_matrix_matches_spec():
 def test_sizes_and_splits():
     data = make_markov_datasets(num_retain=100, num_forget1=50, num_forget2=50, seed=0)
     assert {name: len(split) for name, split in data.items()} == {
-        "retain_train": 80, "retain_test": 20, "forget1_train": 40, "forget1_test": 10,
-        "forget2_train": 40, "forget2_test": 10,
+        "retain_train": 80,
+        "retain_test": 20,
+        "forget1_train": 40,
+        "forget1_test": 10,
+        "forget2_train": 40,
+        "forget2_test": 10,
     }
     row = data["forget1_train"][0]
     assert len(row["input_ids"]) == 20 and row["labels"] == row["input_ids"] and row["chain"] == "forget1"

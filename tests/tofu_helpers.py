@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -46,13 +46,16 @@ def _corpus() -> list[str]:
     return texts + ["Question: Answer: system user assistant Today Date: You are a helpful assistant."]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tokenizer_json() -> str:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=420, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=420,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer)
     return tok.to_str()
@@ -62,9 +65,11 @@ def make_tokenizer(chat_template: str | None = CHATML, pad: bool = True) -> PreT
     """A byte-level BPE tokenizer trained on the fixture text (~420 tokens), eos = `<|im_end|>` as in SmolLM2."""
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
-        bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>" if pad else None,
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>" if pad else None,
         additional_special_tokens=["<|im_start|>", "</s>"],
-    )  # fmt: skip
+    )
     tokenizer.chat_template = chat_template
     return tokenizer
 
@@ -72,10 +77,17 @@ def make_tokenizer(chat_template: str | None = CHATML, pad: bool = True) -> PreT
 def make_model(tokenizer, seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     model = LlamaForCausalLM(config)
     # Sharper (less uniform) predictions than the default init, so metrics are not all near-identical.
     with torch.no_grad():

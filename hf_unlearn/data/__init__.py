@@ -1,20 +1,15 @@
-"""Datasets: the synthetic Markov task, TOFU, and forget/retain pairing."""
+"""Data for unlearning trainers: chat formatting of question/answer pairs and forget/retain pairing."""
 
-from .markov import CHAINS, initial_distribution, make_markov_datasets, transition_matrix
+from .chat import ChatFormat, encode_prompt_answer, format_qa, tokenize_dataset
 from .pairing import ForgetRetainDataset, UnlearnCollator, pad_examples, validate_lm_dataset
-from .tofu import TOFU_CONFIGS, format_qa, load_tofu, tokenize_tofu
 
 __all__ = [
-    "CHAINS",
-    "TOFU_CONFIGS",
+    "ChatFormat",
     "ForgetRetainDataset",
     "UnlearnCollator",
+    "encode_prompt_answer",
     "format_qa",
-    "initial_distribution",
-    "load_tofu",
-    "make_markov_datasets",
     "pad_examples",
-    "tokenize_tofu",
-    "transition_matrix",
+    "tokenize_dataset",
     "validate_lm_dataset",
 ]

@@ -1,6 +1,6 @@
 """Forget/retain pairing and padding for unlearning trainers.
 
-Reference behaviour (SPEC §1): each forget example is paired with one uniformly random retain example, so both halves
+Reference behaviour (`docs/methods.md#batches`): each forget example is paired with one uniformly random retain example, so both halves
 of a micro-batch have the same size. Here the draw is a pure function of `(seed, epoch, index)`, so a run is
 reproducible and a resumed run sees the same pairs.
 """

@@ -1,4 +1,7 @@
-"""Evaluation: the TOFU suite (`evaluate_tofu`) and its metrics as plain functions."""
+"""Evaluation building blocks: metric functions and the batched, process-sharded scoring/generation runner.
+
+The benchmark suites that compose them live with their tasks (`hf_unlearn.tasks.tofu.evaluate_tofu`).
+"""
 
 from .metrics import (
     aggregate_truth_ratio,
@@ -6,6 +9,7 @@ from .metrics import (
     extraction_strength,
     forget_quality,
     harmonic_mean,
+    kl_per_position,
     loss_score,
     mia_auc,
     min_k_score,
@@ -14,22 +18,17 @@ from .metrics import (
     qa_probability,
     rouge_recall,
     truth_ratio,
+    value_at_level,
     zlib_score,
 )
-from .results import RetainReference, load_retain_reference
-from .tofu import FORGET_SPLITS, MIA_ATTACKS, evaluate_tofu, tofu_split_configs
 
 __all__ = [
-    "FORGET_SPLITS",
-    "MIA_ATTACKS",
-    "RetainReference",
     "aggregate_truth_ratio",
-    "evaluate_tofu",
     "exact_memorization",
     "extraction_strength",
     "forget_quality",
     "harmonic_mean",
-    "load_retain_reference",
+    "kl_per_position",
     "loss_score",
     "mia_auc",
     "min_k_score",
@@ -37,7 +36,7 @@ __all__ = [
     "privleak",
     "qa_probability",
     "rouge_recall",
-    "tofu_split_configs",
     "truth_ratio",
+    "value_at_level",
     "zlib_score",
 ]

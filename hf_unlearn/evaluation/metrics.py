@@ -1,4 +1,5 @@
-"""TOFU/MUSE metrics as plain functions of per-item numbers (SPEC §3, open-unlearning definitions).
+"""Unlearning metrics as plain functions (`docs/metrics.md`): TOFU/MUSE metrics of per-item numbers
+(open-unlearning definitions), KL between next-token distributions, and reading a trade-off at matched forgetting.
 
 Inputs are what one teacher-forced forward pass gives per (prompt, answer) pair: the answer's per-token log-probs and
 argmax predictions (both including the final end-of-turn token, which some metrics drop), and its average NLL
@@ -7,12 +8,14 @@ argmax predictions (both including the final end-of-turn token, which some metri
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import torch
 
 # scipy.stats and sklearn are imported where used: together they take about a second to import, which every
 # `import hf_unlearn.evaluation` (the Markov metrics included) would otherwise pay.
@@ -24,6 +27,7 @@ __all__ = [
     "extraction_strength",
     "forget_quality",
     "harmonic_mean",
+    "kl_per_position",
     "loss_score",
     "mia_auc",
     "min_k_score",
@@ -32,6 +36,7 @@ __all__ = [
     "qa_probability",
     "rouge_recall",
     "truth_ratio",
+    "value_at_level",
     "zlib_score",
 ]
 
@@ -49,7 +54,7 @@ def _nonempty(values: Sequence, what: str) -> np.ndarray:
 def qa_probability(avg_nlls: float | Sequence[float]) -> float:
     """Per-item answer probability: exp(−NLL/|y|), the per-token geometric mean probability.
 
-    Several answers (perturbed): the mean of their probabilities, per item first (SPEC §3). Q_A_Prob is the mean of
+    Several answers (perturbed): the mean of their probabilities, per item first (`docs/metrics.md#tofu`). Q_A_Prob is the mean of
     this over items.
     """
     values = _nonempty(np.atleast_1d(avg_nlls), "avg_nlls")
@@ -91,7 +96,9 @@ def forget_quality(truth_ratios: Sequence[float], retain_truth_ratios: Sequence[
     truth ratios and the retain model's: high (→1) when indistinguishable from the retain model."""
     from scipy.stats import ks_2samp
 
-    return float(ks_2samp(_nonempty(truth_ratios, "truth_ratios"), _nonempty(retain_truth_ratios, "retain_truth_ratios")).pvalue)
+    return float(
+        ks_2samp(_nonempty(truth_ratios, "truth_ratios"), _nonempty(retain_truth_ratios, "retain_truth_ratios")).pvalue
+    )
 
 
 def harmonic_mean(values: Sequence[float]) -> float:
@@ -195,3 +202,26 @@ def rouge_recall(prediction: str, reference: str) -> dict[str, float]:
         _SCORER = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
     scores = _SCORER.score(reference, prediction)  # score(target, prediction)
     return {"rouge1_recall": scores["rouge1"].recall, "rougeL_recall": scores["rougeL"].recall}
+
+
+# ------------------------------------------------------------------------------------------------ distributions
+
+
+def kl_per_position(target_logps: torch.Tensor, logps: torch.Tensor) -> torch.Tensor:
+    """KL(p_target ‖ p) at each position: Σ_v p_target(v)·(log p_target(v) − log p(v)), `(..., V) -> (...)`."""
+    return (target_logps.exp() * (target_logps - logps)).sum(dim=-1)
+
+
+def value_at_level(history: Sequence[dict[str, float]], x_key: str, y_key: str, level: float) -> float | None:
+    """`history[y_key]` where `history[x_key]` first reaches `level` (linear between entries); None if it never does.
+
+    A trajectory of evaluations (e.g. forget KL and retain KL after every step) read at a common forgetting level:
+    the fair comparison of two methods, since one that forgets less always keeps more.
+    """
+    for before, after in itertools.pairwise(history):
+        if before[x_key] >= level:
+            return before[y_key]
+        if after[x_key] >= level:
+            fraction = (level - before[x_key]) / (after[x_key] - before[x_key])
+            return before[y_key] + fraction * (after[y_key] - before[y_key])
+    return history[-1][y_key] if history and history[-1][x_key] >= level else None

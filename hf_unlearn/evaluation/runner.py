@@ -16,16 +16,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from ..utils import IGNORE_INDEX, token_logprobs
+from ..utils import IGNORE_INDEX, all_gather_objects, rank_and_world, token_logprobs
 
-__all__ = ["dist_info", "generate_answers", "score_prompt_groups", "score_sequences", "supports_packed_prompts"]
-
-
-def dist_info() -> tuple[int, int]:
-    """`(rank, world_size)` of the initialised `torch.distributed` group, else `(0, 1)`."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+__all__ = ["generate_answers", "score_prompt_groups", "score_sequences", "supports_packed_prompts"]
 
 
 def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -38,16 +31,11 @@ def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 def _run_sharded(batches: list[list[int]], work, desc: str, show_progress: bool) -> dict[int, Any]:
     """Run `work(batch) -> {index: result}` on this rank's batches and gather all results on every rank."""
-    rank, world = dist_info()
-    mine = batches[rank::world]
+    rank, world = rank_and_world()
     results: dict[int, Any] = {}
-    for batch in tqdm(mine, desc=desc, disable=not show_progress or rank != 0, leave=False):
+    for batch in tqdm(batches[rank::world], desc=desc, disable=not show_progress or rank != 0, leave=False):
         results.update(work(batch))
-    if world > 1:
-        gathered: list[dict[int, Any] | None] = [None] * world
-        torch.distributed.all_gather_object(gathered, results)
-        results = {k: v for part in gathered for k, v in part.items()}
-    return results
+    return {k: v for part in all_gather_objects(results) for k, v in part.items()}
 
 
 def _left_pad(rows: Iterable[Sequence[int]], value: int, length: int) -> torch.Tensor:
@@ -96,14 +84,22 @@ def score_sequences(
             labels[r, keep - n :] = torch.tensor(row["input_ids"][-n:])
         kwargs = {"logits_to_keep": keep} if keeps_logits else {}
         logits = model(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            position_ids=position_ids.to(device), use_cache=False, **kwargs,
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            position_ids=position_ids.to(device),
+            use_cache=False,
+            **kwargs,
         ).logits[:, -keep:]  # (B, K, V)
         logps, _ = token_logprobs(logits, labels.to(device))  # (B, K-1)
         preds = logits[:, :-1].argmax(dim=-1)  # (B, K-1)
         logps, preds = logps.float().cpu().numpy(), preds.cpu().numpy()
-        return {i: (logps[r, keep - 1 - rows[r]["num_answer_tokens"] :].copy(),
-                    preds[r, keep - 1 - rows[r]["num_answer_tokens"] :].copy()) for r, i in enumerate(batch)}  # fmt: skip
+        return {
+            i: (
+                logps[r, keep - 1 - rows[r]["num_answer_tokens"] :].copy(),
+                preds[r, keep - 1 - rows[r]["num_answer_tokens"] :].copy(),
+            )
+            for r, i in enumerate(batch)
+        }
 
     results = _run_sharded(_batches([len(s["input_ids"]) for s in sequences], batch_size), work, desc, show_progress)
     return [results[i] for i in range(len(sequences))]
@@ -152,8 +148,14 @@ def score_prompt_groups(
     """
     if not supports_packed_prompts(model):
         flat = [(g, j) for g, group in enumerate(groups) for j in range(len(group["answers"]))]
-        scored = score_sequences(model, [_as_sequence(groups[g], j) for g, j in flat], batch_size=batch_size,
-                                 pad_token_id=pad_token_id, desc=desc, show_progress=show_progress)  # fmt: skip
+        scored = score_sequences(
+            model,
+            [_as_sequence(groups[g], j) for g, j in flat],
+            batch_size=batch_size,
+            pad_token_id=pad_token_id,
+            desc=desc,
+            show_progress=show_progress,
+        )
         out: list[list[Any]] = [[] for _ in groups]
         for (g, _), result in zip(flat, scored):
             out[g].append(result)
@@ -173,7 +175,9 @@ def score_prompt_groups(
             group, pad = groups[g], length - lengths[g]
             p = len(group["prompt_ids"])
             ids = list(group["prompt_ids"]) + [t for a in group["answers"] for t in a]
-            key_mask = torch.tensor(list(group["prompt_mask"]) + [m for mask in group["answer_masks"] for m in mask], dtype=torch.bool)
+            key_mask = torch.tensor(
+                list(group["prompt_mask"]) + [m for mask in group["answer_masks"] for m in mask], dtype=torch.bool
+            )
             input_ids[r, pad:] = torch.tensor(ids)
             segment = torch.full((lengths[g],), -1, dtype=torch.long)  # -1: prompt, j: answer j
             positions, starts, start = list(range(p)), [], pad + p
@@ -189,8 +193,13 @@ def score_prompt_groups(
             spans.append((pad + p - 1, starts))
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
         kwargs = {"logits_to_keep": keep} if keeps_logits else {}
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                       position_ids=position_ids.to(device), use_cache=False, **kwargs).logits[:, -keep:]  # (B, K, V)
+        logits = model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=position_ids.to(device),
+            use_cache=False,
+            **kwargs,
+        ).logits[:, -keep:]  # (B, K, V)
         offset = length - keep
         results = {}
         for r, g in enumerate(batch):
@@ -201,7 +210,9 @@ def score_prompt_groups(
             index = torch.zeros((len(answers), width), dtype=torch.long)
             labels = torch.full((len(answers), width), IGNORE_INDEX, dtype=torch.long)
             for n, (answer, start) in enumerate(zip(answers, starts)):
-                index[n, : len(answer)] = torch.tensor([prompt_end] + list(range(start, start + len(answer) - 1))) - offset
+                index[n, : len(answer)] = (
+                    torch.tensor([prompt_end] + list(range(start, start + len(answer) - 1))) - offset
+                )
                 labels[n, 1 : len(answer) + 1] = torch.tensor(answer)
             gathered = logits[r][index.to(device)]  # (N, W, V)
             logps, _ = token_logprobs(gathered, labels.to(device))  # (N, W-1)
@@ -217,8 +228,11 @@ def score_prompt_groups(
 
 def _as_sequence(group: dict[str, Any], j: int) -> dict[str, Any]:
     answer = list(group["answers"][j])
-    return {"input_ids": list(group["prompt_ids"]) + answer,
-            "attention_mask": list(group["prompt_mask"]) + list(group["answer_masks"][j]), "num_answer_tokens": len(answer)}  # fmt: skip
+    return {
+        "input_ids": list(group["prompt_ids"]) + answer,
+        "attention_mask": list(group["prompt_mask"]) + list(group["answer_masks"][j]),
+        "num_answer_tokens": len(answer),
+    }
 
 
 @torch.inference_mode()
@@ -244,9 +258,14 @@ def generate_answers(
     device = _device(model)
     stops = sorted({int(t) for t in stop_token_ids if t is not None})
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-        eos_token_id=stops, pad_token_id=pad_token_id, bos_token_id=getattr(tokenizer, "bos_token_id", None),
-    )  # fmt: skip
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        use_cache=True,
+        eos_token_id=stops,
+        pad_token_id=pad_token_id,
+        bos_token_id=getattr(tokenizer, "bos_token_id", None),
+    )
 
     def work(batch: list[int]) -> dict[int, str]:
         rows = [prompts[i] for i in batch]

@@ -1,4 +1,4 @@
-"""LM-head influence for IMU (Influence-guided Machine Unlearning, arXiv:2508.01620; SPEC §2).
+"""LM-head influence for IMU (Influence-guided Machine Unlearning, arXiv:2508.01620; `docs/influence.md`).
 
 `lm_head_influence(model, forget_dataset)` returns the removal score Δ_i of every forget sample;
 `influence_weights(scores, psi="sqrt")` turns them into IMU's sample weights; `save_influence`/`load_influence`

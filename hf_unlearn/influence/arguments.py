@@ -13,7 +13,7 @@ CURVATURES = ("fisher_diag", "exact", "kfac")
 
 @dataclass
 class InfluenceArguments:
-    """How `lm_head_influence` computes Δ_i = (1/N)·⟨g_f, H⁻¹ G_i⟩ (IMU paper eq. 4, SPEC §2) on the LM head.
+    """How `lm_head_influence` computes Δ_i = (1/N)·⟨g_f, H⁻¹ G_i⟩ (IMU paper eq. 4, `docs/influence.md`) on the LM head.
 
     Fields marked `affects_scores` change the result; the others only change speed or memory, so saved scores are
     reused across them (`load_influence` compares only the former).

@@ -1,4 +1,5 @@
-"""Streaming accumulators for the forget-set gradient g_f and the head curvature H (SPEC §2, IMU paper eq. 4, 16).
+"""Streaming accumulators for the forget-set gradient g_f and the head curvature H (IMU paper eq. 4, 16;
+`docs/influence.md`).
 
 Every accumulator sees blocks of scored tokens: probabilities p_t `(m, V)`, targets y_t `(m,)`, augmented head
 inputs h̃_t = [h_t, 1] (the 1 only when the head has a bias) `(m, d1)`, weights c_t `(m,)` and per-sample token
@@ -27,8 +28,14 @@ class _Curvature:
         self.grad = torch.zeros(vocab, d1, dtype=dtype, device=device)  # (V, d1) Σ_i G_i, then g_f
         self.damping = 0.0
 
-    def update(self, probs: torch.Tensor, targets: torch.Tensor, feats: torch.Tensor, weight: torch.Tensor,
-               counts: torch.Tensor) -> None:
+    def update(
+        self,
+        probs: torch.Tensor,
+        targets: torch.Tensor,
+        feats: torch.Tensor,
+        weight: torch.Tensor,
+        counts: torch.Tensor,
+    ) -> None:
         """Add one block; may overwrite `probs`."""
         self._update_stats(probs, feats, weight, counts)
         errors = _errors_(probs, targets)  # (m, V)
@@ -71,7 +78,7 @@ class FisherDiagonal(_Curvature):
         scaled = feats * weight[:, None]  # (m, d1) c_t h̃_t
         start = 0
         for n in counts.tolist():
-            torch.mm(errors[start: start + n].T, scaled[start: start + n], out=self._buffer)  # (V, d1) G_i
+            torch.mm(errors[start : start + n].T, scaled[start : start + n], out=self._buffer)  # (V, d1) G_i
             self.grad.add_(self._buffer)
             self.fisher.addcmul_(self._buffer, self._buffer)
             start += n
@@ -171,8 +178,9 @@ class KFACDiagonal(_Curvature):
         return ((self.grad @ eigvecs) / denom) @ eigvecs.T
 
 
-def make_curvature(name: str, vocab: int, d1: int, dtype: torch.dtype, device: torch.device,
-                   exact_max_params: int) -> _Curvature:
+def make_curvature(
+    name: str, vocab: int, d1: int, dtype: torch.dtype, device: torch.device, exact_max_params: int
+) -> _Curvature:
     if name == "fisher_diag":
         return FisherDiagonal(vocab, d1, dtype, device)
     if name == "kfac":

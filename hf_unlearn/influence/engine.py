@@ -1,4 +1,5 @@
-"""LM-head influence: the removal score Δ_i of every forget sample (IMU, arXiv:2508.01620, eq. 4; SPEC §2).
+"""LM-head influence: the removal score Δ_i of every forget sample (IMU, arXiv:2508.01620, eq. 4;
+`docs/influence.md`).
 
 Δ_i = (1/N)·⟨g_f, H⁻¹ G_i⟩ with G_i = ∂ℓ_i/∂W̃ the head gradient of sample i, g_f = (1/N) Σ_i G_i and H a damped
 curvature of the head from the forget set only. Two passes:
@@ -25,17 +26,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
-from hf_unlearn.utils import IGNORE_INDEX
-
+from ..utils import IGNORE_INDEX, rank_and_world
 from .arguments import InfluenceArguments
 from .curvature import make_curvature
 from .task import CausalLMHeadTask, HeadTokens, resolve_head_parameters
-
-try:  # tqdm is a dependency of transformers; keep the engine importable without it anyway
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
 
 __all__ = ["InfluenceResult", "compute_influence", "lm_head_influence"]
 
@@ -52,8 +48,14 @@ class InfluenceResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def lm_head_influence(model: nn.Module, dataset: Any, args: InfluenceArguments | None = None, *,
-                      task: CausalLMHeadTask | None = None, **overrides: Any) -> torch.Tensor:
+def lm_head_influence(
+    model: nn.Module,
+    dataset: Any,
+    args: InfluenceArguments | None = None,
+    *,
+    task: CausalLMHeadTask | None = None,
+    **overrides: Any,
+) -> torch.Tensor:
     """Removal score Δ_i of every sample of `dataset`, in order: `(N,)` on the CPU, float32 (float64 if the head is).
 
     Δ_i > 0: removing sample i would raise the forget loss, i.e. it helps the model fit the forget set.
@@ -70,8 +72,14 @@ def lm_head_influence(model: nn.Module, dataset: Any, args: InfluenceArguments |
     return compute_influence(model, dataset, args, task=task, **overrides).scores
 
 
-def compute_influence(model: nn.Module, dataset: Any, args: InfluenceArguments | None = None, *,
-                      task: CausalLMHeadTask | None = None, **overrides: Any) -> InfluenceResult:
+def compute_influence(
+    model: nn.Module,
+    dataset: Any,
+    args: InfluenceArguments | None = None,
+    *,
+    task: CausalLMHeadTask | None = None,
+    **overrides: Any,
+) -> InfluenceResult:
     """Like `lm_head_influence`, returning an `InfluenceResult` (scores, resolved λ, token count, timings)."""
     args = _resolve_args(args, overrides)
     task = task or CausalLMHeadTask()
@@ -93,7 +101,7 @@ def compute_influence(model: nn.Module, dataset: Any, args: InfluenceArguments |
     local = list(range(start, stop))
     if args.sort_by_length:
         local.sort(key=lambda i: -task.length(rows[i]))  # longest first: a memory failure shows up at once
-    batches = [local[k: k + args.batch_size] for k in range(0, len(local), args.batch_size)]
+    batches = [local[k : k + args.batch_size] for k in range(0, len(local), args.batch_size)]
 
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -106,15 +114,18 @@ def compute_influence(model: nn.Module, dataset: Any, args: InfluenceArguments |
         if bias is not None:
             head_w = torch.cat([head_w, bias.detach().to(dtype)[:, None]], dim=1)  # (V, d+1): W̃ = [W | b]
         vocab, d1 = head_w.shape
-        bad = [i for i, r in enumerate(rows) if not bool(((r["labels"] == IGNORE_INDEX)
-                                                          | ((r["labels"] >= 0) & (r["labels"] < vocab))).all())]
+        bad = [
+            i
+            for i, r in enumerate(rows)
+            if not bool(((r["labels"] == IGNORE_INDEX) | ((r["labels"] >= 0) & (r["labels"] < vocab))).all())
+        ]
         if bad:
             raise ValueError(f"Labels must be {IGNORE_INDEX} or token ids in [0, {vocab}); samples {bad[:10]} are not.")
         curv = make_curvature(args.curvature, vocab, d1, dtype, head_w.device, args.exact_max_params)
         budget = _Budget(args.max_chunk_bytes, vocab * head_w.element_size())
         runner = _Runner(model, task, head, rows, head_w, bias is not None, dtype)
         seconds: dict[str, float] = {}
-        show = args.progress_bar and rank == 0 and tqdm is not None
+        show = args.progress_bar and rank == 0
 
         with torch.no_grad(), torch.autocast(head_w.device.type, enabled=False):
             # pass 1: Σ_i G_i and the curvature statistics, streamed per block of whole samples
@@ -194,8 +205,11 @@ class _Runner:
             raise RuntimeError("The output head was not called during the forward pass; cannot capture its input.")
         hidden = self.captured["input"]  # (B, T, d)
         head_out = self.captured["output"]  # (B, T, V)
-        reuse = (isinstance(head_out, torch.Tensor) and head_out.dtype == self.dtype
-                 and head_out.shape[:2] == hidden.shape[:2])  # reusing the head's logits saves a V×d product/token
+        reuse = (
+            isinstance(head_out, torch.Tensor)
+            and head_out.dtype == self.dtype
+            and head_out.shape[:2] == hidden.shape[:2]
+        )  # reusing the head's logits saves a V×d product/token
         tokens = self.task.select(inputs, hidden, head_out if reuse else None)
         device = self.head_w.device
         tokens.hidden = tokens.hidden.to(device=device, dtype=self.dtype)
@@ -283,9 +297,7 @@ def _progress(items, show: bool, desc: str, total: int | None = None):
 
 
 def _rank_and_world(args: InfluenceArguments) -> tuple[int, int]:
-    if args.shard_across_ranks and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return rank_and_world() if args.shard_across_ranks else (0, 1)
 
 
 def _shard_bounds(n: int, world: int, rank: int) -> tuple[int, int]:

@@ -46,8 +46,14 @@ class InfluenceRecord:
     fingerprint: str | None
 
 
-def save_influence(path: str | os.PathLike, scores: torch.Tensor, args: InfluenceArguments, *,
-                   fingerprint: str | None = None, weights: torch.Tensor | None = None) -> None:
+def save_influence(
+    path: str | os.PathLike,
+    scores: torch.Tensor,
+    args: InfluenceArguments,
+    *,
+    fingerprint: str | None = None,
+    weights: torch.Tensor | None = None,
+) -> None:
     """Write scores (and weights) with their arguments, atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,8 +76,9 @@ def save_influence(path: str | os.PathLike, scores: torch.Tensor, args: Influenc
         raise
 
 
-def load_influence(path: str | os.PathLike, expected_args: InfluenceArguments | None = None, *,
-                   fingerprint: str | None = None) -> InfluenceRecord:
+def load_influence(
+    path: str | os.PathLike, expected_args: InfluenceArguments | None = None, *, fingerprint: str | None = None
+) -> InfluenceRecord:
     """Read saved scores; with `expected_args`/`fingerprint`, refuse (InfluenceMismatchError) anything else.
 
     Only the arguments that change the scores are compared (`InfluenceArguments.score_fields()`: curvature,
@@ -83,19 +90,22 @@ def load_influence(path: str | os.PathLike, expected_args: InfluenceArguments | 
             found = metadata.get("format")
             raise InfluenceMismatchError(f"{path} is not an hf_unlearn influence file (format {found!r}).")
         scores = f.get_tensor("scores")
-        weights = f.get_tensor("weights") if "weights" in f.keys() else None
+        weights = f.get_tensor("weights") if "weights" in f.keys() else None  # noqa: SIM118 (safe_open has no __contains__)
     saved = InfluenceArguments.from_dict(json.loads(metadata["arguments"]))
     if expected_args is not None:
         want, have = expected_args.score_fields(), saved.score_fields()
         diff = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
         if diff:
             details = ", ".join(f"{k}: saved {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
-            raise InfluenceMismatchError(f"Influence scores in {path} were computed with other arguments ({details}); "
-                                         "recompute them.")
+            raise InfluenceMismatchError(
+                f"Influence scores in {path} were computed with other arguments ({details}); recompute them."
+            )
     saved_fp = metadata.get("fingerprint")
     if fingerprint is not None and saved_fp != fingerprint:
-        raise InfluenceMismatchError(f"Influence scores in {path} belong to fingerprint {saved_fp!r}, not "
-                                     f"{fingerprint!r} (another dataset or model state); recompute them.")
+        raise InfluenceMismatchError(
+            f"Influence scores in {path} belong to fingerprint {saved_fp!r}, not "
+            f"{fingerprint!r} (another dataset or model state); recompute them."
+        )
     return InfluenceRecord(scores=scores, weights=weights, args=saved, fingerprint=saved_fp)
 
 

@@ -2,7 +2,7 @@
 
 The engine (`engine.py`) never looks at batch structure: it asks the task how to batch rows, how to run the model,
 which module is the head, and which head inputs h_t are scored against which targets y_t with which weight c_t
-(c_t = 1/|y_i| makes ℓ_i the mean NLL of SPEC §2). Subclass `CausalLMHeadTask` for other conventions.
+(c_t = 1/|y_i| makes ℓ_i the mean NLL of `docs/influence.md`). Subclass `CausalLMHeadTask` for other conventions.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_unlearn.utils import IGNORE_INDEX
+from ..utils import IGNORE_INDEX
 
 __all__ = ["CausalLMHeadTask", "HeadTokens", "resolve_head_parameters"]
 
@@ -85,7 +85,7 @@ class CausalLMHeadTask:
             n = r["input_ids"].numel()
             input_ids[b, :n] = r["input_ids"]
             labels[b, :n] = r["labels"]
-            attention_mask[b, :n] = r["attention_mask"] if "attention_mask" in r else 1
+            attention_mask[b, :n] = r.get("attention_mask", 1)
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
     def pad_token_id(self, model: nn.Module) -> int:
@@ -97,8 +97,9 @@ class CausalLMHeadTask:
         """Run the model; the engine captures the head's input with a hook. Labels are not passed (no loss)."""
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
 
-    def select(self, batch: Mapping[str, torch.Tensor], hidden: torch.Tensor,
-               logits: torch.Tensor | None = None) -> HeadTokens:
+    def select(
+        self, batch: Mapping[str, torch.Tensor], hidden: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> HeadTokens:
         """Pick the labelled positions: h_t `(B, T, d)` predicts labels[t+1] (the HF causal shift)."""
         labels = batch["labels"].to(hidden.device)
         targets = labels[:, 1:]  # (B, T-1)

@@ -1,4 +1,4 @@
-"""From removal scores Δ_i to IMU sample weights ŵ_i (IMU paper eq. 5-6, Table 3; SPEC §2)."""
+"""From removal scores Δ_i to IMU sample weights ŵ_i (IMU paper eq. 5-6, Table 3; `docs/influence.md#weights`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ __all__ = ["PSI_CHOICES", "influence_weights"]
 PSI_CHOICES = ("none", "sqrt", "tanh", "exp")
 
 
-def influence_weights(scores: Any, psi: str = "sqrt", top_ratio: float = 1.0,
-                      clip_quantile: float | None = None) -> torch.Tensor:
+def influence_weights(
+    scores: Any, psi: str = "sqrt", top_ratio: float = 1.0, clip_quantile: float | None = None
+) -> torch.Tensor:
     """IMU weights `(N,)`: ŵ_i ∝ ψ(max(0, Δ_i)) on the kept samples of Df⁺ = {Δ > 0}, exactly 0 elsewhere.
 
     Steps (paper eq. 6 with its top-r ablation, plus the authors' optional quantile clip):
@@ -26,7 +27,7 @@ def influence_weights(scores: Any, psi: str = "sqrt", top_ratio: float = 1.0,
        every ψ invariant to the overall scale of Δ, as none and sqrt already are after normalisation.
     4. `clip_quantile` q (the authors' code: 0.93; off by default) caps ψ-values at their q-quantile over the
        kept samples (linear interpolation, like `torch.quantile`).
-    5. Normalise to mean 1 over the kept samples, so learning rates stay comparable to GA (SPEC §2); the paper's
+    5. Normalise to mean 1 over the kept samples, so learning rates stay comparable to GA (`docs/influence.md#weights`); the paper's
        ŵ_i = ψ(w_i) / Σ_j ψ(w_j) is this divided by the number kept.
 
     Raises:
@@ -45,8 +46,10 @@ def influence_weights(scores: Any, psi: str = "sqrt", top_ratio: float = 1.0,
         raise ValueError("influence_weights got no scores: the forget set is empty.")
     bad = int((~torch.isfinite(scores)).sum())
     if bad:
-        raise ValueError(f"{bad} of {n} influence scores are NaN or infinite; recompute them (check the model's "
-                         "loss on the forget set and the damping).")
+        raise ValueError(
+            f"{bad} of {n} influence scores are NaN or infinite; recompute them (check the model's "
+            "loss on the forget set and the damping)."
+        )
     if psi not in PSI_CHOICES:
         raise ValueError(f"psi={psi!r} is not supported; choose one of {list(PSI_CHOICES)}.")
     if not 0.0 < top_ratio <= 1.0:

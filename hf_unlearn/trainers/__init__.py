@@ -1,43 +1,32 @@
-"""One config + one trainer per unlearning method; `METHODS` maps recipe names to them."""
+"""One config + one trainer per unlearning method; `METHODS` maps recipe names to them.
 
-from .base_config import UnlearnConfig
-from .base_trainer import UnlearnTrainer
-from .ga_config import GAConfig
-from .ga_trainer import GATrainer, ga_loss
-from .graddiff_config import GradDiffConfig
-from .graddiff_trainer import GradDiffTrainer, graddiff_loss
-from .imu_config import IMUConfig
-from .imu_trainer import IMUTrainer, imu_loss
-from .npo_config import NPOConfig
-from .npo_trainer import NPOTrainer, npo_loss
-from .simnpo_config import SimNPOConfig
-from .simnpo_trainer import SimNPOTrainer, simnpo_loss
+Exports load lazily, so `METHOD_NAMES` (and a recipe's method names) can be checked without importing transformers.
+"""
 
-METHODS = {
-    "GA": (GAConfig, GATrainer),
-    "GradDiff": (GradDiffConfig, GradDiffTrainer),
-    "NPO": (NPOConfig, NPOTrainer),
-    "SimNPO": (SimNPOConfig, SimNPOTrainer),
-    "IMU": (IMUConfig, IMUTrainer),
+from .._lazy import lazy_exports
+
+# The keys of `METHODS`, in its order (a test keeps the two equal).
+METHOD_NAMES = ("GA", "GradDiff", "NPO", "SimNPO", "IMU")
+
+_EXPORTS = {
+    "METHODS": ".methods",
+    "UnlearnConfig": ".base_config",
+    "UnlearnTrainer": ".base_trainer",
+    "GAConfig": ".ga_config",
+    "GATrainer": ".ga_trainer",
+    "ga_loss": ".ga_trainer",
+    "GradDiffConfig": ".graddiff_config",
+    "GradDiffTrainer": ".graddiff_trainer",
+    "graddiff_loss": ".graddiff_trainer",
+    "IMUConfig": ".imu_config",
+    "IMUTrainer": ".imu_trainer",
+    "imu_loss": ".imu_trainer",
+    "NPOConfig": ".npo_config",
+    "NPOTrainer": ".npo_trainer",
+    "npo_loss": ".npo_trainer",
+    "SimNPOConfig": ".simnpo_config",
+    "SimNPOTrainer": ".simnpo_trainer",
+    "simnpo_loss": ".simnpo_trainer",
 }
-
-__all__ = [
-    "METHODS",
-    "GAConfig",
-    "GATrainer",
-    "GradDiffConfig",
-    "GradDiffTrainer",
-    "IMUConfig",
-    "IMUTrainer",
-    "NPOConfig",
-    "NPOTrainer",
-    "SimNPOConfig",
-    "SimNPOTrainer",
-    "UnlearnConfig",
-    "UnlearnTrainer",
-    "ga_loss",
-    "graddiff_loss",
-    "imu_loss",
-    "npo_loss",
-    "simnpo_loss",
-]
+__all__ = ["METHOD_NAMES", *_EXPORTS]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

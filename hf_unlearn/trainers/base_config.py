@@ -10,13 +10,14 @@ __all__ = ["UnlearnConfig"]
 
 RETAIN_LOSSES = ("none", "nll", "kl")
 REFERENCES = ("precomputed", "live")
+TRAINABLE = ("all", "head")
 
 
 @dataclass
 class UnlearnConfig(TrainingArguments):
     r"""
-    Arguments shared by all unlearning trainers. Defaults follow the TOFU reference recipe (SPEC §1): AdamW,
-    lr 1e-5, weight decay 0.01, 10 epochs, grad clip 1.0.
+    Arguments shared by all unlearning trainers. Defaults follow the TOFU reference recipe (`docs/methods.md`):
+    AdamW, lr 1e-5, weight decay 0.01, 10 epochs, grad clip 1.0.
 
     Parameters:
         retain_loss (`str`, *optional*, defaults to `"none"`):
@@ -32,11 +33,17 @@ class UnlearnConfig(TrainingArguments):
         pairing_seed (`int` or `None`, *optional*, defaults to `None`):
             Seed of the forget/retain pairing (each forget example gets one uniformly random retain example per
             epoch). `None` uses `seed`.
+        trainable (`str`, *optional*, defaults to `"all"`):
+            Which parameters the method updates: `"all"` (every parameter that requires a gradient, e.g. a PEFT
+            adapter's) or `"head"` (the LM head only; tied input embeddings are untied first and stay bit-identical;
+            with PEFT the head must be in `modules_to_save`).
     """
 
     retain_loss: str = field(
         default="none",
-        metadata={"help": "Retain term Ret(R): 'none', 'nll' (CE on the retain batch) or 'kl' (KL(π_ref‖π_θ), masked)."},
+        metadata={
+            "help": "Retain term Ret(R): 'none', 'nll' (CE on the retain batch) or 'kl' (KL(π_ref‖π_θ), masked)."
+        },
     )
     retain_loss_weight: float = field(default=1.0, metadata={"help": "α: weight of the retain term."})
     reference: str = field(
@@ -46,8 +53,9 @@ class UnlearnConfig(TrainingArguments):
     pairing_seed: int | None = field(
         default=None, metadata={"help": "Seed of the random forget/retain pairing; None uses `seed`."}
     )
+    trainable: str = field(default="all", metadata={"help": f"Parameters updated: one of {TRAINABLE}."})
 
-    # TrainingArguments defaults changed for unlearning (SPEC §1 reference recipe).
+    # TrainingArguments defaults changed for unlearning (the TOFU reference recipe).
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial AdamW learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     num_train_epochs: float = field(default=10.0, metadata={"help": "Number of passes over the forget set."})
@@ -65,8 +73,12 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"retain_loss={self.retain_loss!r} is not one of {RETAIN_LOSSES}.")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference={self.reference!r} is not one of {REFERENCES}.")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable={self.trainable!r} is not one of {TRAINABLE}.")
         if self.retain_loss_weight < 0:
             raise ValueError(f"retain_loss_weight must be >= 0, got {self.retain_loss_weight}.")
         if self.remove_unused_columns:
-            raise ValueError("remove_unused_columns must be False for unlearning trainers (nested forget/retain batches).")
+            raise ValueError(
+                "remove_unused_columns must be False for unlearning trainers (nested forget/retain batches)."
+            )
         super().__post_init__()

@@ -20,7 +20,7 @@ __all__ = ["UnlearnTrainer", "retain_kl"]
 
 
 def retain_kl(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """KL(π_ref ‖ π_θ) per next-token position, averaged over labelled positions (SPEC §1, masked variant).
+    """KL(π_ref ‖ π_θ) per next-token position, averaged over labelled positions (`docs/methods.md#retain-terms`).
 
     Args:
         ref_logits, logits: `(B, T, V)`.
@@ -78,7 +78,9 @@ class UnlearnTrainer(Trainer):
         validate_lm_dataset(forget_dataset, "forget")
         if args.retain_loss != "none":
             if retain_dataset is None:
-                raise ValueError(f"retain_loss={args.retain_loss!r} needs a retain_dataset (or set retain_loss='none').")
+                raise ValueError(
+                    f"retain_loss={args.retain_loss!r} needs a retain_dataset (or set retain_loss='none')."
+                )
             validate_lm_dataset(retain_dataset, "retain")
         if peft_config is not None:
             from peft import get_peft_model
@@ -109,6 +111,42 @@ class UnlearnTrainer(Trainer):
         self.ref_forget_nll = None
         if self.needs_reference_nll and args.reference == "precomputed":
             self.ref_forget_nll = self.precompute_reference_nll(ref_model)
+        if args.trainable == "head":
+            self._train_head_only()
+
+    # ----- trainable parameters --------------------------------------------------------------------------------
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        """The LM head's parameters (for a PEFT model with the head in `modules_to_save`: its trainable copy)."""
+        head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
+        trainable = getattr(head, "modules_to_save", None)  # PEFT's ModulesToSaveWrapper: its trainable copy
+        if trainable is not None:
+            head = trainable[head.active_adapter if isinstance(head.active_adapter, str) else head.active_adapter[0]]
+        return list(head.parameters())
+
+    def _train_head_only(self) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        head = model.get_output_embeddings()
+        if head is None:
+            raise ValueError("trainable='head' needs a model with an output embedding (model.get_output_embeddings()).")
+        is_peft = _is_peft(model)
+        if is_peft and getattr(head, "modules_to_save", None) is None:
+            raise ValueError(
+                "trainable='head' on a PEFT model needs the LM head in the adapter: add modules_to_save=['lm_head'] "
+                "(your head's name) to the PEFT config, or use trainable='all' to train the adapter."
+            )
+        inputs = model.get_input_embeddings()
+        if not is_peft and inputs is not None and head.weight is inputs.weight:
+            # A tied head shares its tensor with the input embeddings: give the head its own copy, so that a head-only
+            # update leaves the input embeddings as they were.
+            head.weight = torch.nn.Parameter(inputs.weight.detach().clone())
+            model.config.tie_word_embeddings = False
+            if hasattr(model.config, "get_text_config"):
+                model.config.get_text_config().tie_word_embeddings = False
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in self.head_parameters():
+            parameter.requires_grad_(True)
 
     # ----- reference model -------------------------------------------------------------------------------------
 
@@ -212,4 +250,3 @@ def _pad_token_id(model: torch.nn.Module, tokenizer: Any | None) -> int:
             "`tokenizer.pad_token = tokenizer.eos_token` (padding is masked, so any id works)."
         )
     return int(pad)
-

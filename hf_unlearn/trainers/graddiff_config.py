@@ -8,7 +8,7 @@ __all__ = ["GradDiffConfig"]
 @dataclass
 class GradDiffConfig(UnlearnConfig):
     r"""
-    Configuration of [`GradDiffTrainer`]: L = γ·(−CE(F)) + α·Ret(R) (SPEC §1; reference γ = α = 1).
+    Configuration of [`GradDiffTrainer`]: L = γ·(−CE(F)) + α·Ret(R) (`docs/methods.md#graddiff`; reference γ = α = 1).
 
     Parameters:
         forget_loss_weight (`float`, *optional*, defaults to `1.0`):

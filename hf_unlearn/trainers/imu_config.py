@@ -5,13 +5,12 @@ from .base_config import UnlearnConfig
 
 __all__ = ["IMUConfig"]
 
-TRAINABLE = ("head", "all")
-
 
 @dataclass
 class IMUConfig(UnlearnConfig):
     r"""
-    Configuration of [`IMUTrainer`]: influence-weighted gradient ascent, L = −Σ_{i∈Df⁺} ŵ_i ℓ_i (SPEC §2).
+    Configuration of [`IMUTrainer`]: influence-weighted gradient ascent, L = −Σ_{i∈Df⁺} ŵ_i ℓ_i
+    (`docs/methods.md#imu`, `docs/influence.md`).
 
     Parameters:
         psi (`str`, *optional*, defaults to `"sqrt"`):
@@ -22,8 +21,7 @@ class IMUConfig(UnlearnConfig):
             ν: recompute the scores from the current model every ν epochs; 0 computes them once before the first
             step (paper default).
         trainable (`str`, *optional*, defaults to `"head"`):
-            `"head"`: only the LM head moves (paper Alg. 1; tied input embeddings are untied first and stay
-            bit-identical; with PEFT the head must be in `modules_to_save`). `"all"`: every trainable parameter.
+            As in [`UnlearnConfig`], with the paper's default: only the LM head moves (paper Alg. 1).
         influence_curvature (`str`, *optional*, defaults to `"fisher_diag"`):
             Curvature of the head: `"fisher_diag"` (paper), `"exact"` (tiny heads), `"kfac"`.
         influence_damping (`float`, *optional*, defaults to `0.1`):
@@ -70,8 +68,6 @@ class IMUConfig(UnlearnConfig):
             raise ValueError(f"top_ratio must be in (0, 1], got {self.top_ratio}.")
         if self.influence_update_epochs < 0:
             raise ValueError(f"influence_update_epochs must be >= 0, got {self.influence_update_epochs}.")
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"trainable={self.trainable!r} is not one of {TRAINABLE}.")
         if self.influence_curvature not in CURVATURES:
             raise ValueError(f"influence_curvature={self.influence_curvature!r} is not one of {CURVATURES}.")
         if self.weight_clip_quantile is not None and not 0 < self.weight_clip_quantile <= 1:

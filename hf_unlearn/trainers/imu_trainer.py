@@ -11,8 +11,14 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from ..influence import INFLUENCE_FILE_NAME, InfluenceArguments, compute_influence, influence_weights, load_influence
-from ..influence import save_influence
+from ..influence import (
+    INFLUENCE_FILE_NAME,
+    InfluenceArguments,
+    compute_influence,
+    influence_weights,
+    load_influence,
+    save_influence,
+)
 from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
 
@@ -22,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def imu_loss(mean_nll: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """L_IMU = −Σ_i ŵ_i ℓ_i / Σ_i ŵ_i over the micro-batch (IMU paper eq. 6, SPEC §2).
+    """L_IMU = −Σ_i ŵ_i ℓ_i / Σ_i ŵ_i over the micro-batch (IMU paper eq. 6, `docs/methods.md#imu`).
 
     Dividing by the batch's weight sum rescales the weights of its Df⁺ members to average 1, so learning rates compare
     with GA's; a batch without a positive-weight sample gives 0 (only possible when ν > 0 draws from all of Df).
@@ -44,7 +50,7 @@ class _InfluenceCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        epoch = int(round(state.epoch or 0))
+        epoch = round(state.epoch or 0)
         if args.influence_update_epochs and epoch > 0 and epoch % args.influence_update_epochs == 0:
             self.trainer.update_influence()
 
@@ -61,8 +67,9 @@ class IMUTrainer(UnlearnTrainer):
     With ν = 0 (default) the scores are computed once, before the first step, and only samples with positive weight
     are drawn. With `trainable="head"` (paper) every other parameter is frozen and tied input embeddings are untied
     first, so they stay exactly as they were. Scores and weights are written to `output_dir/influence_scores.safetensors`
-    (indices only, never text) with a histogram `influence_weights.png`, and into every checkpoint, so a resumed run
-    continues with the same weights. Logs `forget_nll`, `imu/positive_fraction`, `imu/kept` and the retain term.
+    (indices only, never text) and into every checkpoint, so a resumed run continues with the same weights
+    (`hf_unlearn.reporting.plot_influence_weights` draws their histogram). Logs `forget_nll`, `imu/positive_fraction`,
+    `imu/kept` and the retain term.
 
     Example:
     ```python
@@ -77,41 +84,7 @@ class IMUTrainer(UnlearnTrainer):
         self.scores: torch.Tensor | None = None
         self.sample_weights: torch.Tensor | None = None
         self.influence_history: list[dict[str, float]] = []
-        if self.args.trainable == "head":
-            self._train_head_only()
         self.add_callback(_InfluenceCallback(self))
-
-    # ----- parameters ------------------------------------------------------------------------------------------
-
-    def head_parameters(self) -> list[torch.nn.Parameter]:
-        head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
-        trainable = getattr(head, "modules_to_save", None)  # PEFT's ModulesToSaveWrapper: its trainable copy
-        if trainable is not None:
-            head = trainable[head.active_adapter if isinstance(head.active_adapter, str) else head.active_adapter[0]]
-        return list(head.parameters())
-
-    def _train_head_only(self) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        head = model.get_output_embeddings()
-        if head is None:
-            raise ValueError("trainable='head' needs a model with an output embedding (model.get_output_embeddings()).")
-        is_peft = hasattr(model, "peft_config")
-        if is_peft and getattr(head, "modules_to_save", None) is None:
-            raise ValueError(
-                "trainable='head' on a PEFT model needs the LM head in the adapter: add modules_to_save=['lm_head'] "
-                "(your head's name) to the PEFT config, or use trainable='all' to train the adapter."
-            )
-        inputs = model.get_input_embeddings()
-        if not is_peft and inputs is not None and head.weight is inputs.weight:
-            # A tied head shares its tensor with the input embeddings: give the head its own copy (SPEC §2).
-            head.weight = torch.nn.Parameter(inputs.weight.detach().clone())
-            model.config.tie_word_embeddings = False
-            if hasattr(model.config, "get_text_config"):
-                model.config.get_text_config().tie_word_embeddings = False
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        for parameter in self.head_parameters():
-            parameter.requires_grad_(True)
 
     # ----- influence -------------------------------------------------------------------------------------------
 
@@ -138,21 +111,30 @@ class IMUTrainer(UnlearnTrainer):
             weights = weights[torch.randperm(len(weights), generator=generator)]
         self.scores, self.sample_weights = scores.float(), weights.float()
         kept = int((weights > 0).sum())
-        summary = {"positive_fraction": float((scores > 0).float().mean()), "kept": kept,
-                   "weight_max": float(weights.max()), "step": self.state.global_step}
+        summary = {
+            "positive_fraction": float((scores > 0).float().mean()),
+            "kept": kept,
+            "weight_max": float(weights.max()),
+            "step": self.state.global_step,
+        }
         self.influence_history.append(summary)
-        logger.info("IMU weights: %d of %d forget samples kept (%.0f%% positive).", kept, len(scores),
-                    100 * summary["positive_fraction"])
+        logger.info(
+            "IMU weights: %d of %d forget samples kept (%.0f%% positive).",
+            kept,
+            len(scores),
+            100 * summary["positive_fraction"],
+        )
         self.record("imu/positive_fraction", summary["positive_fraction"])
         self.record("imu/kept", kept)
         if self.args.influence_update_epochs == 0:
             self.train_dataset.indices = torch.nonzero(weights > 0).flatten().tolist()
         if self.is_world_process_zero():
             self.save_influence(self.args.output_dir)
-            _plot_weights(scores, weights, Path(self.args.output_dir) / "influence_weights.png")
 
     def save_influence(self, folder: str | os.PathLike) -> None:
-        save_influence(Path(folder) / INFLUENCE_FILE_NAME, self.scores, self.influence_args, weights=self.sample_weights)
+        save_influence(
+            Path(folder) / INFLUENCE_FILE_NAME, self.scores, self.influence_args, weights=self.sample_weights
+        )
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
         """Compute (or, when resuming, reload) the weights, then train as usual."""
@@ -181,24 +163,3 @@ class IMUTrainer(UnlearnTrainer):
         loss = self.check_finite(loss)
         self.record("forget_nll", nll.sum() / num_tokens.sum())
         return (loss, outputs) if return_outputs else loss
-
-
-def _plot_weights(scores: torch.Tensor, weights: torch.Tensor, path: Path) -> None:
-    """Histogram of the scores and of the positive weights: where people would rather look than read."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..reporting import save_figure
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    left.hist(scores.numpy(), bins=50, color="tab:blue")
-    left.axvline(0.0, color="k", linewidth=0.8)
-    left.set_xlabel("removal score Δ_i")
-    left.set_ylabel("forget samples")
-    left.set_title(f"Influence scores ({int((scores > 0).sum())}/{len(scores)} positive)")
-    right.hist(weights[weights > 0].numpy(), bins=50, color="tab:orange")
-    right.set_xlabel("weight ŵ_i (mean 1 over kept samples)")
-    right.set_title("IMU weights of kept samples")
-    save_figure(figure, path, dpi=110)

@@ -9,7 +9,7 @@ __all__ = ["NPOConfig"]
 class NPOConfig(UnlearnConfig):
     r"""
     Configuration of [`NPOTrainer`]: L = −(2/β)·mean_i log σ(β(ℓ_θ,i − ℓ_ref,i)) + α·Ret(R), with ℓ the summed answer
-    NLL of a sequence (SPEC §1; the reference always adds the retain NLL: `retain_loss="none"` gives retain-free NPO).
+    NLL of a sequence (`docs/methods.md#npo`; the reference always adds the retain NLL: `retain_loss="none"` gives retain-free NPO).
 
     Parameters:
         beta (`float`, *optional*, defaults to `0.1`):

@@ -9,7 +9,7 @@ __all__ = ["SimNPOConfig"]
 class SimNPOConfig(UnlearnConfig):
     r"""
     Configuration of [`SimNPOTrainer`]: L = −(2/β)·mean_i log σ(β(ℓ̄_θ,i − δ))·c + α·Ret(R), with ℓ̄ the
-    length-normalised answer NLL (SPEC §1). Names are explicit because SimNPO's code calls δ `gamma` and c `coeff`.
+    length-normalised answer NLL (`docs/methods.md#simnpo`). Names are explicit because SimNPO's code calls δ `gamma` and c `coeff`.
 
     Parameters:
         beta (`float`, *optional*, defaults to `4.5`):

@@ -1,4 +1,5 @@
-"""Evaluation results on disk: fingerprints (no stale reuse), atomic writing, and retain-model reference values."""
+"""TOFU evaluation results on disk: atomic writing, reuse only on an identical fingerprint, and the retain model's
+reference values (forget quality, privleak)."""
 
 from __future__ import annotations
 
@@ -9,52 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..utils import atomic_write_json
+from ...runtime.cache import diff_fingerprints
+from ...runtime.hashing import sha256_json
+from ...runtime.io import atomic_write_json
 
 __all__ = [
     "ITEMS_FILE",
     "SUMMARY_FILE",
     "RetainReference",
-    "data_fingerprint",
     "load_retain_reference",
-    "model_fingerprint",
     "read_matching_results",
-    "sha256_json",
     "write_results",
 ]
 
 SUMMARY_FILE = "summary.json"
 ITEMS_FILE = "items.json"
-
-
-def sha256_json(payload: Any) -> str:
-    """sha256 of a canonical JSON dump (sorted keys)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of the model's config and every tensor of its state dict (name, dtype, shape, bytes).
-
-    Hashing the weights themselves (~1 s per GB) is what makes reuse provable: a fine-tuned model saved to the same
-    folder, or a model changed in memory, gets a different fingerprint.
-    """
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None:
-        digest.update(config.to_json_string(use_diff=False).encode("utf-8"))
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        # View as bytes: numpy has no bfloat16.
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-def data_fingerprint(rows_by_split: dict[str, list[dict[str, Any]]]) -> str:
-    """sha256 of the rows actually evaluated, whatever their source (Hub or local files)."""
-    return sha256_json(rows_by_split)
 
 
 def write_results(output_dir: str | os.PathLike, summary: dict[str, Any], items: dict[str, Any]) -> None:
@@ -78,8 +48,7 @@ def read_matching_results(output_dir: str | os.PathLike, parts: dict[str, str]) 
         items_payload = json.loads(items_path.read_text()) if items_path.is_file() else None
     except (OSError, json.JSONDecodeError):
         return None, "previous results are unreadable"
-    old_parts = summary.get("fingerprint_parts") or {}
-    differ = [name for name, value in parts.items() if old_parts.get(name) != value]
+    differ = diff_fingerprints(summary.get("fingerprint_parts"), parts)
     if differ:
         return None, f"previous results differ in: {', '.join(differ)}"
     if items_payload is None or sha256_json(items_payload) != summary.get("items_sha256"):
@@ -138,7 +107,9 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
         auc = (payload.get("mia_min_k") or {}).get("agg_value")
         if truth_ratios is None and auc is None:
             raise ValueError(f"{str(path)!r} has neither forget_truth_ratio.value_by_index nor mia_min_k.agg_value.")
-        return RetainReference(truth_ratios, None if auc is None else float(auc), f"open-unlearning results {path}", digest)
+        return RetainReference(
+            truth_ratios, None if auc is None else float(auc), f"open-unlearning results {path}", digest
+        )
 
     raise ValueError(
         f"{str(path)!r} is not a retain-model evaluation (expected an hf-unlearn summary.json or an open-unlearning "

@@ -1,4 +1,5 @@
-"""Metrics of the synthetic Markov-chain task (SPEC §4): losses, KL to the retrained model, KL to the true chain."""
+"""Evaluation of the synthetic Markov-chain task (`docs/metrics.md#markov`): losses, KL to the retrained model, KL to
+the true chain, after every unlearning step."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
-from ..data.markov import CHAINS, transition_matrix
-from ..data.pairing import pad_examples
-from ..utils import IGNORE_INDEX
+from ...data.pairing import pad_examples
+from ...evaluation.metrics import kl_per_position, value_at_level
+from ...utils import IGNORE_INDEX
+from .data import CHAINS, transition_matrix
 
-__all__ = ["MarkovEvalCallback", "MarkovEvaluator", "kl_per_position", "next_token_logprobs", "retain_kl_at_forget_kl"]
+__all__ = ["MarkovEvalCallback", "MarkovEvaluator", "next_token_logprobs", "retain_kl_at_forget_kl"]
 
 
 @torch.no_grad()
@@ -34,11 +36,6 @@ def next_token_logprobs(model: torch.nn.Module, examples: Any, pad_token_id: int
     return _cat_padded(logps, 0.0), _cat_padded(targets, IGNORE_INDEX)
 
 
-def kl_per_position(target_logps: torch.Tensor, logps: torch.Tensor) -> torch.Tensor:
-    """KL(p_target ‖ p) at each position: Σ_v p_target(v)·(log p_target(v) − log p(v)), `(..., V) -> (...)`."""
-    return (target_logps.exp() * (target_logps - logps)).sum(dim=-1)
-
-
 class MarkovEvaluator:
     """Scores a model on the retain and forget test sets against the retrained model and the true chains.
 
@@ -48,16 +45,26 @@ class MarkovEvaluator:
     true transition row of the sequence's chain), and the same per forget chain (`forget1_loss`, ...).
     """
 
-    def __init__(self, test_sets: dict[str, Any], retrained_model: torch.nn.Module | None, pad_token_id: int,
-                 leakage: float = 0.2, num_states: int = 10, batch_size: int = 1024):
+    def __init__(
+        self,
+        test_sets: dict[str, Any],
+        retrained_model: torch.nn.Module | None,
+        pad_token_id: int,
+        leakage: float = 0.2,
+        num_states: int = 10,
+        batch_size: int = 1024,
+    ):
         self.test_sets = {name: list(dataset) for name, dataset in test_sets.items()}
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
         self.truth = {}
         self.reference = {}
         for name, examples in self.test_sets.items():
-            logps, targets = next_token_logprobs(retrained_model, examples, pad_token_id, batch_size) \
-                if retrained_model is not None else (None, None)
+            logps, _targets = (
+                next_token_logprobs(retrained_model, examples, pad_token_id, batch_size)
+                if retrained_model is not None
+                else (None, None)
+            )
             self.reference[name] = logps
             states = torch.tensor(_padded([example["input_ids"] for example in examples], 0))[:, :-1]  # (N, T-1)
             rows = torch.tensor(transition_matrix(CHAINS[name], num_states, leakage), dtype=torch.float32)
@@ -114,13 +121,7 @@ def retain_kl_at_forget_kl(history: list[dict[str, float]], level: float) -> flo
     Comparing methods at matched forgetting is the fair reading of a trade-off: a method that forgets less always
     keeps the retain set better.
     """
-    for before, after in zip(history, history[1:]):
-        if before["forget_kl"] >= level:
-            return before["retain_kl"]
-        if after["forget_kl"] >= level:
-            fraction = (level - before["forget_kl"]) / (after["forget_kl"] - before["forget_kl"])
-            return before["retain_kl"] + fraction * (after["retain_kl"] - before["retain_kl"])
-    return history[-1]["retain_kl"] if history and history[-1]["forget_kl"] >= level else None
+    return value_at_level(history, "forget_kl", "retain_kl", level)
 
 
 def _padded(rows: list[list[int]], value: int) -> list[list[int]]:

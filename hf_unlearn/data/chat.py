@@ -1,98 +1,83 @@
-"""TOFU data (Maini et al., 2024, arXiv:2401.06121): loading and chat formatting into `input_ids`/`labels`.
+"""Question/answer pairs as chat-formatted `input_ids`/`labels`, with the labels on the answer tokens only.
 
-Formatting follows SPEC §3 (the open-unlearning reference with Llama-3.2-Instruct): the tokenizer's chat template with
-the system prompt "You are a helpful assistant." and `date_string="10 Apr 2025"`; labels are -100 on every prompt token
-and the targets are the answer tokens plus the template's end-of-turn token only. Tokenizers without a chat template
-fall back to plain text ("Question: ...\\nAnswer: ..." + eos).
+The tokenizer's chat template renders the conversation; the labels are -100 on every prompt and template token and
+the targets are the answer tokens plus the template's end-of-turn token (`docs/metrics.md#formatting`). Tokenizers
+without a chat template fall back to plain text ("Question: ...\nAnswer: ..." + eos); the fallback is reported by
+`chat_format_notice` so that callers can say which formatting produced their numbers.
 
->>> forget = load_tofu("forget05", data_dir="path/to/tofu")  # doctest: +SKIP
->>> forget_tokenized = tokenize_tofu(forget, tokenizer)  # doctest: +SKIP
+Defaults are neutral (no system prompt, no template variables); a benchmark sets its own (TOFU: `TOFU_FORMAT`).
+
 >>> format_qa(tokenizer, "Who wrote Hamlet?", "Shakespeare.")  # doctest: +SKIP
 {'input_ids': [...], 'labels': [-100, ..., 123, 45, 2], 'attention_mask': [1, ...]}
+>>> tokenize_dataset(dataset, tokenizer, system_prompt="You are a helpful assistant.")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 
 from ..utils import IGNORE_INDEX
 
 __all__ = [
-    "DEFAULT_DATE_STRING",
-    "DEFAULT_SYSTEM_PROMPT",
-    "TOFU_CONFIGS",
-    "TOFU_HUB_ID",
+    "PLAIN_PROMPT",
+    "ChatFormat",
+    "chat_format_notice",
     "encode_prompt_answer",
     "end_of_turn_token_id",
     "format_qa",
-    "load_tofu",
-    "tokenize_tofu",
+    "reference_mask",
+    "tokenize_dataset",
 ]
 
-TOFU_HUB_ID = "locuslab/TOFU"
-TOFU_CONFIGS = (
-    "full", "forget01", "forget05", "forget10", "retain90", "retain95", "retain99",
-    "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed",
-    "real_authors", "real_authors_perturbed", "world_facts", "world_facts_perturbed",
-    "holdout01", "holdout05", "holdout10",
-)  # fmt: skip
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-DEFAULT_DATE_STRING = "10 Apr 2025"
-DEFAULT_TEMPLATE_KWARGS = {"date_string": DEFAULT_DATE_STRING}
 # Plain-text fallback for tokenizers without a chat template. The answer starts with a space so that a BPE tokenizer
 # splits prompt and answer exactly as it would in one string.
 PLAIN_PROMPT = "Question: {question}\nAnswer:"
 
 
-def load_tofu(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """One TOFU config as a `datasets.Dataset`.
+@dataclass
+class ChatFormat:
+    """How a (question, answer) pair becomes tokens; the keyword arguments of `format_qa` / `tokenize_dataset`.
 
-    Args:
-        name: a config name (`"forget05"`, `"retain_perturbed"`, ... see `TOFU_CONFIGS`).
-        data_dir: a local folder with one `<name>.jsonl` (or `.json`) file per config, as in the TOFU README; None
-            loads `load_dataset("locuslab/TOFU", name)` from the Hub.
-
-    Raises:
-        FileNotFoundError: the config has no file in `data_dir` (the message lists the configs found there).
-        ValueError: an unknown config name (Hub), or a file without rows.
+    Parameters:
+        system_prompt (`str` or `None`, defaults to `None`):
+            Prepended as a system turn unless the prompt already starts with one; None: no system turn.
+        template_kwargs (`dict`, defaults to `{}`):
+            Extra chat-template variables (e.g. Llama 3's `date_string`); only those the template mentions are passed.
+        use_chat_template (`bool` or `None`, defaults to `None`):
+            None: the chat template when the tokenizer has one, else the plain-text format; True requires one;
+            False: always plain text.
+        reference_attention_mask (`bool`, defaults to `False`):
+            Attention mask `input_ids != pad_token_id`, as the TOFU reference builds it (with pad = eos it hides the
+            template's own end-of-turn tokens; `docs/metrics.md#reference-quirks`). Default: all ones.
     """
-    if data_dir is None:
-        if name not in TOFU_CONFIGS:
-            raise ValueError(f"Unknown TOFU config {name!r}; known configs: {', '.join(TOFU_CONFIGS)}.")
-        return load_dataset(TOFU_HUB_ID, name, split="train")
-    folder = Path(data_dir).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"TOFU data folder {str(folder)!r} does not exist.")
-    for suffix in (".jsonl", ".json"):
-        path = folder / f"{name}{suffix}"
-        if path.is_file():
-            rows = _read_json_rows(path)
-            if not rows:
-                raise ValueError(f"TOFU config {name!r} ({path}) is empty: no rows.")
-            return Dataset.from_list(rows)
-    found = sorted({p.stem for p in folder.iterdir() if p.suffix in (".json", ".jsonl")})
-    raise FileNotFoundError(f"TOFU config {name!r} not found in {str(folder)!r} (configs there: {found or 'none'}).")
+
+    system_prompt: str | None = field(default=None, metadata={"help": "System turn prepended to every prompt."})
+    template_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra chat-template variables."})
+    use_chat_template: bool | None = field(
+        default=None, metadata={"help": "None: use the chat template if there is one; False: plain text."}
+    )
+    reference_attention_mask: bool = field(
+        default=False, metadata={"help": "Attention mask = input_ids != pad (the TOFU reference's quirk)."}
+    )
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `format_qa` / `tokenize_dataset` / `encode_prompt_answer`."""
+        return dataclasses.asdict(self)
 
 
-def _read_json_rows(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    try:
-        if stripped.startswith("["):  # one JSON array
-            return json.loads(text)
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON Lines: {error}") from error
-
-
-# ------------------------------------------------------------------------------------------------ chat formatting
+def chat_format_notice(tokenizer: Any, chat_format: ChatFormat) -> str | None:
+    """A sentence saying how the formatting differs from what was asked (e.g. the plain-text fallback), or None."""
+    if chat_format.use_chat_template is False or _template_source(tokenizer):
+        return None
+    return "The tokenizer has no chat template: prompts use the plain 'Question: ... Answer:' format" + (
+        " and the system prompt is not used." if chat_format.system_prompt else "."
+    )
 
 
 def _template_source(tokenizer: Any) -> str:
@@ -111,7 +96,11 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
             messages, tokenize=False, add_generation_prompt=add_generation_prompt, **usable
         )
     except jinja2.TemplateError as error:
-        hint = " (pass system_prompt=None if the template rejects system messages)" if messages[0]["role"] == "system" else ""
+        hint = (
+            " (pass system_prompt=None if the template rejects system messages)"
+            if messages[0]["role"] == "system"
+            else ""
+        )
         raise ValueError(f"The tokenizer's chat template failed: {error}{hint}") from error
 
 
@@ -127,7 +116,9 @@ def _tokenize(tokenizer: Any, text: str, add_special_tokens: bool = False) -> li
     return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
-def _split_ids(tokenizer: Any, prompt_text: str, answer_text: str, add_special_tokens: bool) -> tuple[list[int], list[int]]:
+def _split_ids(
+    tokenizer: Any, prompt_text: str, answer_text: str, add_special_tokens: bool
+) -> tuple[list[int], list[int]]:
     """Token ids of prompt and answer such that their concatenation is the tokenization of the whole text."""
     prompt_ids = _tokenize(tokenizer, prompt_text, add_special_tokens)
     full_ids = _tokenize(tokenizer, prompt_text + answer_text, add_special_tokens)
@@ -142,9 +133,10 @@ def encode_prompt_answer(
     prompt: str | list[dict[str, str]],
     answer: str,
     *,
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    system_prompt: str | None = None,
     template_kwargs: dict[str, Any] | None = None,
     use_chat_template: bool | None = None,
+    reference_attention_mask: bool = False,
 ) -> tuple[list[int], list[int]]:
     """`(prompt_ids, answer_ids)`: the prompt as the model sees it before answering, and the answer's target tokens.
 
@@ -152,9 +144,10 @@ def encode_prompt_answer(
         prompt: a question (str) or a list of chat messages ending with a user turn.
         answer: the answer text (stripped; must not be empty).
         system_prompt: prepended as a system message unless `prompt` already starts with one; None: no system turn.
-        template_kwargs: extra chat-template variables (default `{"date_string": "10 Apr 2025"}`); only those the
-            template mentions are passed.
+        template_kwargs: extra chat-template variables; only those the template mentions are passed.
         use_chat_template: None: use the chat template when the tokenizer has one; False: the plain-text format.
+        reference_attention_mask: not used here (it only changes the attention mask); accepted so that every
+            `ChatFormat` field can be passed.
 
     `answer_ids` ends with the template's end-of-turn token (the first special token the template writes after the
     answer, e.g. `<|eot_id|>` or `<|im_end|>`); anything the template writes after it (a newline) is dropped. Without
@@ -168,7 +161,7 @@ def encode_prompt_answer(
         use_chat_template = has_template
     elif use_chat_template and not has_template:
         raise ValueError("use_chat_template=True but the tokenizer has no chat template.")
-    kwargs = DEFAULT_TEMPLATE_KWARGS if template_kwargs is None else template_kwargs
+    kwargs = template_kwargs or {}
 
     if not use_chat_template:
         if not isinstance(prompt, str):
@@ -205,7 +198,9 @@ def encode_prompt_answer(
 def _with_eos(tokenizer: Any, answer_ids: list[int]) -> list[int]:
     if tokenizer.eos_token_id is None:
         raise ValueError("The tokenizer has no eos token to end the answer with.")
-    return answer_ids if answer_ids and answer_ids[-1] == tokenizer.eos_token_id else answer_ids + [tokenizer.eos_token_id]
+    return (
+        answer_ids if answer_ids and answer_ids[-1] == tokenizer.eos_token_id else answer_ids + [tokenizer.eos_token_id]
+    )
 
 
 def format_qa(
@@ -213,7 +208,7 @@ def format_qa(
     question: str | list[dict[str, str]],
     answer: str,
     *,
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    system_prompt: str | None = None,
     template_kwargs: dict[str, Any] | None = None,
     use_chat_template: bool | None = None,
     reference_attention_mask: bool = False,
@@ -221,20 +216,24 @@ def format_qa(
     """One (question, answer) pair as `{"input_ids", "labels", "attention_mask"}` (lists of ints, unpadded).
 
     `labels` is -100 on the prompt and equals `input_ids` on the answer + end-of-turn tokens. Arguments as in
-    `encode_prompt_answer`. With `reference_attention_mask=True` the mask is `input_ids != pad_token_id`, as the TOFU
-    reference builds it: when pad = eos = end-of-turn this hides every end-of-turn token (SPEC §3; its released
-    checkpoints and numbers depend on it). Default: all ones.
+    `ChatFormat`. With `reference_attention_mask=True` the mask is `input_ids != pad_token_id`, as the TOFU reference
+    builds it: when pad = eos = end-of-turn this hides every end-of-turn token. Default: all ones.
     """
     prompt_ids, answer_ids = encode_prompt_answer(
-        tokenizer, question, answer, system_prompt=system_prompt, template_kwargs=template_kwargs,
+        tokenizer,
+        question,
+        answer,
+        system_prompt=system_prompt,
+        template_kwargs=template_kwargs,
         use_chat_template=use_chat_template,
-    )  # fmt: skip
+    )
+    return _example(tokenizer, prompt_ids, answer_ids, reference_attention_mask)
+
+
+def _example(tokenizer: Any, prompt_ids: list[int], answer_ids: list[int], reference_attention_mask: bool) -> dict:
     input_ids = prompt_ids + answer_ids
-    return {
-        "input_ids": input_ids,
-        "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
-        "attention_mask": reference_mask(tokenizer, input_ids) if reference_attention_mask else [1] * len(input_ids),
-    }
+    mask = reference_mask(tokenizer, input_ids) if reference_attention_mask else [1] * len(input_ids)
+    return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids, "attention_mask": mask}
 
 
 def reference_mask(tokenizer: Any, input_ids: Sequence[int]) -> list[int]:
@@ -275,20 +274,20 @@ def _row_to_prompt_answer(row: dict[str, Any], index: int, question_key: str, an
     )
 
 
-def tokenize_tofu(
+def tokenize_dataset(
     dataset: Dataset,
     tokenizer: Any,
     *,
     question_key: str = "question",
     answer_key: str = "answer",
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    system_prompt: str | None = None,
     template_kwargs: dict[str, Any] | None = None,
     use_chat_template: bool | None = None,
     reference_attention_mask: bool = False,
 ) -> Dataset:
     """Map a dataset to `input_ids`/`labels`/`attention_mask` (other columns are dropped).
 
-    Accepted rows: question/answer columns (TOFU; names configurable), TRL's standard prompt/completion (raw text:
+    Accepted rows: question/answer columns (names configurable), TRL's standard prompt/completion (raw text:
     prompt tokens + completion tokens + eos, no template, as TRL does), TRL's conversational prompt/completion, or
     TRL's conversational `messages` (the last message is the answer). Formatting arguments as in `format_qa`.
     """
@@ -301,13 +300,15 @@ def tokenize_tofu(
             if not answer:
                 raise ValueError(f"Row {index}: empty completion.")
             prompt_ids, answer_ids = _split_ids(tokenizer, prompt, answer, True)
-            answer_ids = _with_eos(tokenizer, answer_ids)
-            input_ids = prompt_ids + answer_ids
-            mask = reference_mask(tokenizer, input_ids) if reference_attention_mask else [1] * len(input_ids)
-            return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids, "attention_mask": mask}
+            return _example(tokenizer, prompt_ids, _with_eos(tokenizer, answer_ids), reference_attention_mask)
         return format_qa(
-            tokenizer, prompt, answer, system_prompt=system_prompt, template_kwargs=template_kwargs,
-            use_chat_template=use_chat_template, reference_attention_mask=reference_attention_mask,
-        )  # fmt: skip
+            tokenizer,
+            prompt,
+            answer,
+            system_prompt=system_prompt,
+            template_kwargs=template_kwargs,
+            use_chat_template=use_chat_template,
+            reference_attention_mask=reference_attention_mask,
+        )
 
     return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc="Tokenizing")

@@ -1,13 +1,13 @@
 """Fine-tuning the TOFU target ("full") and retain models with TRL's `SFTTrainer`, cached per model.
 
-The SFT rows are pre-tokenized with exactly the evaluation's formatting (`hf_unlearn.data.tofu.tokenize_tofu`: chat
-template, system prompt, `date_string`) into `input_ids` and a `completion_mask` that is 1 on the answer and the
+The SFT rows are pre-tokenized with exactly the evaluation's formatting (`hf_unlearn.data.tokenize_dataset` with the
+recipe's `formatting`: chat template, system prompt, `date_string`) into `input_ids` and a `completion_mask` that is 1 on the answer and the
 end-of-turn token only. TRL (>= 0.20) treats a dataset with `input_ids` as pre-tokenized and, with
 `completion_only_loss=True`, turns the mask into labels (-100 elsewhere); padding is labelled -100 by its collator.
 So the model is trained on the answer + end-of-turn tokens, and later scored on the very same tokens.
 
-Weights stay in fp32 (master weights); `bf16: true` in the recipe gives bf16 autocast compute (SPEC §1: updating bf16
-weights in place loses most 1e-5 steps). With `finetune_lora`, a LoRA adapter is trained, saved (`adapter/`), and
+Weights stay in fp32 (master weights); `bf16: true` in the recipe gives bf16 autocast compute (updating bf16 weights in
+place loses most 1e-5 steps). With `finetune_lora`, a LoRA adapter is trained, saved (`adapter/`), and
 merged into the saved model, so every later stage loads a plain model.
 """
 
@@ -20,16 +20,17 @@ from typing import Any
 from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..data.tofu import load_tofu, tokenize_tofu
-from ..evaluation.results import sha256_json
-from ..models import ensure_pad_token, load_model_and_tokenizer
-from ..utils import IGNORE_INDEX, atomic_write_json
-from .stages import StageLog, cached_stage, commit_stage, is_main_process, open_scratch, per_step_settings
-from .stages import wait_for_everyone, write_model_card
-from .tofu_recipe import (
-    ROLES, ModelSpec, TofuPlan, build_lora_config, build_sft_config, describe_selections, format_kwargs, select_rows,
-    versions,
-)  # fmt: skip
+from ...data.chat import tokenize_dataset
+from ...hub import write_model_card
+from ...models import ensure_pad_token, load_model_and_tokenizer
+from ...runtime.cache import StageLog, cached_stage, commit_stage, open_scratch, per_step_settings
+from ...runtime.distributed import is_main_process, main_process_print, wait_for_everyone
+from ...runtime.hashing import sha256_json
+from ...runtime.io import atomic_write_json
+from ...runtime.versions import environment_versions
+from ...utils import IGNORE_INDEX
+from .data import TofuFormat, describe_selections, load_tofu, select_rows
+from .recipe import ROLES, ModelSpec, TofuPlan, build_lora_config, build_sft_config, selections_json
 
 __all__ = ["check_data_separation", "ensure_models", "finetune_model", "load_model", "sft_dataset"]
 
@@ -37,8 +38,9 @@ __all__ = ["check_data_separation", "ensure_models", "finetune_model", "load_mod
 def load_model(spec: ModelSpec, device: str | None = None) -> tuple[Any, Any]:
     """Model (fp32 unless the spec says otherwise) and tokenizer, with a pad token (eos if it has none: padding is
     masked everywhere, so any id works), a PEFT adapter applied if the spec has one."""
-    model, tokenizer = load_model_and_tokenizer(spec.path, gguf_file=spec.gguf_file, dtype=spec.dtype,
-                                                trust_remote_code=spec.trust_remote_code, device=device)  # fmt: skip
+    model, tokenizer = load_model_and_tokenizer(
+        spec.path, gguf_file=spec.gguf_file, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code, device=device
+    )
     ensure_pad_token(tokenizer, pad_with_eos=True)
     if spec.adapter is not None:
         from peft import PeftModel
@@ -48,14 +50,17 @@ def load_model(spec: ModelSpec, device: str | None = None) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def sft_dataset(rows: Dataset, tokenizer: Any, formatting: dict[str, Any]) -> Dataset:
+def sft_dataset(rows: Dataset, tokenizer: Any, formatting: TofuFormat) -> Dataset:
     """Pre-tokenized SFT rows: `input_ids` and `completion_mask` (1 on answer + end-of-turn tokens).
 
     The attention mask is left to TRL's collator (all ones): the reference's mask quirk is an evaluation option only."""
-    kwargs = {k: v for k, v in format_kwargs(formatting).items() if k != "reference_attention_mask"}
-    tokenized = tokenize_tofu(rows, tokenizer, **kwargs)
-    return tokenized.map(lambda row: {"completion_mask": [int(label != IGNORE_INDEX) for label in row["labels"]]},
-                         remove_columns=["labels", "attention_mask"], desc="Completion masks")  # fmt: skip
+    kwargs = {**formatting.chat_format().kwargs(), "reference_attention_mask": False}
+    tokenized = tokenize_dataset(rows, tokenizer, **kwargs)
+    return tokenized.map(
+        lambda row: {"completion_mask": [int(label != IGNORE_INDEX) for label in row["labels"]]},
+        remove_columns=["labels", "attention_mask"],
+        desc="Completion masks",
+    )
 
 
 def finetune_model(base: ModelSpec, rows: Dataset, plan: TofuPlan, scratch: Path, device: str | None = None) -> dict:
@@ -66,11 +71,16 @@ def finetune_model(base: ModelSpec, rows: Dataset, plan: TofuPlan, scratch: Path
     model, tokenizer = load_model(base, device)
     dataset = sft_dataset(rows, tokenizer, plan.formatting)
     args = build_sft_config(plan.finetune, scratch / "trainer")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=build_lora_config(plan.finetune_lora, "finetune_lora"))  # fmt: skip
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=build_lora_config(plan.finetune_lora, "finetune_lora"),
+    )
     checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     if checkpoint:
-        print(f"Resuming fine-tuning from {checkpoint}.", flush=True)
+        main_process_print(f"Resuming fine-tuning from {checkpoint}.")
     tick = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - tick
@@ -86,8 +96,12 @@ def finetune_model(base: ModelSpec, rows: Dataset, plan: TofuPlan, scratch: Path
         atomic_write_json(scratch / "train_log.json", trainer.state.log_history)
     wait_for_everyone()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"seconds": seconds, "steps": trainer.state.global_step, "rows": len(dataset),
-            "final_logged_loss": losses[-1] if losses else None}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "steps": trainer.state.global_step,
+        "rows": len(dataset),
+        "final_logged_loss": losses[-1] if losses else None,
+    }
 
 
 def check_data_separation(plan: TofuPlan) -> dict[str, Any]:
@@ -103,28 +117,45 @@ def check_data_separation(plan: TofuPlan) -> dict[str, Any]:
         questions = set(select_rows(selections, plan.data_dir)["question"])
         seen_forget, seen_holdout = len(questions & forget), len(questions & holdout)
         if role == "retain" and seen_forget:
-            raise ValueError(f"models.retain.train_data ({describe_selections(selections)}) contains {seen_forget} "
-                             f"{plan.forget_split} question(s): the retain model must never see the forget "
-                             "set.")  # fmt: skip
+            raise ValueError(
+                f"models.retain.train_data ({describe_selections(selections)}) contains {seen_forget} "
+                f"{plan.forget_split} question(s): the retain model must never see the forget "
+                "set."
+            )
         if seen_holdout:
-            raise ValueError(f"models.{role}.train_data ({describe_selections(selections)}) contains {seen_holdout} "
-                             f"{configs['holdout']} question(s): holdout data must stay unseen.")  # fmt: skip
-        report[role] = {"forget_seen": seen_forget, "forget_total": len(forget),
-                        "utility_seen": len(questions & utility), "utility_total": len(utility)}  # fmt: skip
+            raise ValueError(
+                f"models.{role}.train_data ({describe_selections(selections)}) contains {seen_holdout} "
+                f"{configs['holdout']} question(s): holdout data must stay unseen."
+            )
+        report[role] = {
+            "forget_seen": seen_forget,
+            "forget_total": len(forget),
+            "utility_seen": len(questions & utility),
+            "utility_total": len(utility),
+        }
     if "target" in report and report["target"]["forget_seen"] < len(forget):
-        print(f"Warning: the target model's training data covers only {report['target']['forget_seen']} of the "
-              f"{len(forget)} {plan.forget_split} questions.", flush=True)  # fmt: skip
+        main_process_print(
+            f"Warning: the target model's training data covers only {report['target']['forget_seen']} "
+            f"of the {len(forget)} {plan.forget_split} questions."
+        )
     return report
 
 
 def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str, Any]:
-    return {"base": plan.base.identity(), "train_data": plan.train_data[role],
-            "train_rows_sha256": sha256_json(rows.to_list()), "finetune": per_step_settings(plan.finetune),
-            "finetune_lora": plan.finetune_lora, "formatting": plan.formatting, "versions": versions()}  # fmt: skip
+    return {
+        "base": plan.base.identity(),
+        "train_data": selections_json(plan.train_data[role]),
+        "train_rows_sha256": sha256_json(rows.to_list()),
+        "finetune": per_step_settings(plan.finetune),
+        "finetune_lora": plan.finetune_lora,
+        "formatting": plan.formatting.formatting(),
+        "versions": environment_versions(),
+    }
 
 
-def ensure_models(plan: TofuPlan, log: StageLog, device: str | None = None,
-                  roles: tuple[str, ...] = ROLES) -> dict[str, ModelSpec]:  # fmt: skip
+def ensure_models(
+    plan: TofuPlan, log: StageLog, device: str | None = None, roles: tuple[str, ...] = ROLES
+) -> dict[str, ModelSpec]:
     """The target and retain models: given ones as they are, fine-tuned ones from their cache (same fingerprint) or
     trained now. Returns role -> ModelSpec to load them from."""
     models = {role: spec for role, spec in plan.given.items() if role in roles}
@@ -140,15 +171,24 @@ def ensure_models(plan: TofuPlan, log: StageLog, device: str | None = None,
             stamp = cached_stage(path, fingerprint, f"{role} model")
             entry["reused"] = stamp is not None
             if stamp is None:
-                print(f"Fine-tuning the {role} model on {describe_selections(plan.train_data[role])} "
-                      f"({len(rows)} rows).", flush=True)  # fmt: skip
+                main_process_print(
+                    f"Fine-tuning the {role} model on {describe_selections(plan.train_data[role])} ({len(rows)} rows)."
+                )
                 scratch = open_scratch(path, fingerprint)
                 record = finetune_model(plan.base, rows, plan, scratch, device)
-                write_model_card(scratch, f"TOFU {role} model", {
-                    "base model": plan.base.describe(), "training data": describe_selections(plan.train_data[role]),
-                    "trainer": "trl.SFTTrainer, loss on answer + end-of-turn tokens", "settings": plan.finetune,
-                    "LoRA (merged)": plan.finetune_lora or "none", "formatting": plan.formatting,
-                    "record": record})  # fmt: skip
+                write_model_card(
+                    scratch,
+                    f"TOFU {role} model",
+                    {
+                        "base model": plan.base.describe(),
+                        "training data": describe_selections(plan.train_data[role]),
+                        "trainer": "trl.SFTTrainer, loss on answer + end-of-turn tokens",
+                        "settings": plan.finetune,
+                        "LoRA (merged)": plan.finetune_lora or "none",
+                        "formatting": plan.formatting.formatting(),
+                        "record": record,
+                    },
+                )
                 stamp = commit_stage(scratch, path, fingerprint, record)
             entry.update(compute_seconds=stamp.get("seconds"), path=str(path))
         models[role] = ModelSpec(str(path))

@@ -19,41 +19,46 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
+from .distributed import is_main_process, main_process_print, num_processes, wait_for_everyone
+from .hashing import sha256_json
+from .io import atomic_write_json
 
-from ..evaluation.results import sha256_json
-from ..evaluation.runner import dist_info
-from ..utils import atomic_write_json
-
-__all__ = ["STAMP_FILE", "StageLog", "cached_stage", "commit_stage", "is_main_process", "open_scratch",
-           "per_step_settings", "wait_for_everyone", "write_model_card"]  # fmt: skip
+__all__ = [
+    "STAMP_FILE",
+    "StageLog",
+    "cached_stage",
+    "commit_stage",
+    "diff_fingerprints",
+    "normalise",
+    "open_scratch",
+    "per_step_settings",
+    "read_stamp",
+    "stage_status",
+]
 
 STAMP_FILE = "hf_unlearn_stage.json"
-
-
-def is_main_process() -> bool:
-    return dist_info()[0] == 0
-
-
-def wait_for_everyone() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def per_step_settings(settings: dict[str, Any], default_batch: int | None = 8) -> dict[str, Any]:
     """Training settings for a fingerprint, with the batch per optimizer step instead of per process: batch 8 in one
     process and 4 in each of two train alike and share a fingerprint; 8 in each of two do not. `default_batch`: the
     per-process batch when `settings` name none (TrainingArguments' 8); None for overrides that may leave it out."""
-    world = dist_info()[1]
+    world = num_processes()
     batch = settings.get("per_device_train_batch_size", default_batch)
     if world == 1 or batch is None:
         return settings
     return {**settings, "per_device_train_batch_size": batch * world}
 
 
-def _normalise(payload: Any) -> Any:
+def normalise(payload: Any) -> Any:
     """As it reads back from JSON (tuples become lists, paths strings), so stamps compare equal."""
     return json.loads(json.dumps(payload, sort_keys=True, default=str))
+
+
+def diff_fingerprints(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """The top-level keys in which two fingerprints differ (the one comparison every cached result goes through)."""
+    old, new = normalise(old or {}), normalise(new)
+    return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
 
 
 def read_stamp(path: Path) -> dict[str, Any] | None:
@@ -69,20 +74,21 @@ def stage_status(path: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any
     stamp = read_stamp(path)
     if stamp is None:
         return None, "not computed yet"
-    old, new = stamp.get("fingerprint") or {}, _normalise(fingerprint)
-    if old == new:
+    differ = diff_fingerprints(stamp.get("fingerprint"), fingerprint)
+    if not differ and stamp.get("complete"):
         return stamp, "same fingerprint"
-    differ = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+    if not differ:
+        return None, "left incomplete by an interrupted run"
     return None, f"made with other settings ({', '.join(differ)} differ)"
 
 
 def cached_stage(path: Path, fingerprint: dict[str, Any], what: str) -> dict[str, Any] | None:
     """The stamp of a reusable stage (and a log line saying it is reused), or None (and a log line saying why not)."""
     stamp, why = stage_status(path, fingerprint)
-    if stamp is not None and is_main_process():
-        print(f"Reusing the cached {what} at {path} ({why}, computed in {stamp.get('seconds', 0):.0f} s).", flush=True)
-    elif why != "not computed yet" and is_main_process():
-        print(f"The cached {what} at {path} was {why}: recomputing it.", flush=True)
+    if stamp is not None:
+        main_process_print(f"Reusing the cached {what} at {path} ({why}, computed in {stamp.get('seconds', 0):.0f} s).")
+    elif why != "not computed yet":
+        main_process_print(f"The cached {what} at {path} was {why}: recomputing it.")
     return stamp
 
 
@@ -93,22 +99,32 @@ def open_scratch(path: Path, fingerprint: dict[str, Any]) -> Path:
     scratch = path.with_name(f".{path.name}.partial")
     if is_main_process():
         stamp = read_stamp(scratch)
-        if stamp is None or stamp.get("fingerprint") != _normalise(fingerprint):
+        if stamp is None or diff_fingerprints(stamp.get("fingerprint"), fingerprint):
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
-            atomic_write_json(scratch / STAMP_FILE, {"fingerprint": _normalise(fingerprint), "complete": False})
+            atomic_write_json(scratch / STAMP_FILE, {"fingerprint": normalise(fingerprint), "complete": False})
     wait_for_everyone()
     return scratch
 
 
-def commit_stage(scratch: Path, path: Path, fingerprint: dict[str, Any], record: dict[str, Any],
-                 drop: tuple[str, ...] = ("checkpoint-*",)) -> dict[str, Any]:
+def commit_stage(
+    scratch: Path,
+    path: Path,
+    fingerprint: dict[str, Any],
+    record: dict[str, Any],
+    drop: tuple[str, ...] = ("checkpoint-*",),
+) -> dict[str, Any]:
     """Stamp the finished scratch folder (with `record`: seconds, ...) and swap it in for `path`; returns the stamp.
 
     `drop` lists glob patterns (relative to the scratch folder, any depth) removed first: trainer checkpoints are only
     needed to resume an unfinished stage."""
-    stamp = {"fingerprint": _normalise(fingerprint), "fingerprint_sha256": sha256_json(_normalise(fingerprint)),
-             "complete": True, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}  # fmt: skip
+    stamp = {
+        "fingerprint": normalise(fingerprint),
+        "fingerprint_sha256": sha256_json(normalise(fingerprint)),
+        "complete": True,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **record,
+    }
     if is_main_process():
         for pattern in drop:
             for match in sorted(Path(scratch).rglob(pattern)):
@@ -118,20 +134,6 @@ def commit_stage(scratch: Path, path: Path, fingerprint: dict[str, Any], record:
         Path(scratch).rename(path)
     wait_for_everyone()
     return stamp
-
-
-def write_model_card(folder: Path, title: str, facts: dict[str, Any]) -> None:
-    """A short README.md model card: what the model is and how it was made, as settings and numbers only.
-
-    Never pass training text here: forget-set questions and answers must not travel with a model."""
-    if not is_main_process():
-        return
-    lines = [f"# {title}", "", "Made with hf-unlearn. This card lists settings and data selections only: it holds no "
-             "training text.", ""]  # fmt: skip
-    for key, value in facts.items():
-        rendered = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-        lines.append(f"- **{key}**: {rendered}")
-    (Path(folder) / "README.md").write_text("\n".join(lines) + "\n")
 
 
 class StageLog:

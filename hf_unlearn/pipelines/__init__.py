@@ -1,1 +1,0 @@
-"""End-to-end benchmark pipelines run by `hf-unlearn run`."""

@@ -1,0 +1,85 @@
+"""Content hashes: of JSON-able settings, of a model's weights in memory, and of files on disk.
+
+Models are keyed by the content of their weights, never by names or sizes: a checkpoint overwritten with other weights
+of the same size gets another hash. Hashing a file costs about a second per GB, so a file's hash is kept in a sidecar
+beside it (`.NAME.sha256.json`, with the size and modification time it belongs to) and recomputed only when either
+changes. Files in a Hugging Face Hub cache are symlinks to blobs already named by their hash: that name is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["MODEL_FILE_SUFFIXES", "file_sha256", "folder_sha256", "model_sha256", "sha256_json"]
+
+# What makes up a model folder's content; reports, logs and stage stamps beside the weights are not part of it.
+MODEL_FILE_SUFFIXES = (".safetensors", ".gguf", ".json", ".jinja", ".model", ".txt")
+_NOT_MODEL_FILES = {"hf_unlearn_stage.json", "train_log.json", "README.md", "hf_unlearn_lock.json"}
+_CHUNK = 16 * 2**20
+_HUB_BLOB = re.compile(r"^[0-9a-f]{64}$")
+
+
+def sha256_json(payload: Any) -> str:
+    """sha256 of a canonical JSON dump (sorted keys)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def model_sha256(model: torch.nn.Module) -> str:
+    """sha256 of the model's config and every tensor of its state dict (name, dtype, shape, bytes)."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(config.to_json_string(use_diff=False).encode("utf-8"))
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        # Viewed as bytes: numpy has no bfloat16.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, cached in a sidecar keyed by size and mtime (or read from a Hub blob's name)."""
+    path = Path(path)
+    target = path.resolve()
+    if _HUB_BLOB.match(target.name) and target.parent.name == "blobs":
+        return target.name
+    stat = target.stat()
+    sidecar = path.with_name(f".{path.name}.sha256.json")
+    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        cached = json.loads(sidecar.read_text())
+        if {k: cached.get(k) for k in key} == key and isinstance(cached.get("sha256"), str):
+            return cached["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = hashlib.sha256()
+    with open(target, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    with contextlib.suppress(OSError):  # a read-only folder only costs the re-hash next time
+        sidecar.write_text(json.dumps({**key, "sha256": value}))
+    return value
+
+
+def folder_sha256(folder: str | os.PathLike) -> dict[str, str]:
+    """`{file name: sha256}` of the model files directly in `folder` (weights, configs, tokenizer files)."""
+    folder = Path(folder)
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix in MODEL_FILE_SUFFIXES
+        and not p.name.startswith(".")
+        and p.name not in _NOT_MODEL_FILES
+    )
+    return {p.name: file_sha256(p) for p in files}

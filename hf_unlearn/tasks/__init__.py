@@ -1,0 +1,1 @@
+"""Benchmark tasks, one folder each (data, evaluation, recipe, pipeline, report); no task imports another."""

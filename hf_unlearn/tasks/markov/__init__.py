@@ -1,0 +1,22 @@
+"""The synthetic Markov-chain unlearning task (SimNPO §7, IMU appendix B.4): data, evaluation, recipe, pipeline,
+report. A new benchmark starts as a copy of this folder."""
+
+from ..._lazy import lazy_exports
+
+_EXPORTS = {
+    "CHAINS": ".data",
+    "MarkovDataArguments": ".data",
+    "make_markov_datasets": ".data",
+    "transition_matrix": ".data",
+    "initial_distribution": ".data",
+    "MarkovEvaluator": ".evaluation",
+    "MarkovEvalCallback": ".evaluation",
+    "retain_kl_at_forget_kl": ".evaluation",
+    "MarkovRecipe": ".recipe",
+    "parse_markov_recipe": ".recipe",
+    "run_markov": ".pipeline",
+    "markov_table": ".report",
+    "plot_markov_tradeoff": ".report",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,0 +1,179 @@
+"""The Markov recipe as typed data: every section a dataclass or a library config, checked before anything trains."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ...recipe import build_method_config, check_keys, convert, from_mapping, method_specs
+from .data import MarkovDataArguments
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_TRAIN",
+    "ORIGINAL_TRAINING_DATA",
+    "MarkovEvalArguments",
+    "MarkovRecipe",
+    "describe_markov_recipe",
+    "parse_markov_recipe",
+]
+
+ORIGINAL_TRAINING_DATA = {"retain+forget1": ["retain", "forget1"], "all": ["retain", "forget1", "forget2"]}
+# The reference's training of the original and retrained models: AdamW lr 5e-4, eps 1e-6, no weight decay, batch 128,
+# 5 epochs, constant lr (`docs/metrics.md#markov`); the other keys keep the run quiet and file-free.
+DEFAULT_TRAIN = {
+    "learning_rate": 5e-4,
+    "adam_epsilon": 1e-6,
+    "weight_decay": 0.0,
+    "per_device_train_batch_size": 128,
+    "num_train_epochs": 5,
+    "lr_scheduler_type": "constant",
+    "logging_steps": 50,
+    "save_strategy": "no",
+    "report_to": "none",
+}
+DEFAULT_MODEL = {"n_layer": 4, "n_embd": 128, "n_head": 4}
+
+
+@dataclass
+class MarkovEvalArguments:
+    """The recipe's `evaluation` section.
+
+    Parameters:
+        trajectory_examples (`int` or `None`, defaults to `None`):
+            The per-step evaluation that draws the trade-off curve uses the first N sequences of each test split
+            (None: all). On a CPU it dominates the run; final numbers always use the full test sets.
+        batch_size (`int`, defaults to `1024`):
+            Sequences per evaluation forward pass.
+    """
+
+    trajectory_examples: int | None = field(default=None, metadata={"help": "Test sequences per split per step."})
+    batch_size: int = field(default=1024, metadata={"help": "Sequences per evaluation forward pass."})
+
+    def __post_init__(self) -> None:
+        if self.trajectory_examples is not None and self.trajectory_examples < 1:
+            raise ValueError(f"trajectory_examples must be >= 1 or null, got {self.trajectory_examples}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+
+
+@dataclass
+class MarkovRecipe:
+    """A validated Markov recipe (`recipes/markov.yaml`); see the field helps for each section."""
+
+    task: Literal["markov"] = "markov"
+    output_dir: str = field(default="outputs/markov", metadata={"help": "Where results.json and plots go."})
+    models_dir: str | None = field(default=None, metadata={"help": "Cache of the original/retrained models."})
+    seed: int = 42
+    data: MarkovDataArguments = field(default_factory=MarkovDataArguments)
+    model: dict[str, Any] = field(default_factory=dict, metadata={"help": "GPT2Config fields over DEFAULT_MODEL."})
+    original_training_data: Literal["retain+forget1", "all"] = "retain+forget1"
+    train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainingArguments over DEFAULT_TRAIN."})
+    evaluation: MarkovEvalArguments = field(default_factory=MarkovEvalArguments)
+    unlearn: dict[str, Any] = field(default_factory=dict, metadata={"help": "Settings shared by every method."})
+    methods: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "label -> {method: NAME, **config fields}."}
+    )
+
+    @property
+    def model_settings(self) -> dict[str, Any]:
+        return {**DEFAULT_MODEL, **self.model}
+
+    @property
+    def train_settings(self) -> dict[str, Any]:
+        return {**DEFAULT_TRAIN, "seed": self.seed, **self.train}
+
+    @property
+    def shared_unlearn(self) -> dict[str, Any]:
+        return {"seed": self.seed, **self.unlearn}
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir or Path(self.output_dir) / "models")
+
+    def settings(self) -> dict[str, Any]:
+        """What shapes the results, for `results.json`."""
+        return {
+            "data": {"seed": self.seed, **dataclasses.asdict(self.data)},
+            "model": self.model_settings,
+            "original_training_data": self.original_training_data,
+            "train": self.train_settings,
+            "unlearn": self.shared_unlearn,
+            "evaluation": dataclasses.asdict(self.evaluation),
+        }
+
+
+def parse_markov_recipe(raw: dict[str, Any], output_dir: str | None = None) -> MarkovRecipe:
+    """Check a Markov recipe completely (keys, types, the GPT-2 config, TrainingArguments and every method config)
+    and fill in defaults; raises a RecipeError naming the bad key or value."""
+    recipe = from_mapping(MarkovRecipe, raw, "the Markov recipe", root=True)
+    if output_dir is not None:
+        recipe.output_dir = str(output_dir)
+    recipe.methods = method_specs(recipe.methods)
+    gpt2_config(recipe.model_settings, max(recipe.data.length, recipe.data.forget2_length or 0))
+    training_arguments(recipe.train_settings, Path(recipe.output_dir) / "_check")
+    for label, spec in recipe.methods.items():  # fail on a bad method setting before any training, not after
+        build_method_config(spec, recipe.shared_unlearn, Path(recipe.output_dir) / "_check", where=f"methods.{label}")
+    return recipe
+
+
+def gpt2_config(settings: dict[str, Any], max_length: int):
+    """A small GPT-2 over the states plus one padding id (the last id)."""
+    from transformers import GPT2Config
+
+    defaults = GPT2Config().to_dict()
+    check_keys(settings, set(defaults), "model (GPT2Config fields)")
+    typed = {
+        key: convert(value, type(defaults[key]), f"model.{key}")
+        if type(defaults[key]) in (int, float, bool, str)
+        else value
+        for key, value in settings.items()
+    }
+    return GPT2Config(
+        **{
+            "vocab_size": 11,
+            "n_positions": max_length,
+            "pad_token_id": 10,
+            "bos_token_id": 10,
+            "eos_token_id": 10,
+            **typed,
+        }
+    )
+
+
+def training_arguments(settings: dict[str, Any], output_dir: Path):
+    """`TrainingArguments` of the original and retrained models, every value type-checked."""
+    from transformers import TrainingArguments
+
+    return from_mapping(
+        TrainingArguments,
+        {"remove_unused_columns": False, **settings},
+        "train (TrainingArguments)",
+        output_dir=str(output_dir),
+    )
+
+
+def describe_markov_recipe(recipe: MarkovRecipe) -> str:
+    """The resolved settings of every section, for `--dry-run` (nothing is trained)."""
+    lines = [
+        f"Markov benchmark; outputs in {recipe.output_dir}, models cached in {recipe.models_path}.",
+        "",
+        f"Data: {dataclasses.asdict(recipe.data)}, seed {recipe.seed}",
+        f"Model: GPT-2 {recipe.model_settings}",
+        f"Original model trained on {' ∪ '.join(ORIGINAL_TRAINING_DATA[recipe.original_training_data])}; "
+        "retrained model on retain",
+        f"Training: {recipe.train_settings}",
+        f"Evaluation: {dataclasses.asdict(recipe.evaluation)}",
+        "",
+        "Unlearning:",
+    ]
+    for label, spec in recipe.methods.items():
+        config = build_method_config(spec, recipe.shared_unlearn, Path(recipe.output_dir) / "_plan")
+        lines.append(
+            f"  {label}: {type(config).__name__}(lr {config.learning_rate:g}, max_steps {config.max_steps}, "
+            f"batch {config.per_device_train_batch_size}, retain_loss {config.retain_loss}, trainable "
+            f"{config.trainable}) { ({k: v for k, v in spec.items() if k != 'method'}) }"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""The Markov results as a table like the IMU paper's Table 12, and the trade-off plot."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ...reporting import figure_axes, format_table, save_figure
+
+__all__ = ["markov_table", "plot_markov_tradeoff"]
+
+
+def markov_table(results: dict[str, Any]) -> str:
+    """Rows like the IMU paper's Table 12: ℓ_r ↓, ℓ_r^KL ↓, ℓ_f ↑, ℓ_f^KL ↑, plus per forget chain."""
+    columns = [
+        "retain_loss",
+        "retain_kl",
+        "forget_loss",
+        "forget_kl",
+        "forget1_loss",
+        "forget2_loss",
+        "unlearn_seconds",
+    ]
+    rows = [("Original", results["original"]), ("Retrained", results["retrained"])]
+    rows += list(results["methods"].items())
+    return format_table(
+        [[name] + [values.get(column) for column in columns] for name, values in rows],
+        ["model", "ℓ_r ↓", "ℓ_r^KL ↓", "ℓ_f ↑", "ℓ_f^KL ↑", "ℓ_f1", "ℓ_f2", "time (s)"],
+    )
+
+
+def plot_markov_tradeoff(results: dict[str, Any], path: str | os.PathLike) -> None:
+    """Forget KL against retain KL after every unlearning step (one curve per method), and losses per step."""
+    figure, (tradeoff, losses) = figure_axes(2, figsize=(12, 4.8))
+    for label, method in results["methods"].items():
+        history = method["history"]
+        (line,) = tradeoff.plot([h["retain_kl"] for h in history], [h["forget_kl"] for h in history], "-", label=label)
+        tradeoff.plot(history[-1]["retain_kl"], history[-1]["forget_kl"], "o", color=line.get_color())
+        steps = [h["step"] for h in history]
+        losses.plot(steps, [h["forget_loss"] for h in history], "-", color=line.get_color(), label=f"{label} ℓ_f")
+        losses.plot(steps, [h["retain_loss"] for h in history], "--", color=line.get_color(), label=f"{label} ℓ_r")
+    original = results["original"]
+    tradeoff.plot(original["retain_kl"], original["forget_kl"], "k*", markersize=12, label="original")
+    tradeoff.set_xlabel("retain KL to retrained, ℓ_r^KL (lower is better)")
+    tradeoff.set_ylabel("forget KL to retrained, ℓ_f^KL (higher = more forgotten)")
+    tradeoff.set_title("Trade-off along the unlearning trajectory")
+    tradeoff.legend()
+    for key, style in (("forget_loss", "-"), ("retain_loss", "--")):
+        losses.axhline(results["retrained"][key], color="gray", linestyle=style, linewidth=0.8)
+    losses.set_xlabel("unlearning step")
+    losses.set_ylabel("test cross-entropy (grey: retrained model)")
+    losses.set_title("Forget (solid) and retain (dashed) loss")
+    losses.legend(fontsize=7, ncol=2)
+    save_figure(figure, path)

@@ -1,0 +1,221 @@
+"""TOFU data (Maini et al., 2024, arXiv:2401.06121): configs from the Hub or a local folder, the reference's chat
+formatting, the configs each evaluation split reads, and row selections for training.
+
+>>> forget = load_tofu("forget05", data_dir="path/to/tofu")  # doctest: +SKIP
+>>> rows = select_rows([Selection("full", (0, 400)), Selection("forget05")], "path/to/tofu")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...data.chat import ChatFormat
+
+__all__ = [
+    "FORGET_SPLITS",
+    "TOFU_CONFIGS",
+    "TOFU_HUB_ID",
+    "Selection",
+    "TofuFormat",
+    "describe_selections",
+    "load_tofu",
+    "select_rows",
+    "tofu_split_configs",
+]
+
+TOFU_HUB_ID = "locuslab/TOFU"
+TOFU_CONFIGS = (
+    "full",
+    "forget01",
+    "forget05",
+    "forget10",
+    "retain90",
+    "retain95",
+    "retain99",
+    "forget01_perturbed",
+    "forget05_perturbed",
+    "forget10_perturbed",
+    "retain_perturbed",
+    "real_authors",
+    "real_authors_perturbed",
+    "world_facts",
+    "world_facts_perturbed",
+    "holdout01",
+    "holdout05",
+    "holdout10",
+)
+FORGET_SPLITS = ("forget01", "forget05", "forget10")
+
+
+@dataclass
+class TofuFormat:
+    """The reference's TOFU formatting (Llama-3.2-Instruct): the chat template with a system prompt and Llama 3's
+    `date_string`; one setting for fine-tuning, unlearning and evaluation alike (`docs/metrics.md#formatting`).
+
+    Parameters:
+        system_prompt (`str` or `None`, defaults to `"You are a helpful assistant."`):
+            The system turn; None (CLI: an empty string) for none.
+        date_string (`str`, defaults to `"10 Apr 2025"`):
+            The chat template's `date_string`, passed only to templates that mention it.
+        use_chat_template (`bool` or `None`, defaults to `None`):
+            None: the chat template when the tokenizer has one, else plain "Question: ... Answer:" text (reported).
+        reference_attention_mask (`bool`, defaults to `False`):
+            Reference parity: attention mask = `input_ids != pad` (hides end-of-turn tokens when pad = eos).
+        label_convention (`str`, defaults to `"end_of_turn"`):
+            Which tokens are the answer's targets: `"end_of_turn"` (the answer and the template's end-of-turn token)
+            or `"reference"` (the reference evaluator's tokenization: the rendered conversation with eos appended).
+    """
+
+    system_prompt: str | None = field(default="You are a helpful assistant.", metadata={"help": "System prompt."})
+    date_string: str = field(default="10 Apr 2025", metadata={"help": "Chat-template date_string (Llama 3)."})
+    use_chat_template: bool | None = field(
+        default=None, metadata={"help": "None: the chat template if the tokenizer has one; False: plain text."}
+    )
+    reference_attention_mask: bool = field(
+        default=False, metadata={"help": "Reference parity: attention mask = input_ids != pad."}
+    )
+    label_convention: str = field(
+        default="end_of_turn",
+        metadata={
+            "help": "Answer targets: 'end_of_turn' (answer + end-of-turn token) or 'reference'.",
+            "choices": ["end_of_turn", "reference"],
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.system_prompt == "":  # the CLI's way of saying "no system turn"
+            self.system_prompt = None
+        if self.label_convention not in ("end_of_turn", "reference"):
+            raise ValueError(f"label_convention={self.label_convention!r} is not 'end_of_turn' or 'reference'.")
+
+    def chat_format(self) -> ChatFormat:
+        if self.label_convention != "end_of_turn":
+            raise NotImplementedError("label_convention='reference' is not implemented yet.")
+        return ChatFormat(
+            system_prompt=self.system_prompt,
+            template_kwargs={"date_string": self.date_string},
+            use_chat_template=self.use_chat_template,
+            reference_attention_mask=self.reference_attention_mask,
+        )
+
+    def formatting(self) -> dict[str, Any]:
+        """The formatting fields alone (a `TofuEvalArguments` has others too), for fingerprints and results."""
+        return {name: getattr(self, name) for name in TofuFormat.__dataclass_fields__}
+
+
+def tofu_split_configs(forget_split: str) -> dict[str, str]:
+    """The TOFU config evaluated for each split, e.g. forget05 -> forget05_perturbed, holdout05, retain_perturbed..."""
+    if forget_split not in FORGET_SPLITS:
+        raise ValueError(f"Unknown forget split {forget_split!r}; use one of {', '.join(FORGET_SPLITS)}.")
+    percent = forget_split[len("forget") :]
+    return {
+        "forget": f"{forget_split}_perturbed",
+        "holdout": f"holdout{percent}",
+        "retain": "retain_perturbed",
+        "real_authors": "real_authors_perturbed",
+        "world_facts": "world_facts_perturbed",
+    }
+
+
+def load_tofu(name: str, data_dir: str | os.PathLike | None = None):
+    """One TOFU config as a `datasets.Dataset`.
+
+    Args:
+        name: a config name (`"forget05"`, `"retain_perturbed"`, ... see `TOFU_CONFIGS`).
+        data_dir: a local folder with one `<name>.jsonl` (or `.json`) file per config, as in the TOFU README; None
+            loads `load_dataset("locuslab/TOFU", name)` from the Hub.
+
+    Raises:
+        FileNotFoundError: the config has no file in `data_dir` (the message lists the configs found there).
+        ValueError: an unknown config name (Hub), or a file without rows.
+    """
+    from datasets import Dataset, load_dataset
+
+    if data_dir is None:
+        if name not in TOFU_CONFIGS:
+            raise ValueError(f"Unknown TOFU config {name!r}; known configs: {', '.join(TOFU_CONFIGS)}.")
+        return load_dataset(TOFU_HUB_ID, name, split="train")
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"TOFU data folder {str(folder)!r} does not exist.")
+    for suffix in (".jsonl", ".json"):
+        path = folder / f"{name}{suffix}"
+        if path.is_file():
+            rows = _read_json_rows(path)
+            if not rows:
+                raise ValueError(f"TOFU config {name!r} ({path}) is empty: no rows.")
+            return Dataset.from_list(rows)
+    found = sorted({p.stem for p in folder.iterdir() if p.suffix in (".json", ".jsonl")})
+    raise FileNotFoundError(f"TOFU config {name!r} not found in {str(folder)!r} (configs there: {found or 'none'}).")
+
+
+def _read_json_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON array or a JSON Lines file; a broken line is reported with its line number in the file."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):  # one JSON array
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}).") from None
+    bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: row {bad + 1} is a {type(rows[bad]).__name__}, not a JSON object.")
+    return rows
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Rows `[start, stop)` of one TOFU config (Python slice semantics; `rows=None`: all of it)."""
+
+    config: str
+    rows: tuple[int | None, int | None] | None = None
+
+    @classmethod
+    def from_string(cls, name: str) -> Selection:
+        return cls(name)
+
+    def __post_init__(self) -> None:
+        if self.rows is not None and any(r is not None and (isinstance(r, bool) or r < 0) for r in self.rows):
+            raise ValueError(f"rows must be [start, stop] (non-negative integers or null), got {list(self.rows)}.")
+
+    def describe(self) -> str:
+        if self.rows is None:
+            return self.config
+        start, stop = self.rows
+        return f"{self.config}[{start or 0}:{'' if stop is None else stop}]"
+
+
+def describe_selections(selections: list[Selection]) -> str:
+    """`full[0:400] + forget05`: config names and row ranges only, never text."""
+    return " + ".join(selection.describe() for selection in selections)
+
+
+def select_rows(selections: list[Selection], data_dir: str | os.PathLike | None):
+    """The question/answer rows of the selections, concatenated in order (other columns dropped)."""
+    from datasets import concatenate_datasets
+
+    parts = []
+    for selection in selections:
+        data = load_tofu(selection.config, data_dir)
+        missing = [c for c in ("question", "answer") if c not in data.column_names]
+        if missing:
+            raise ValueError(f"TOFU config {selection.config!r} lacks column(s) {missing}.")
+        start, stop = selection.rows or (None, None)
+        chosen = range(len(data))[slice(start, stop)]
+        if selection.rows is not None and (len(chosen) == 0 or (stop is not None and stop > len(data))):
+            raise ValueError(f"Selection {selection.describe()}: {selection.config} has {len(data)} rows.")
+        parts.append(data.select_columns(["question", "answer"]).select(chosen))
+    return concatenate_datasets(parts)

@@ -1,0 +1,339 @@
+"""TOFU end to end (`hf-unlearn run recipes/tofu/...`): target and retain models (given or fine-tuned), unlearning with
+every method of the recipe, the TOFU suite (`docs/metrics.md#tofu`) on every model, and the IMU paper's Table 13 with forget_quality
+and truth ratio, sample generations and a trade-off plot.
+
+Stages, each cached in its own folder with a fingerprint stamp and resumable across sessions:
+
+    models/{target,retain}/        fine-tuned models (`hf-unlearn finetune` runs just these)
+    eval/{retain,target}/          their TOFU evaluations (the retain one is the reference of forget_quality/privleak)
+    methods/<label>/model/         each unlearned model (safetensors; with `unlearn_lora`, the adapter only)
+    methods/<label>/eval/          its TOFU evaluation
+    results.json                   metrics and the wall time of every stage, rewritten after every stage
+    table.md, samples.md, tradeoff.png
+
+Privacy: forget-set text never goes into the log, `results.json`, model cards or the table. `samples.md` holds retain
+questions, and forget questions only when the recipe opts in (`report.forget_samples > 0`; TOFU is public fictitious
+data, a user's forget set is not). The evaluations' own `items.json` files keep per-item text and generations (so
+aggregates can be recomputed): keep `eval/` folders local.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.trainer_utils import get_last_checkpoint
+
+from ...data.chat import tokenize_dataset
+from ...hub import write_model_card
+from ...recipe import build_method_config
+from ...reporting import plot_influence_weights
+from ...runtime.cache import StageLog, cached_stage, commit_stage, open_scratch, per_step_settings
+from ...runtime.distributed import is_main_process, join_process_group, main_process_print, require_num_processes
+from ...runtime.hashing import sha256_json
+from ...runtime.io import atomic_write_json, atomic_write_text
+from ...runtime.versions import environment_versions
+from ...trainers import METHODS
+from .data import describe_selections, select_rows
+from .evaluation import MAIN_METRICS, UTILITY_COMPONENTS, evaluate_tofu
+from .finetune import check_data_separation, ensure_models, load_model
+from .recipe import ModelSpec, TofuPlan, build_lora_config, describe_plan, parse_tofu_recipe, selections_json
+from .report import format_tofu_samples, plot_tofu_tradeoff, tofu_table
+
+__all__ = ["METRICS", "memorisation_check", "run_finetune", "run_tofu"]
+
+# Kept in results.json (numbers and fixed notices only; per-item values stay in each evaluation's items.json).
+METRICS = [*MAIN_METRICS, "privleak_reference_auc", *UTILITY_COMPONENTS, "num_items", "notices"]
+# The target must know the forget set far better than the retain model, or there is nothing to unlearn.
+MEMORISATION_MARGIN = 0.2
+PathLike = str | os.PathLike | None
+
+
+def run_finetune(
+    recipe: dict[str, Any],
+    *,
+    output_dir: PathLike = None,
+    models_dir: PathLike = None,
+    data_dir: PathLike = None,
+    dry_run: bool = False,
+    recipe_arg: str = "RECIPE",
+    roles: tuple[str, ...] = ("target", "retain"),
+) -> dict[str, str]:
+    """`hf-unlearn finetune`: only the fine-tuning stages of a TOFU recipe (each cached). Returns role -> folder."""
+    device = None if dry_run else join_process_group()  # before any config is built: it creates accelerate's state
+    plan = parse_tofu_recipe(
+        recipe, output_dir=output_dir, models_dir=models_dir, data_dir=data_dir, require_methods=False, dry_run=dry_run
+    )
+    if dry_run:
+        print(describe_plan(plan, "finetune", recipe_arg) + _describe_data(plan))
+        return {}
+    if not plan.train_data:
+        print("Nothing to fine-tune: the recipe gives both models (models.target / models.retain name_or_path).")
+        return {}
+    log = StageLog(plan.models_dir / "finetune_results.json", {"task": "tofu-finetune", "settings": plan.settings()})
+    require_num_processes(plan.launch.num_processes, f"finetune {recipe_arg}")
+    models = ensure_models(plan, log, device, roles=tuple(r for r in roles if r in plan.train_data))
+    log.save(complete=True)
+    for role, spec in models.items():
+        main_process_print(f"{role} model: {spec.path}")
+    return {role: spec.path for role, spec in models.items()}
+
+
+def run_tofu(
+    recipe: dict[str, Any],
+    *,
+    output_dir: PathLike = None,
+    models_dir: PathLike = None,
+    data_dir: PathLike = None,
+    dry_run: bool = False,
+    recipe_arg: str = "RECIPE",
+) -> dict[str, Any] | None:
+    """`hf-unlearn run` for `task: tofu`; returns the results (also in `output_dir/results.json`)."""
+    device = None if dry_run else join_process_group()  # before any config is built: it creates accelerate's state
+    plan = parse_tofu_recipe(recipe, output_dir=output_dir, models_dir=models_dir, data_dir=data_dir, dry_run=dry_run)
+    if dry_run:
+        print(describe_plan(plan, "run", recipe_arg) + _describe_data(plan))
+        return None
+    require_num_processes(plan.launch.num_processes, f"run {recipe_arg}")
+    payload: dict[str, Any] = {
+        "task": "tofu",
+        "settings": plan.settings(),
+        "models": {},
+        "methods": {},
+        "checks": {},
+        "environment": {**environment_versions(), "threads": torch.get_num_threads(), "device": device or "cpu"},
+    }
+    log = StageLog(plan.output_dir / "results.json", payload)
+    models = ensure_models(plan, log, device)
+    samples: dict[str, dict[str, list[dict[str, Any]]]] = {}  # in memory only: becomes samples.md
+    reference = plan.output_dir / "eval" / "retain"
+    for role in ("retain", "target"):  # the retain model first: it is the reference of the others
+        summary = _evaluate(
+            plan,
+            log,
+            role,
+            models[role],
+            plan.output_dir / "eval" / role,
+            None if role == "retain" else reference,
+            samples,
+            device,
+        )
+        payload["models"][role] = {"source": models[role].describe(), "metrics": summary}
+    payload["checks"]["memorisation"] = memorisation_check(
+        payload["models"]["target"]["metrics"], payload["models"]["retain"]["metrics"]
+    )
+    table = _write_reports(plan, log, samples)
+    for label, spec in plan.specs.items():
+        unlearned, record = _unlearn(plan, log, label, spec, models["target"], device)
+        payload["methods"][label] = {
+            "method": spec["method"],
+            "settings": {k: v for k, v in spec.items() if k != "method"},
+            "model": unlearned.describe(),
+            "unlearn_seconds": record.get("seconds"),
+            "unlearn_steps": record.get("steps"),
+        }
+        payload["methods"][label]["metrics"] = _evaluate(
+            plan, log, label, unlearned, plan.output_dir / "methods" / label / "eval", reference, samples, device
+        )
+        table = _write_reports(plan, log, samples)  # an interrupted run keeps the table of what it finished
+    log.save(complete=True)
+    if is_main_process():
+        stages = payload["stages"]
+        print(
+            f"{table}\n\nWrote {plan.output_dir / 'results.json'}, table.md, samples.md and tradeoff.png "
+            f"({payload['total_seconds']:.0f} s this run; {sum(1 for s in stages.values() if s['reused'])} of "
+            f"{len(stages)} stages reused)."
+        )
+    return payload
+
+
+def memorisation_check(target: dict[str, Any], retain: dict[str, Any], margin: float = MEMORISATION_MARGIN) -> dict:
+    """Did fine-tuning memorise the forget set? The target's forget Q_A prob and extraction strength must exceed the
+    retain model's by `margin` (absolute); the released Llama-3.2-1B models: 0.885 vs 0.127 and 0.727 vs 0.063."""
+    gaps = {key: target[key] - retain[key] for key in ("forget_Q_A_Prob", "extraction_strength")}
+    passed = all(gap >= margin for gap in gaps.values())
+    if not passed:
+        main_process_print(
+            f"Warning: the target model has not clearly memorised the forget set (gaps to the retain "
+            f"model { {k: round(v, 3) for k, v in gaps.items()} }, want >= {margin}): fine-tune longer "
+            "or at a higher learning rate, or the unlearning results say little."
+        )
+    return {"gaps": gaps, "margin": margin, "passed": passed}
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def _describe_data(plan: TofuPlan) -> str:
+    """For a dry run with a local TOFU folder: row counts of every selection and the separation checks (counts only).
+    Hub data is not downloaded in a dry run."""
+    if plan.data_dir is None or not Path(plan.data_dir).is_dir():
+        where = "Hub" if plan.data_dir is None else f"{plan.data_dir} missing"
+        return f"\n\nData: not loaded in a dry run ({where})."
+    lines = ["", "", "Data:"]
+    for role, selections in plan.train_data.items():
+        lines.append(f"  {role} training rows: {len(select_rows(selections, plan.data_dir))}")
+    for name, selections in plan.unlearn_data.items():
+        lines.append(f"  unlearning {name} rows: {len(select_rows(selections, plan.data_dir))}")
+    if plan.train_data:
+        for role, seen in check_data_separation(plan).items():
+            lines.append(
+                f"  {role} model sees {seen['forget_seen']}/{seen['forget_total']} forget questions and "
+                f"{seen['utility_seen']}/{seen['utility_total']} retain_perturbed questions"
+            )
+    return "\n".join(lines)
+
+
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _evaluate(
+    plan: TofuPlan,
+    log: StageLog,
+    name: str,
+    spec: ModelSpec,
+    out: Path,
+    retain_logs: Path | None,
+    samples: dict,
+    device: str | None,
+) -> dict[str, Any]:
+    """The TOFU suite on one model (evaluate_tofu reuses `out` when weights, data and settings hash the same)."""
+    with log.stage(f"eval/{name}") as entry:
+        model, tokenizer = load_model(spec, device)
+        result = evaluate_tofu(
+            model,
+            tokenizer,
+            plan.evaluation,
+            data_dir=plan.data_dir,
+            retain_logs=retain_logs,
+            output_dir=out,
+            model_name=name,
+        )
+        entry.update(reused=bool(result.get("reused")), compute_seconds=result["timing_s"]["total"], path=str(out))
+        del model
+    _free()
+    items = result.pop("items")
+    counts = {"retain": plan.report.samples, "forget": plan.report.forget_samples}
+    samples[name] = {
+        split: [{key: item.get(key) for key in ("question", "answer", "generation")} for item in items[split][:count]]
+        for split, count in counts.items()
+    }
+    return {key: result.get(key) for key in METRICS}
+
+
+def _unlearn(
+    plan: TofuPlan, log: StageLog, label: str, spec: dict[str, Any], target: ModelSpec, device: str | None
+) -> tuple[ModelSpec, dict[str, Any]]:
+    """Unlearn the target with one method (cached by fingerprint); returns where to load the result from."""
+    path = plan.output_dir / "methods" / label / "model"
+    result_spec = (
+        ModelSpec(target.name_or_path, target.gguf_file, target.dtype, target.trust_remote_code, adapter=str(path))
+        if plan.unlearn_lora
+        else ModelSpec(str(path))
+    )
+    with log.stage(f"unlearn/{label}") as entry:
+        forget_rows = select_rows(plan.unlearn_data["forget"], plan.data_dir)
+        retain_rows = select_rows(plan.unlearn_data["retain"], plan.data_dir)
+        fingerprint = {
+            "target": target.identity(),
+            "method": per_step_settings(spec, default_batch=None),
+            "unlearn": per_step_settings(plan.unlearn),
+            "unlearn_lora": plan.unlearn_lora,
+            "unlearn_data": {k: selections_json(v) for k, v in plan.unlearn_data.items()},
+            "data_sha256": sha256_json([forget_rows.to_list(), retain_rows.to_list()]),
+            "formatting": plan.formatting.formatting(),
+            "save_dtype": plan.save_dtype,
+            "versions": environment_versions(),
+        }
+        stamp = cached_stage(path, fingerprint, f"{label} model")
+        entry["reused"] = stamp is not None
+        if stamp is None:
+            scratch = open_scratch(path, fingerprint)
+            record = _train_method(plan, label, spec, target, forget_rows, retain_rows, scratch, device)
+            write_model_card(
+                scratch,
+                f"TOFU target model unlearned with {label}",
+                {
+                    "method": spec["method"],
+                    "method settings": {k: v for k, v in spec.items() if k != "method"},
+                    "shared settings": plan.unlearn,
+                    "LoRA": plan.unlearn_lora or "none (full model)",
+                    "target model": target.describe(),
+                    "forget data": describe_selections(plan.unlearn_data["forget"]),
+                    "retain data": describe_selections(plan.unlearn_data["retain"]),
+                    "record": record,
+                },
+            )
+            stamp = commit_stage(scratch, path, fingerprint, record)
+        entry.update(compute_seconds=stamp.get("seconds"), path=str(path))
+    return result_spec, stamp
+
+
+def _train_method(
+    plan: TofuPlan,
+    label: str,
+    spec: dict[str, Any],
+    target: ModelSpec,
+    forget_rows,
+    retain_rows,
+    scratch: Path,
+    device: str | None,
+) -> dict[str, Any]:
+    main_process_print(
+        f"Unlearning with {label} ({spec['method']}) on "
+        f"{describe_selections(plan.unlearn_data['forget'])} ({len(forget_rows)} rows)."
+    )
+    model, tokenizer = load_model(target, device)
+    fmt = plan.formatting.chat_format().kwargs()
+    forget, retain = tokenize_dataset(forget_rows, tokenizer, **fmt), tokenize_dataset(retain_rows, tokenizer, **fmt)
+    config = build_method_config(spec, plan.unlearn, scratch / "trainer", where=f"methods.{label}")
+    checkpoint = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    if checkpoint:
+        main_process_print(f"Resuming {label} from {checkpoint}.")
+    # Run time as in the paper's Table 13: everything the method needs, its one-off passes included (NPO's
+    # reference log-probs in the constructor, IMU's influence scores in train()); loading and saving excluded.
+    tick = time.perf_counter()
+    trainer = METHODS[spec["method"]][1](
+        model,
+        config,
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+        peft_config=build_lora_config(plan.unlearn_lora, "unlearn_lora"),
+    )
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - tick
+    if getattr(trainer, "sample_weights", None) is not None and is_main_process():  # IMU: the weight histogram
+        plot_influence_weights(trainer.scores, trainer.sample_weights, scratch / "influence_weights.png")
+    if plan.save_dtype is not None:  # e.g. bf16 to halve the disk of 3B models; evaluation then scores those weights
+        trainer.model.to(getattr(torch, plan.save_dtype))
+    trainer.save_model(str(scratch))  # safetensors; a PEFT model saves its adapter only
+    if is_main_process():
+        atomic_write_json(scratch / "train_log.json", trainer.state.log_history)  # numbers only
+    record = {"seconds": seconds, "steps": trainer.state.global_step, "forget_rows": len(forget)}
+    del trainer, model
+    _free()
+    return record
+
+
+def _write_reports(plan: TofuPlan, log: StageLog, samples: dict) -> str | None:
+    """results.json with every metric so far (`complete: false`), then table.md, samples.md and tradeoff.png (main
+    process only); returns the table."""
+    log.save(complete=False)
+    if not is_main_process():
+        return None
+    table = tofu_table(log.payload)
+    atomic_write_text(plan.output_dir / "table.md", table + "\n")
+    labels = ["target", "retain", *plan.specs]
+    atomic_write_text(
+        plan.output_dir / "samples.md", format_tofu_samples(samples, labels, plan.report.forget_samples > 0)
+    )
+    plot_tofu_tradeoff(log.payload, plan.output_dir / "tradeoff.png")
+    return table

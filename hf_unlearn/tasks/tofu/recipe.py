@@ -1,0 +1,434 @@
+"""The TOFU recipe as typed data: sections, model sources, training-data selections, and the plan `--dry-run` prints.
+
+A TOFU recipe (`task: tofu`, see `recipes/tofu/*.yaml`) names two models, the *target* (TOFU's "full" model: it saw the
+forget set) and the *retain* model (never saw it). Each is either given (`name_or_path`: a Hub id, a local folder,
+`pkg:PACKAGE` for a model shipped inside an installed Python package) or fine-tuned from `models.base` on a list of
+TOFU data selections (`train_data`) with the `finetune` settings (TRL `SFTConfig` fields). Every section is checked
+(keys, types, and the SFT / LoRA / method configs built) before anything loads or trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ...models import resolve_model_path
+from ...recipe import RecipeError, build_method_config, check_keys, from_mapping, method_specs
+from ...runtime.hashing import folder_sha256
+from .data import Selection, TofuFormat, describe_selections, tofu_split_configs
+from .evaluation import TofuEvalArguments
+
+__all__ = [
+    "ROLES",
+    "ModelSource",
+    "ModelSpec",
+    "TofuPlan",
+    "TofuRecipe",
+    "build_lora_config",
+    "build_sft_config",
+    "describe_plan",
+    "parse_tofu_recipe",
+    "selections_json",
+]
+
+ROLES = ("target", "retain")
+# Our SFT defaults where TRL's depend on the hardware or do not suit TOFU: TRL turns bf16 and gradient checkpointing
+# on by default (bf16 fails on a CPU); set them in the recipe for GPU runs. Loss on answer + end-of-turn only.
+SFT_DEFAULTS = {
+    "completion_only_loss": True,
+    "packing": False,
+    "max_length": 512,
+    "bf16": False,
+    "gradient_checkpointing": False,
+    "report_to": "none",
+    "save_strategy": "no",
+    "logging_steps": 10,
+}
+DTYPES = Literal["float32", "bfloat16", "float16", "auto"]
+
+
+@dataclass
+class ModelSource:
+    """One model of the recipe: given (`name_or_path`, optionally a GGUF file inside it) or fine-tuned from
+    `models.base` on `train_data`."""
+
+    name_or_path: str | None = field(default=None, metadata={"help": "Hub id, local folder or pkg:PACKAGE."})
+    gguf_file: str | None = field(default=None, metadata={"help": "A GGUF file inside name_or_path."})
+    dtype: DTYPES = field(default="float32", metadata={"help": "Weights dtype (fp32 master weights by default)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model's own code (off by default)."})
+    train_data: list[Selection] | None = field(default=None, metadata={"help": "Fine-tune from models.base on these."})
+
+    def __post_init__(self) -> None:
+        if self.train_data is not None:
+            given = [name for name in ("name_or_path", "gguf_file") if getattr(self, name) is not None]
+            if given:
+                raise ValueError(
+                    f"give either train_data (fine-tune from models.base) or name_or_path, not both (also got {given})."
+                )
+            if not self.train_data:
+                raise ValueError("train_data must list at least one selection, e.g. [{config: forget05}].")
+        elif not self.name_or_path:
+            raise ValueError("needs name_or_path (Hub id, folder or pkg:PACKAGE) or train_data.")
+
+
+@dataclass
+class RecipeModels:
+    base: ModelSource | None = None
+    target: ModelSource | None = None
+    retain: ModelSource | None = None
+
+
+@dataclass
+class UnlearnData:
+    forget: list[Selection] | None = field(default=None, metadata={"help": "Default: the forget split."})
+    retain: list[Selection] | None = field(default=None, metadata={"help": "Default: retainYY of the forget split."})
+
+
+@dataclass
+class ReportArguments:
+    samples: int = field(default=5, metadata={"help": "Retain questions shown in samples.md."})
+    forget_samples: int = field(default=0, metadata={"help": "Forget questions in samples.md (opt-in: privacy)."})
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "forget_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+
+
+@dataclass
+class LaunchArguments:
+    num_processes: int = field(default=1, metadata={"help": "Processes the per-process batch sizes are written for."})
+
+    def __post_init__(self) -> None:
+        if self.num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}.")
+
+
+@dataclass
+class TofuRecipe:
+    """A TOFU recipe's sections, typed (`recipes/tofu/*.yaml`)."""
+
+    task: Literal["tofu"] = "tofu"
+    output_dir: str | None = None
+    models_dir: str | None = None
+    seed: int = 42
+    data_dir: str | None = None
+    forget_split: str = "forget05"
+    formatting: TofuFormat = field(default_factory=TofuFormat)
+    models: RecipeModels = field(default_factory=RecipeModels)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    finetune_lora: dict[str, Any] | None = None
+    unlearn_data: UnlearnData = field(default_factory=UnlearnData)
+    unlearn: dict[str, Any] = field(default_factory=dict)
+    unlearn_lora: dict[str, Any] | None = None
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    report: ReportArguments = field(default_factory=ReportArguments)
+    launch: LaunchArguments = field(default_factory=LaunchArguments)
+    save_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model is loaded from. `identity()` is what enters fingerprints: for a local folder, the content hash of
+    every model file (weights, config, tokenizer), so a replaced checkpoint is never mistaken for the old one."""
+
+    name_or_path: str
+    gguf_file: str | None = None
+    dtype: str = "float32"  # fp32 master weights; bf16 compute comes from the trainer's autocast (`bf16: true`)
+    trust_remote_code: bool = False
+    adapter: str | None = None  # a PEFT adapter folder applied on top (unlearning with LoRA)
+
+    @property
+    def path(self) -> str:
+        return resolve_model_path(self.name_or_path)
+
+    def describe(self) -> str:
+        text = self.name_or_path + (f" ({self.gguf_file})" if self.gguf_file else "")
+        return text + (f" + adapter {self.adapter}" if self.adapter else "")
+
+    def identity(self) -> dict[str, Any]:
+        identity: dict[str, Any] = dataclasses.asdict(self)
+        for key, folder in (("files_sha256", self.path), ("adapter_sha256", self.adapter)):
+            if folder is not None and Path(folder).is_dir():
+                files = folder_sha256(folder)
+                if self.gguf_file is not None and key == "files_sha256":  # a GGUF folder: that file and its tokenizer
+                    files = {
+                        name: digest
+                        for name, digest in files.items()
+                        if not name.endswith(".gguf") or name == self.gguf_file
+                    }
+                identity[key] = files
+        return identity
+
+
+@dataclass
+class TofuPlan:
+    """A validated TOFU recipe with defaults filled in and paths resolved (CLI overrides applied)."""
+
+    recipe: TofuRecipe
+    output_dir: Path
+    models_dir: Path
+    seed: int
+    data_dir: str | None
+    forget_split: str
+    formatting: TofuFormat
+    base: ModelSpec | None
+    given: dict[str, ModelSpec]  # role -> given model
+    train_data: dict[str, list[Selection]]  # role -> selections (fine-tuned models)
+    finetune: dict[str, Any]
+    finetune_lora: dict[str, Any] | None
+    unlearn_data: dict[str, list[Selection]]
+    unlearn: dict[str, Any]
+    unlearn_lora: dict[str, Any] | None
+    specs: dict[str, dict[str, Any]]
+    evaluation: TofuEvalArguments
+    report: ReportArguments
+    launch: LaunchArguments
+    save_dtype: str | None = None  # unlearned models are saved in this dtype (None: as trained, fp32)
+
+    @property
+    def configs(self) -> dict[str, str]:
+        return tofu_split_configs(self.forget_split)
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that shapes the results, for `results.json` (no text)."""
+        return {
+            "forget_split": self.forget_split,
+            "data_dir": self.data_dir,
+            "formatting": self.formatting.formatting(),
+            "models": {
+                **{r: m.describe() for r, m in self.given.items()},
+                **{
+                    r: f"fine-tuned from {self.base.describe()} on {describe_selections(s)}"
+                    for r, s in self.train_data.items()
+                },
+            },
+            "finetune": self.finetune if self.train_data else None,
+            "finetune_lora": self.finetune_lora,
+            "unlearn_data": {k: describe_selections(v) for k, v in self.unlearn_data.items()},
+            "unlearn": self.unlearn,
+            "unlearn_lora": self.unlearn_lora,
+            "methods": self.specs,
+            "evaluation": self.evaluation.settings(),
+            "report": dataclasses.asdict(self.report),
+            "save_dtype": self.save_dtype,
+        }
+
+
+def selections_json(selections: list[Selection]) -> list[dict[str, Any]]:
+    """Selections as plain JSON (for fingerprints)."""
+    return [{"config": s.config, "rows": None if s.rows is None else list(s.rows)} for s in selections]
+
+
+def _model_spec(source: ModelSource) -> ModelSpec:
+    return ModelSpec(source.name_or_path, source.gguf_file, source.dtype, source.trust_remote_code)
+
+
+def parse_tofu_recipe(
+    raw: dict[str, Any],
+    *,
+    output_dir: str | os.PathLike | None = None,
+    models_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    require_methods: bool = True,
+    dry_run: bool = False,
+) -> TofuPlan:
+    """Check a TOFU recipe completely (keys, types, model sources, selections, SFT / LoRA / method configs) and fill
+    in defaults. Raises a RecipeError naming the bad key or value.
+
+    For a real run the configs are built as they will be used, so a setting this machine cannot honour (bf16 without
+    a GPU) fails now, not after hours of fine-tuning; `dry_run=True` validates for any machine."""
+    recipe: TofuRecipe = from_mapping(TofuRecipe, raw, "the TOFU recipe", root=True)
+    try:
+        tofu_split_configs(recipe.forget_split)
+    except ValueError as error:
+        raise RecipeError(f"forget_split: {error}") from None
+    out = Path(output_dir or recipe.output_dir or f"outputs/tofu/{recipe.forget_split}")
+    data = data_dir if data_dir is not None else recipe.data_dir
+
+    given, train_data = {}, {}
+    for role in ROLES:
+        source = getattr(recipe.models, role)
+        if source is None:
+            raise RecipeError(f"models.{role} is missing: give name_or_path, or train_data to fine-tune it.")
+        if source.train_data is not None:
+            train_data[role] = source.train_data
+        else:
+            given[role] = _model_spec(source)
+    base_source = recipe.models.base
+    if base_source is not None and base_source.train_data is not None:
+        raise RecipeError("models.base takes name_or_path only (it is what the other models are fine-tuned from).")
+    base = _model_spec(base_source) if base_source is not None else None
+    if train_data and base is None:
+        raise RecipeError(
+            f"models.{next(iter(train_data))} has train_data but the recipe has no models.base to fine-tune."
+        )
+    finetune = {"seed": recipe.seed, **recipe.finetune}
+    if train_data:
+        build_sft_config(finetune, out / "_check", check_only=dry_run)
+        build_lora_config(recipe.finetune_lora, "finetune_lora")
+    elif recipe.finetune or recipe.finetune_lora:
+        raise RecipeError("The recipe has `finetune` settings but no model with train_data to fine-tune.")
+
+    percent = int(recipe.forget_split[len("forget") :])
+    unlearn_data = {
+        "forget": recipe.unlearn_data.forget or [Selection(recipe.forget_split)],
+        "retain": recipe.unlearn_data.retain or [Selection(f"retain{100 - percent:02d}")],
+    }
+    specs = method_specs(recipe.methods) if require_methods or recipe.methods else {}
+    shared = {"seed": recipe.seed, **recipe.unlearn}
+    build_lora_config(recipe.unlearn_lora, "unlearn_lora")
+    for label, spec in specs.items():  # fail on a bad method setting before hours of fine-tuning, not after
+        _build_checked(
+            spec, shared, out / "_check", check_only=dry_run or not require_methods, where=f"methods.{label}"
+        )
+
+    formatting_keys = set(TofuFormat.__dataclass_fields__) | {"forget_split"}
+    check_keys(recipe.evaluation, set(TofuEvalArguments.__dataclass_fields__) - formatting_keys, "evaluation")
+    evaluation = from_mapping(
+        TofuEvalArguments,
+        {**recipe.evaluation, **recipe.formatting.formatting(), "forget_split": recipe.forget_split},
+        "evaluation",
+    )
+    return TofuPlan(
+        recipe=recipe,
+        output_dir=out,
+        models_dir=Path(models_dir or recipe.models_dir or out / "models"),
+        seed=recipe.seed,
+        data_dir=None if data is None else str(data),
+        forget_split=recipe.forget_split,
+        formatting=recipe.formatting,
+        base=base,
+        given=given,
+        train_data=train_data,
+        finetune=finetune,
+        finetune_lora=recipe.finetune_lora,
+        unlearn_data=unlearn_data,
+        unlearn=shared,
+        unlearn_lora=recipe.unlearn_lora,
+        specs=specs,
+        evaluation=evaluation,
+        report=recipe.report,
+        launch=recipe.launch,
+        save_dtype=recipe.save_dtype,
+    )
+
+
+def build_sft_config(settings: dict[str, Any], output_dir: str | os.PathLike, check_only: bool = False):
+    """TRL's `SFTConfig` from the recipe's `finetune` settings over `SFT_DEFAULTS`, every value type-checked.
+
+    `check_only` (dry runs, recipe validation) builds it on any machine: bf16/fp16 without a GPU get `use_cpu=True`,
+    which only skips TrainingArguments' hardware check."""
+    from trl import SFTConfig
+
+    return from_mapping(
+        SFTConfig,
+        _checkable({**SFT_DEFAULTS, **settings}, check_only),
+        "finetune (SFTConfig fields)",
+        output_dir=str(output_dir),
+    )
+
+
+def build_lora_config(settings: dict[str, Any] | None, where: str):
+    """`peft.LoraConfig(task_type="CAUSAL_LM", **settings)`, or None."""
+    if not settings:
+        return None
+    from peft import LoraConfig
+
+    return from_mapping(LoraConfig, {"task_type": "CAUSAL_LM", **settings}, f"{where} (LoraConfig fields)")
+
+
+def _checkable(settings: dict[str, Any], check_only: bool) -> dict[str, Any]:
+    import torch
+
+    half = settings.get("bf16") or settings.get("fp16")
+    if check_only and half and not torch.cuda.is_available():
+        return {**settings, "use_cpu": True}
+    return settings
+
+
+def _build_checked(
+    spec: dict[str, Any], shared: dict[str, Any], output_dir: Path, check_only: bool = True, where: str = ""
+):
+    settings = _checkable({**shared, **{k: v for k, v in spec.items() if k != "method"}}, check_only)
+    return build_method_config({"method": spec["method"], **settings}, {}, output_dir, where=where)
+
+
+# ------------------------------------------------------------------------------------------------ dry run
+
+
+def describe_plan(plan: TofuPlan, command: str, recipe_arg: str) -> str:
+    """What `run` / `finetune` would do, every config built (no weights loaded, no data downloaded)."""
+    from ...trainers import METHODS
+
+    processes = plan.launch.num_processes
+    lines = [
+        f"TOFU {plan.forget_split} ({'locuslab/TOFU from the Hub' if plan.data_dir is None else plan.data_dir}); "
+        f"outputs in {plan.output_dir}, fine-tuned models in {plan.models_dir}.",
+        f"Formatting: {plan.formatting.formatting()}",
+        "",
+        "Models:",
+    ]
+    for role in ROLES:
+        if role in plan.given:
+            lines.append(f"  {role}: given, {plan.given[role].describe()} (loaded as {plan.given[role].dtype})")
+        else:
+            lines.append(
+                f"  {role}: fine-tuned from {plan.base.describe()} on {describe_selections(plan.train_data[role])}"
+            )
+    if plan.train_data:
+        sft = build_sft_config(plan.finetune, plan.models_dir / "_plan", check_only=True)
+        lines.append(
+            "  fine-tuning: trl.SFTTrainer, "
+            + _train_summary(sft, processes)
+            + f", completion_only_loss={sft.completion_only_loss}, max_length={sft.max_length}"
+            + (f", LoRA {plan.finetune_lora}" if plan.finetune_lora else ", full fine-tuning")
+        )
+    if command == "run":
+        lines += [
+            "",
+            f"Unlearning: forget = {describe_selections(plan.unlearn_data['forget'])}, retain = "
+            f"{describe_selections(plan.unlearn_data['retain'])}"
+            + (f", LoRA {plan.unlearn_lora}" if plan.unlearn_lora else ", full model")
+            + (f", saved as {plan.save_dtype}" if plan.save_dtype else ""),
+        ]
+        for label, spec in plan.specs.items():
+            config = _build_checked(spec, plan.unlearn, plan.output_dir / "_plan")
+            extra = {k: v for k, v in spec.items() if k != "method"}
+            lines.append(
+                f"  {label}: {METHODS[spec['method']][1].__name__}({type(config).__name__}), "
+                f"{_train_summary(config, processes)}, retain_loss={config.retain_loss}, "
+                f"trainable={config.trainable}" + (f", {extra}" if extra else "")
+            )
+        ev = plan.evaluation
+        limits = {split: ev.item_limit(split) for split in plan.configs if ev.item_limit(split)}
+        subsets = ", ".join(f"{k} first {v}" for k, v in limits.items()) or "all items"
+        lines += [
+            "",
+            f"Evaluation (target, retain, every method): {subsets}; max_new_tokens {ev.max_new_tokens}, "
+            f"batch {ev.batch_size}",
+        ]
+    lines += [
+        "",
+        "Launch:",
+        f"  accelerate launch --num_processes {processes} -m hf_unlearn.cli {command} {recipe_arg}",
+    ]
+    if processes > 1:  # `accelerate launch` starts one process on a machine without GPUs
+        lines.append(f"  on CPUs: torchrun --nproc_per_node {processes} -m hf_unlearn.cli {command} {recipe_arg}")
+    return "\n".join(lines)
+
+
+def _train_summary(config, processes: int) -> str:
+    per_device, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    precision = "bf16 autocast, fp32 weights" if config.bf16 else ("fp16 autocast" if config.fp16 else "fp32")
+    optim, schedule = (getattr(value, "value", value) for value in (config.optim, config.lr_scheduler_type))
+    return (
+        f"lr {config.learning_rate:g}, {config.num_train_epochs:g} epochs, batch {per_device} x {accumulation} "
+        f"accumulation x {processes} process(es) = {per_device * accumulation * processes}, {precision}, "
+        f"optim {optim}, warmup {config.warmup_steps:g}, weight decay {config.weight_decay:g}, "
+        f"{schedule} schedule"
+    )
