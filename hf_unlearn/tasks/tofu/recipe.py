@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..._compat import checkpointing_settings
 from ...models import resolve_model_path
 from ...recipe import RecipeError, build_method_config, check_keys, from_mapping, method_specs
 from ...runtime.hashing import folder_sha256
@@ -42,7 +43,6 @@ SFT_DEFAULTS = {
     "packing": False,
     "max_length": 512,
     "bf16": False,
-    "gradient_checkpointing": False,
     "report_to": "none",
     "save_strategy": "no",
     "logging_steps": 10,
@@ -325,9 +325,14 @@ def build_sft_config(settings: dict[str, Any], output_dir: str | os.PathLike, ch
     which only skips TrainingArguments' hardware check."""
     from trl import SFTConfig
 
+    defaults = {**SFT_DEFAULTS, **checkpointing_settings(SFTConfig, False)}  # TRL turns checkpointing on by default
+    if "gradient_checkpointing" in settings or "activation_checkpointing" in settings:
+        defaults = {
+            k: v for k, v in defaults.items() if k not in ("gradient_checkpointing", "activation_checkpointing")
+        }
     return from_mapping(
         SFTConfig,
-        _checkable({**SFT_DEFAULTS, **settings}, check_only),
+        _checkable({**defaults, **settings}, check_only),
         "finetune (SFTConfig fields)",
         output_dir=str(output_dir),
     )
