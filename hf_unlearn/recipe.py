@@ -24,7 +24,10 @@ from typing import Any, Literal, Union
 import yaml
 
 __all__ = [
+    "ACCELERATE_CONFIG_FOLDER",
+    "LaunchArguments",
     "RecipeError",
+    "accelerate_configs",
     "build_method_config",
     "check_keys",
     "convert",
@@ -42,15 +45,46 @@ class RecipeError(ValueError):
     """A recipe (or a CLI override of one) that cannot be used; the message names the key and the problem."""
 
 
+# `recipes/accelerate/` holds `accelerate launch --config_file` files (one GPU, DDP, FSDP2, DeepSpeed ZeRO-2/3), shipped
+# with the recipes but not recipes themselves.
+ACCELERATE_CONFIG_FOLDER = "accelerate"
+
+
+@dataclasses.dataclass
+class LaunchArguments:
+    """A recipe's `launch` section: the process count its per-process batch sizes are written for (a launch with
+    another count is refused with the flags that keep the effective batch; `--num-processes N` sets it)."""
+
+    num_processes: int = dataclasses.field(
+        default=1, metadata={"help": "Processes the per-process batch sizes are written for."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}.")
+
+
 def embedded_recipes() -> list[str]:
     """Names of the recipes shipped with the package (`hf-unlearn run NAME`); a subfolder is part of the name
-    (`tofu/forget05_smollm2`)."""
+    (`tofu/forget05_smollm2`). The accelerate config files (`accelerate_configs()`) are not recipes."""
     return sorted(_recipe_names(_recipes_root(), ""))
+
+
+def accelerate_configs() -> dict[str, Path]:
+    """The shipped `accelerate launch --config_file` files by name (`ddp`, `fsdp2`, ...), as paths on disk."""
+    folder = _recipes_root() / ACCELERATE_CONFIG_FOLDER
+    return {
+        entry.name.removesuffix(".yaml"): Path(str(entry))
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    }
 
 
 def _recipe_names(folder, prefix: str) -> list[str]:
     names = []
     for entry in folder.iterdir():  # Path or importlib Traversable: both have iterdir / is_dir / name
+        if not prefix and entry.name == ACCELERATE_CONFIG_FOLDER:
+            continue
         if entry.is_dir() and not entry.name.startswith(("_", ".")):
             names += _recipe_names(entry, f"{prefix}{entry.name}/")
         elif entry.name.endswith(".yaml"):
@@ -73,6 +107,11 @@ def load_recipe(path_or_name: str | Path) -> dict[str, Any]:
         entry = _recipes_root()
         for part in path.parts[:-1] + (f"{path.name.removesuffix('.yaml')}.yaml",) if path.name else ():
             entry = entry / part
+        if path.parts[:1] == (ACCELERATE_CONFIG_FOLDER,) and entry.is_file():
+            raise FileNotFoundError(
+                f"{str(path_or_name)!r} is an accelerate config file, not a recipe: pass it to accelerate, "
+                f"`accelerate launch --config_file {entry} -m hf_unlearn.cli run RECIPE`."
+            )
         if not path.name or ".." in path.parts or path.is_absolute() or not entry.is_file():
             raise FileNotFoundError(
                 f"No recipe file {str(path_or_name)!r}, and no embedded recipe of that name "
@@ -85,6 +124,11 @@ def load_recipe(path_or_name: str | Path) -> dict[str, Any]:
         raise RecipeError(f"Recipe {str(path_or_name)!r} is not valid YAML: {error}") from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"Recipe {str(path_or_name)!r} must be a YAML mapping, got {type(recipe).__name__}.")
+    if "distributed_type" in recipe and "task" not in recipe:
+        raise RecipeError(
+            f"{str(path_or_name)!r} is an accelerate config file, not a recipe: pass it to accelerate, "
+            f"`accelerate launch --config_file {path_or_name} -m hf_unlearn.cli run RECIPE`."
+        )
     return recipe
 
 

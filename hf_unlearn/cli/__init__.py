@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 
 # name -> (module, one-line help). Each module exposes `build_parser(prog)` and `main(args) -> int`.
 SUBCOMMANDS = {
@@ -51,17 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     top = build_parser().parse_args(argv)
     debug = top.debug or os.environ.get("HF_UNLEARN_DEBUG") == "1"
+    from ..runtime.launch import LaunchError, check_accelerate_launch, is_other_rank, quiet_other_ranks
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun / accelerate launch
+        quiet_other_ranks()  # before torch is imported: one log per launch, not one per rank
         from ..runtime.distributed import configure_launch_environment
 
         configure_launch_environment()
     module = importlib.import_module(SUBCOMMANDS[top.command][0])
     args = module.build_parser(f"hf-unlearn {top.command}").parse_args(top.args)
     try:
+        check_accelerate_launch(argv)
         return module.main(args) or 0
     except KNOWN_ERRORS as error:
         if debug:
             raise
+        from ..recipe import RecipeError
+
+        if is_other_rank() and isinstance(error, (RecipeError, LaunchError)):
+            # Every rank found the same problem in the same recipe: the main process says it once (a moment's
+            # wait, so that the launcher does not stop the main process before it has).
+            time.sleep(3)
+            return 2
         if isinstance(error, KeyboardInterrupt):
             print(
                 f"hf-unlearn {top.command}: interrupted (finished stages are kept; run it again to resume).",

@@ -4,7 +4,9 @@
 
 Each model is cached in the recipe's `models_dir` with a fingerprint of its base model, data, formatting and SFT
 settings, and reused by `hf-unlearn run` on the same recipe. Several processes (the recipe's launch.num_processes):
-`accelerate launch --num_processes N -m hf_unlearn.cli finetune ...` on GPUs, `torchrun --nproc_per_node N ...` on CPUs.
+`accelerate launch --config_file recipes/accelerate/ddp.yaml -m hf_unlearn.cli finetune ...` on GPUs,
+`torchrun --nproc_per_node N ...` on CPUs; --per-device-train-batch-size / --gradient-accumulation-steps set the
+`finetune` section's batch here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ..recipe import RecipeError, embedded_recipes
-from .run import add_recipe_arguments, load_with_overrides
+from .run import add_recipe_arguments, flag_overrides, load_with_overrides
 
 __all__ = ["build_parser", "main"]
 
@@ -25,12 +27,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", choices=["target", "retain"], default=None, help="Fine-tune one of the two models only."
     )
-    add_recipe_arguments(parser, "fine-tunes")
+    add_recipe_arguments(parser, "fine-tunes", batch_section="finetune")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
-    recipe = load_with_overrides(args.recipe, args.overrides)
+    recipe = load_with_overrides(args.recipe, flag_overrides(args) + args.overrides)
     if recipe.get("task") != "tofu":
         raise RecipeError(
             f"Recipe {args.recipe!r} has task={recipe.get('task')!r}; `finetune` needs a TOFU recipe (task: tofu)."

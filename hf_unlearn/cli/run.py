@@ -1,18 +1,35 @@
-"""`hf-unlearn run RECIPE`: run a YAML recipe end to end (train if needed, unlearn, evaluate, report)."""
+"""`hf-unlearn run RECIPE`: run a YAML recipe end to end (train if needed, unlearn, evaluate, report).
+
+Several processes: `accelerate launch --config_file recipes/accelerate/ddp.yaml -m hf_unlearn.cli run RECIPE` on GPUs
+(FSDP2 and DeepSpeed configs beside it), `torchrun --nproc_per_node N -m hf_unlearn.cli run RECIPE` on CPUs. Batch
+sizes are per process: `--num-processes N --gradient-accumulation-steps K` adapt an embedded recipe without a copy.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from ..recipe import RecipeError, embedded_recipes, load_recipe, parse_override, select_methods, set_override
+from ..runtime.launch import BATCH_FLAGS, NUM_PROCESSES_FLAG
 
 __all__ = ["add_recipe_arguments", "build_parser", "load_with_overrides", "main"]
 
 TASKS = ("markov", "tofu")
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    """The options every recipe command takes: where things go, `--set` overrides, `--dry-run`."""
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, what: str, batch_section: str = "unlearn") -> None:
+    """The options every recipe command takes: where things go, `--set` overrides, the batch and process-count
+    shortcuts (for the recipe's `batch_section`), `--dry-run`."""
     parser.add_argument("--output-dir", default=None, help="The recipe's output directory (overrides the recipe).")
     parser.add_argument(
         "--models-dir", default=None, help="TOFU: where fine-tuned models are cached (default OUTPUT/models)."
@@ -26,6 +43,28 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         metavar="KEY=VALUE",
         help="Override a recipe value, e.g. --set unlearn.learning_rate=1e-4 (repeatable; YAML values).",
     )
+    batch = parser.add_argument_group(
+        "processes and batch (batch sizes are per process: effective batch = per-device x accumulation x processes)"
+    )
+    for key, flag in BATCH_FLAGS.items():
+        batch.add_argument(
+            flag,
+            dest=key,
+            type=_positive_int,
+            default=None,
+            metavar="N",
+            help=f"Sets {batch_section}.{key} (methods that set their own keep it).",
+        )
+    batch.add_argument(
+        NUM_PROCESSES_FLAG,
+        dest="num_processes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="Sets launch.num_processes, the process count the batch sizes are written for (a launch with another "
+        "count is refused, naming the flags that keep the effective batch).",
+    )
+    parser.set_defaults(batch_section=batch_section)
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -53,6 +92,16 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The batch and process-count flags as `--set` overrides (applied before the explicit `--set` ones)."""
+    overrides = [
+        f"{args.batch_section}.{key}={getattr(args, key)}" for key in BATCH_FLAGS if getattr(args, key) is not None
+    ]
+    if args.num_processes is not None:
+        overrides.append(f"launch.num_processes={args.num_processes}")
+    return overrides
+
+
 def load_with_overrides(recipe_arg: str, overrides: list[str]) -> dict:
     """The recipe with every `--set KEY=VALUE` applied."""
     recipe = load_recipe(recipe_arg)
@@ -63,7 +112,7 @@ def load_with_overrides(recipe_arg: str, overrides: list[str]) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    recipe = load_with_overrides(args.recipe, args.overrides)
+    recipe = load_with_overrides(args.recipe, flag_overrides(args) + args.overrides)
     if args.methods is not None:
         recipe = select_methods(recipe, [label.strip() for label in args.methods.split(",") if label.strip()])
     task = recipe.get("task")
@@ -83,6 +132,10 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.models_dir or args.data_dir:
         raise RecipeError("--models-dir and --data-dir apply to TOFU recipes only (a Markov recipe has models_dir).")
+    if not args.dry_run:  # before any config is built: building one creates accelerate's state
+        from ..runtime.distributed import join_process_group
+
+        join_process_group()
     from ..tasks.markov.recipe import describe_markov_recipe, parse_markov_recipe
 
     parsed = parse_markov_recipe(recipe, output_dir=args.output_dir)
@@ -91,5 +144,5 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from ..tasks.markov.pipeline import run_markov
 
-    run_markov(parsed)
+    run_markov(parsed, recipe_arg=args.recipe)
     return 0

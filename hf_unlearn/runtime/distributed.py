@@ -1,8 +1,9 @@
 """Processes of a launch (`torchrun`, `accelerate launch`): the one home of the pipelines' distributed helpers.
 
-Built on accelerate's `PartialState`. On CPUs accelerate only goes multi-process when told to use the CPU
-(`accelerate launch --cpu` sets `ACCELERATE_USE_CPU`); under a plain `torchrun` we set it before the state is created,
-else every process would silently train alone on all the data.
+Built on accelerate's `PartialState`. On CPUs accelerate only joins a process group when told to use the CPU
+(`ACCELERATE_USE_CPU`); under `torchrun` (or `accelerate launch --multi_gpu`) without GPUs we set it before the state
+is created, else every process would silently train alone on all the data. (`accelerate launch --num_processes N`
+without GPUs starts one process: `runtime.launch.check_accelerate_launch` refuses it.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 from typing import Any
 
 import torch
+
+from .launch import TrainingBatch, process_count_error
 
 __all__ = [
     "broadcast_object",
@@ -88,15 +91,10 @@ def main_process_print(*args: Any) -> None:
         print(*args, flush=True)
 
 
-def require_num_processes(wanted: int, command: str) -> None:
-    """Refuse a launch whose process count differs from the recipe's: batch sizes are per process, so another count
-    would silently train with another batch (and reuse nothing cached)."""
+def require_num_processes(wanted: int, command: str, batches: list[TrainingBatch] = ()) -> None:
+    """Refuse a launch whose process count differs from the recipe's `launch.num_processes`: batch sizes are per
+    process, so another count would silently train with another effective batch (and reuse nothing cached). The
+    message names the flags that keep the effective batch of each stage in `batches`."""
     launched = num_processes()
-    if launched == wanted:
-        return
-    launcher = f"torchrun --nproc_per_node {wanted} -m hf_unlearn.cli" if wanted > 1 else "hf-unlearn"
-    raise ValueError(
-        f"The recipe's batch sizes are per process for launch.num_processes = {wanted}, but {launched} "
-        f"process(es) were launched: run `{launcher} {command}` (or accelerate launch --num_processes "
-        f"{wanted} on GPUs), or change launch.num_processes and the batch sizes."
-    )
+    if launched != wanted:
+        raise process_count_error(wanted, launched, list(batches), command)

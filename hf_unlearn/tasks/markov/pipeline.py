@@ -1,5 +1,9 @@
 """The synthetic Markov-chain benchmark end to end: data, original and retrained GPT-2 (cached stages), unlearning
-with every method of the recipe, metrics after every step, the table and the trade-off plot."""
+with every method of the recipe, metrics after every step, the table and the trade-off plot.
+
+Under `torchrun` / `accelerate launch` every training runs data-parallel (the recipe's batch sizes are per process,
+`launch.num_processes` says for how many); every process evaluates the same models alike, and only the main process
+writes, prints and saves."""
 
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ from datasets import concatenate_datasets
 from ...data.pairing import pad_examples
 from ...recipe import build_method_config
 from ...reporting import plot_influence_weights
-from ...runtime.cache import cached_stage, commit_stage, open_scratch
-from ...runtime.distributed import main_process_print
+from ...runtime.cache import cached_stage, commit_stage, open_scratch, per_step_settings
+from ...runtime.distributed import is_main_process, main_process_print, num_processes, require_num_processes
 from ...runtime.io import atomic_write_json
+from ...runtime.launch import method_batches, training_batch
 from ...runtime.versions import environment_versions
 from .data import make_markov_datasets
 from .evaluation import MarkovEvalCallback, MarkovEvaluator
@@ -26,10 +31,16 @@ from .report import markov_table, plot_markov_tradeoff
 __all__ = ["run_markov"]
 
 
-def run_markov(recipe: MarkovRecipe) -> dict[str, Any]:
+def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, Any]:
     """Run a parsed Markov recipe; writes `results.json` and `tradeoff.png` into its output directory."""
+    from transformers import TrainingArguments
+
     from ...trainers import METHODS
 
+    classes = {label: METHODS[spec["method"]][0] for label, spec in recipe.methods.items()}
+    batches = [training_batch("train", recipe.train_settings, TrainingArguments)]
+    batches += method_batches(recipe.shared_unlearn, recipe.methods, classes, flags=True)
+    require_num_processes(recipe.launch.num_processes, f"run {recipe_arg}", batches)
     output_dir = Path(recipe.output_dir)
     started = time.perf_counter()
     data = make_markov_datasets(recipe.data, seed=recipe.seed)
@@ -69,7 +80,7 @@ def run_markov(recipe: MarkovRecipe) -> dict[str, Any]:
             "settings": recipe.settings(),
             **results,
             "timings": timings,
-            "environment": {**environment_versions(), "threads": torch.get_num_threads()},
+            "environment": {**environment_versions(), "threads": torch.get_num_threads(), "processes": num_processes()},
             "complete": complete,
         }
 
@@ -85,7 +96,7 @@ def run_markov(recipe: MarkovRecipe) -> dict[str, Any]:
         tick = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - tick
-        if getattr(trainer, "sample_weights", None) is not None:  # IMU: where people would rather look than read
+        if getattr(trainer, "sample_weights", None) is not None and is_main_process():  # IMU: a histogram
             plot_influence_weights(
                 trainer.scores, trainer.sample_weights, Path(config.output_dir) / "influence_weights.png"
             )
@@ -98,15 +109,19 @@ def run_markov(recipe: MarkovRecipe) -> dict[str, Any]:
             "history": callback.history,
         }
         # Written after every method, so an interrupted run keeps what it finished (marked incomplete).
-        atomic_write_json(output_dir / "results.json", payload(complete=False))
+        if is_main_process():
+            atomic_write_json(output_dir / "results.json", payload(complete=False))
     timings["total_seconds"] = time.perf_counter() - started
     final = payload(complete=True)
-    atomic_write_json(output_dir / "results.json", final)
-    plot_markov_tradeoff(final, output_dir / "tradeoff.png")
-    print(markov_table(final))
-    print(
-        f"\nWrote {output_dir / 'results.json'} and {output_dir / 'tradeoff.png'} ({timings['total_seconds']:.0f} s in all)."
-    )
+    if is_main_process():
+        atomic_write_json(output_dir / "results.json", final)
+        plot_markov_tradeoff(final, output_dir / "tradeoff.png")
+        print(markov_table(final))
+        print(
+            f"\nWrote {output_dir / 'results.json'} and {output_dir / 'tradeoff.png'} "
+            f"({timings['total_seconds']:.0f} s in all).",
+            flush=True,
+        )
     return final
 
 
@@ -119,7 +134,7 @@ def _train_or_load(recipe: MarkovRecipe, path: Path, chains: list[str], data, ma
         "model": recipe.model_settings,
         "max_length": max_length,
         "data": recipe.settings()["data"],
-        "train": recipe.train_settings,
+        "train": per_step_settings(recipe.train_settings),  # 128 x 1 process and 64 x 2 share a model
         "chains": chains,
         "versions": environment_versions(),
     }
@@ -140,6 +155,7 @@ def _train_or_load(recipe: MarkovRecipe, path: Path, chains: list[str], data, ma
     )
     trainer.train()
     record = {"seconds": time.perf_counter() - tick, "steps": trainer.state.global_step}
-    model.save_pretrained(scratch, safe_serialization=True)
+    if is_main_process():  # the processes hold the same weights; one writes them, commit_stage waits for it
+        model.save_pretrained(scratch, safe_serialization=True)
     commit_stage(scratch, path, fingerprint, record, drop=("trainer",))
     return model

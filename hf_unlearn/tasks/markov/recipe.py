@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...recipe import build_method_config, check_keys, convert, from_mapping, method_specs
+from ...recipe import LaunchArguments, build_method_config, check_keys, convert, from_mapping, method_specs
 from .data import MarkovDataArguments
 
 __all__ = [
@@ -76,6 +76,7 @@ class MarkovRecipe:
     methods: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "label -> {method: NAME, **config fields}."}
     )
+    launch: LaunchArguments = field(default_factory=LaunchArguments)
 
     @property
     def model_settings(self) -> dict[str, Any]:
@@ -147,9 +148,10 @@ def training_arguments(settings: dict[str, Any], output_dir: Path):
     """`TrainingArguments` of the original and retrained models, every value type-checked."""
     from transformers import TrainingArguments
 
+    # Every GPT-2 parameter takes part in the loss: DDP need not search for unused ones (nor warn that it found none).
     return from_mapping(
         TrainingArguments,
-        {"remove_unused_columns": False, **settings},
+        {"remove_unused_columns": False, "ddp_find_unused_parameters": False, **settings},
         "train (TrainingArguments)",
         output_dir=str(output_dir),
     )
@@ -166,6 +168,7 @@ def describe_markov_recipe(recipe: MarkovRecipe) -> str:
         "retrained model on retain",
         f"Training: {recipe.train_settings}",
         f"Evaluation: {dataclasses.asdict(recipe.evaluation)}",
+        f"Launch: {recipe.launch.num_processes} process(es); batch sizes are per process",
         "",
         "Unlearning:",
     ]

@@ -36,6 +36,7 @@ from ...runtime.cache import StageLog, cached_stage, commit_stage, open_scratch,
 from ...runtime.distributed import is_main_process, join_process_group, main_process_print, require_num_processes
 from ...runtime.hashing import sha256_json
 from ...runtime.io import atomic_write_json, atomic_write_text
+from ...runtime.launch import TrainingBatch, method_batches, training_batch
 from ...runtime.versions import environment_versions
 from ...trainers import METHODS
 from .data import describe_selections, select_rows
@@ -75,7 +76,7 @@ def run_finetune(
         print("Nothing to fine-tune: the recipe gives both models (models.target / models.retain name_or_path).")
         return {}
     log = StageLog(plan.models_dir / "finetune_results.json", {"task": "tofu-finetune", "settings": plan.settings()})
-    require_num_processes(plan.launch.num_processes, f"finetune {recipe_arg}")
+    require_num_processes(plan.launch.num_processes, f"finetune {recipe_arg}", _batches(plan, "finetune"))
     models = ensure_models(plan, log, device, roles=tuple(r for r in roles if r in plan.train_data))
     log.save(complete=True)
     for role, spec in models.items():
@@ -98,7 +99,7 @@ def run_tofu(
     if dry_run:
         print(describe_plan(plan, "run", recipe_arg) + _describe_data(plan))
         return None
-    require_num_processes(plan.launch.num_processes, f"run {recipe_arg}")
+    require_num_processes(plan.launch.num_processes, f"run {recipe_arg}", _batches(plan, "run"))
     payload: dict[str, Any] = {
         "task": "tofu",
         "settings": plan.settings(),
@@ -166,6 +167,20 @@ def memorisation_check(target: dict[str, Any], retain: dict[str, Any], margin: f
 
 
 # ------------------------------------------------------------------------------------------------ stages
+
+
+def _batches(plan: TofuPlan, command: str) -> list[TrainingBatch]:
+    """The batch of every training stage `command` runs (for the process-count check): the fine-tune when the recipe
+    fine-tunes, the shared `unlearn` settings and each method that sets its own batch (`run` only)."""
+    from trl import SFTConfig
+
+    batches = []
+    if plan.train_data:
+        batches.append(training_batch("finetune", plan.finetune, SFTConfig, flags=command == "finetune"))
+    if command == "run":
+        classes = {label: METHODS[spec["method"]][0] for label, spec in plan.specs.items()}
+        batches += method_batches(plan.unlearn, plan.specs, classes, flags=True)
+    return batches
 
 
 def _describe_data(plan: TofuPlan) -> str:

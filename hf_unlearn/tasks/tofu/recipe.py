@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ..._compat import checkpointing_settings
 from ...models import resolve_model_path
-from ...recipe import RecipeError, build_method_config, check_keys, from_mapping, method_specs
+from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
 from ...runtime.hashing import folder_sha256
 from .data import Selection, TofuFormat, describe_selections, tofu_split_configs
 from .evaluation import TofuEvalArguments
@@ -96,15 +96,6 @@ class ReportArguments:
         for name in ("samples", "forget_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-
-
-@dataclass
-class LaunchArguments:
-    num_processes: int = field(default=1, metadata={"help": "Processes the per-process batch sizes are written for."})
-
-    def __post_init__(self) -> None:
-        if self.num_processes < 1:
-            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}.")
 
 
 @dataclass
