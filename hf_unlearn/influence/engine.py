@@ -12,7 +12,9 @@ curvature of the head from the forget set only. Two passes:
 
 Under `torch.distributed`, ranks take contiguous shards, all-reduce the sums (then divide by the global N), and
 assemble the scores with one more all-reduce of disjoint shards, so every rank returns the same full vector in
-dataset order.
+dataset order. A sharded model (FSDP2, DeepSpeed ZeRO-3) works too: the head is gathered whole on every rank
+(`resolve_head_parameters`), and ranks with fewer batches run filler forward passes (results discarded), because each
+forward of a sharded model is a collective that every rank must join.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 from ..utils import IGNORE_INDEX, rank_and_world
 from .arguments import InfluenceArguments
 from .curvature import make_curvature
-from .task import CausalLMHeadTask, HeadTokens, resolve_head_parameters
+from .task import CausalLMHeadTask, HeadTokens, is_sharded, resolve_head_parameters
 
 __all__ = ["InfluenceResult", "compute_influence", "lm_head_influence"]
 
@@ -102,6 +104,9 @@ def compute_influence(
     if args.sort_by_length:
         local.sort(key=lambda i: -task.length(rows[i]))  # longest first: a memory failure shows up at once
     batches = [local[k : k + args.batch_size] for k in range(0, len(local), args.batch_size)]
+    # Forward passes of a sharded model gather parameters collectively: every rank runs as many (fillers are discarded).
+    fillers = _max_over_ranks(len(batches), world) - len(batches) if world > 1 and is_sharded(model) else 0
+    filler = batches[0] if batches else [0]
 
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -110,9 +115,10 @@ def compute_influence(
         head = task.get_head(model)
         weight, bias = resolve_head_parameters(head, getattr(getattr(model, "config", None), "hidden_size", None))
         dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-        head_w = weight.detach().to(dtype)  # (V, d)
+        # A sharded model may free its gathered parameters at any time (FSDP2's root keeps them after a forward): copy.
+        head_w = weight.detach().to(dtype, copy=is_sharded(model))  # (V, d)
         if bias is not None:
-            head_w = torch.cat([head_w, bias.detach().to(dtype)[:, None]], dim=1)  # (V, d+1): W̃ = [W | b]
+            head_w = torch.cat([head_w, bias.detach().to(dtype)[:, None]], dim=1)  # a copy  # (V, d+1): W̃ = [W | b]
         vocab, d1 = head_w.shape
         bad = [
             i
@@ -141,6 +147,8 @@ def compute_influence(
                 if args.cache_features:
                     tokens.logits = None  # (M, V) rows are too big to keep; pass 2 recomputes them from h̃
                     cache.append((tokens, index))
+            for _ in range(fillers):
+                runner.tokens(filler)
             num_tokens = _all_reduce_sums(curv.state(), num_tokens, world)
             curv.finalize(num_samples, args.damping, args.relative_damping)
             solved = curv.solve()  # (V, d1) A = H⁻¹ g_f
@@ -156,6 +164,8 @@ def compute_influence(
                     a_h = runner.feats(blk) @ solved.T  # (m, V) A h̃_t
                     per_token = (probs * a_h).sum(-1) - a_h.gather(1, blk.targets[:, None]).squeeze(1)  # (m,)
                     local_scores.index_add_(0, index[blk.sample], per_token * blk.weight.to(dtype))
+            for _ in range(0 if args.cache_features else fillers):
+                runner.tokens(filler)
             del cache
             local_scores /= num_samples
             scores = _gather_scores(local_scores, num_samples, world)
@@ -315,6 +325,14 @@ def _collective_device(fallback: torch.device) -> torch.device:
     if backend == "gloo":
         return torch.device("cpu")
     return fallback
+
+
+def _max_over_ranks(value: int, world: int) -> int:
+    if world == 1:
+        return value
+    buf = torch.tensor([value], dtype=torch.long, device=_collective_device(torch.device("cpu")))
+    dist.all_reduce(buf, op=dist.ReduceOp.MAX)
+    return int(buf)
 
 
 def _all_reduce_sums(tensors: list[torch.Tensor], num_tokens: int, world: int) -> int:

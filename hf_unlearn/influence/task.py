@@ -16,7 +16,7 @@ from torch import nn
 
 from ..utils import IGNORE_INDEX
 
-__all__ = ["CausalLMHeadTask", "HeadTokens", "resolve_head_parameters"]
+__all__ = ["CausalLMHeadTask", "HeadTokens", "is_sharded", "resolve_head_parameters"]
 
 
 @dataclass
@@ -117,6 +117,20 @@ class CausalLMHeadTask:
         )
 
 
+def is_sharded(module: nn.Module) -> bool:
+    """Whether `module`'s parameters are sharded over processes: FSDP2 (DTensor parameters) or DeepSpeed ZeRO-3
+    (partitioned parameters, `ds_id`). Then every process must run the same number of forward passes."""
+    return any(_is_dtensor(p) or hasattr(p, "ds_id") for p in module.parameters())
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed support
+        return False
+    return isinstance(tensor, DTensor)
+
+
 @torch.no_grad()
 def resolve_head_parameters(
     head: nn.Module, hidden_size: int | None = None
@@ -127,23 +141,51 @@ def resolve_head_parameters(
     the head, quantised linears) is probed as a black box, b = head(0) and W[:, j] = head(e_j) − b, which yields the
     weight the forward actually uses (active adapter, unmerged LoRA delta) without depending on wrapper internals.
     The engine then checks the result against the head's real output on the first batch.
+
+    A sharded head is gathered whole on every process for the influence pass (a collective: every process calls
+    this): FSDP2's DTensor parameters with `full_tensor()` (a probed head runs on the gathered tensors through
+    `torch.func.functional_call`), DeepSpeed ZeRO-3's partitioned ones inside `deepspeed.zero.GatheredParameters`
+    (W and b are copied out before the partitions are released).
     """
-    if any(p.numel() == 0 for p in head.parameters()):  # DeepSpeed ZeRO-3 / FSDP leave empty local shards
+    params = dict(head.named_parameters())
+    if any(_is_dtensor(p) for p in params.values()):
+        full = {name: p.full_tensor() if _is_dtensor(p) else p for name, p in params.items()}
+        return _read_head(head, hidden_size, full)
+    if any(hasattr(p, "ds_id") for p in params.values()):
+        try:
+            import deepspeed
+        except ImportError:
+            deepspeed = None
+        if deepspeed is not None:
+            with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None):
+                weight, bias = _read_head(head, hidden_size)
+                return weight.clone(), None if bias is None else bias.clone()
+    if any(p.numel() == 0 for p in params.values()):  # partitioned by something we cannot gather
         raise ValueError(
-            "The output head's parameters are sharded (empty on this rank); gather them first, e.g. inside "
-            "`deepspeed.zero.GatheredParameters(model.get_output_embeddings().parameters())`, or use DDP."
+            "The output head's parameters are sharded (empty on this process) and cannot be gathered here (FSDP2 "
+            "DTensors and DeepSpeed ZeRO-3 with deepspeed installed can); gather them first, or use DDP."
         )
+    return _read_head(head, hidden_size)
+
+
+def _read_head(
+    head: nn.Module, hidden_size: int | None, params: dict[str, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """W and b of `head`, with `params` (name -> tensor) standing in for its own parameters when given."""
     if type(head).forward is nn.Linear.forward and isinstance(head, nn.Linear):
-        return head.weight, head.bias
-    params = [p for p in head.parameters() if p.is_floating_point()]
-    if not params:
+        if params is None:
+            return head.weight, head.bias
+        return params["weight"], params.get("bias")
+    values = list(params.values()) if params is not None else list(head.parameters())
+    floats = [p for p in values if p.is_floating_point()]
+    if not floats:
         raise ValueError(f"Cannot read the weight of the output head {type(head).__name__}: no float parameters.")
-    dtype, device = params[0].dtype, params[0].device
+    dtype, device = floats[0].dtype, floats[0].device
     d = getattr(head, "in_features", None) or hidden_size
     if d is None:
         raise ValueError(f"Cannot tell the input size of the output head {type(head).__name__}; pass hidden_size.")
     probe = torch.cat([torch.zeros(1, d, dtype=dtype, device=device), torch.eye(d, dtype=dtype, device=device)])
-    out = head(probe)  # (d+1, V)
+    out = head(probe) if params is None else torch.func.functional_call(head, params, (probe,))  # (d+1, V)
     bias = out[0]
     weight = (out[1:] - bias).T.contiguous()  # (V, d)
     has_bias = bool(bias.ne(0).any()) or any(n.split(".")[-1] == "bias" for n, _ in head.named_parameters())
