@@ -32,8 +32,8 @@ COMPARED = [
 ]
 
 
-def run_torchrun(args: list[str], cwd: Path, timeout: int = 240) -> str:
-    """`torchrun --nproc_per_node 2 -m hf_unlearn.cli ARGS` on the CPU (gloo); returns stdout."""
+def run_torchrun(args: list[str], cwd: Path, timeout: int = 240, capture_stderr: bool = False):
+    """`torchrun --nproc_per_node 2 -m hf_unlearn.cli ARGS` on the CPU (gloo); returns stdout (and stderr)."""
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
@@ -63,7 +63,7 @@ def run_torchrun(args: list[str], cwd: Path, timeout: int = 240) -> str:
         process.communicate()
         pytest.fail(f"torchrun did not finish within {timeout} s")
     assert process.returncode == 0, stderr[-3000:]
-    return stdout
+    return (stdout, stderr) if capture_stderr else stdout
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")

@@ -283,7 +283,7 @@ def test_sft_loss_mask_is_answer_and_end_of_turn_only(tmp_path):
 
 def test_every_shipped_recipe_loads_and_validates():
     names = embedded_recipes()
-    files = sorted(RECIPES.rglob("*.yaml"))
+    files = sorted(path for path in RECIPES.rglob("*.yaml") if path.parent.name != "accelerate")  # launch configs
     assert {"tofu/forget05_smollm2", "tofu/forget05_llama32_1b", "tofu/forget05_llama32_3b"} <= set(names)
     assert len(names) == len(files)
     for path in files:
@@ -399,7 +399,15 @@ def test_a_launch_with_another_number_of_processes_is_refused(base_model, tmp_pa
     recipe = tiny_recipe(base_model, tmp_path / "out", launch={"num_processes": 2})
     for command in ("finetune", "run"):
         assert main([command, write(tmp_path / "r.yaml", recipe)]) == 2
-        assert "launch.num_processes = 2, but 1 process(es) were launched" in capsys.readouterr().err
+        error = capsys.readouterr().err
+        assert (
+            "1 process(es) were launched but the recipe's batch sizes are per process for launch.num_processes = 2"
+            in error
+        )
+        flags = "--num-processes 1 --gradient-accumulation-steps 2" + (
+            " --set finetune.gradient_accumulation_steps=2" if command == "run" else ""
+        )
+        assert f"add `{flags}`" in error
     assert not (tmp_path / "out" / "models" / "target").exists()
 
 
