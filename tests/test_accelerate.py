@@ -193,6 +193,8 @@ def test_batch_flags_set_the_recipe(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("batch 3 x 2 accumulation x 2 process(es) = 12") == 2  # GA, IMU
     assert "batch 4 x 1 accumulation x 2 process(es) = 8" in printed  # the fine-tune keeps its own
+    # The plan's launch commands carry the flags, so that the launch it shows is not refused.
+    assert f"torchrun --nproc_per_node 2 -m hf_unlearn.cli run {tofu} {' '.join(flags)}" in printed
     assert main(["finetune", tofu, "--dry-run", *flags]) == 0
     assert "batch 3 x 2 accumulation x 2 process(es) = 12" in capsys.readouterr().out  # finetune: its section
 

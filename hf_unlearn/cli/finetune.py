@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ..recipe import RecipeError, embedded_recipes
-from .run import add_recipe_arguments, flag_overrides, load_with_overrides
+from .run import add_recipe_arguments, flag_overrides, load_with_overrides, recipe_command
 
 __all__ = ["build_parser", "main"]
 
@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         models_dir=args.models_dir,
         data_dir=args.data_dir,
         dry_run=args.dry_run,
-        recipe_arg=args.recipe,
+        recipe_arg=recipe_command(args),
         roles=roles,
     )
     return 0

@@ -8,11 +8,13 @@ sizes are per process: `--num-processes N --gradient-accumulation-steps K` adapt
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 
 from ..recipe import RecipeError, embedded_recipes, load_recipe, parse_override, select_methods, set_override
 from ..runtime.launch import BATCH_FLAGS, NUM_PROCESSES_FLAG
 
-__all__ = ["add_recipe_arguments", "build_parser", "load_with_overrides", "main"]
+__all__ = ["add_recipe_arguments", "build_parser", "flag_overrides", "load_with_overrides", "main", "recipe_command"]
 
 TASKS = ("markov", "tofu")
 
@@ -102,6 +104,19 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+def recipe_command(args: argparse.Namespace) -> str:
+    """The recipe and every option that changes it, as typed again in a launch command (dry-run plans, refusals)."""
+    parts = [args.recipe]
+    for key, flag in BATCH_FLAGS.items():
+        if getattr(args, key) is not None:
+            parts += [flag, str(getattr(args, key))]
+    if args.num_processes is not None:
+        parts += [NUM_PROCESSES_FLAG, str(args.num_processes)]
+    for text in args.overrides:
+        parts += ["--set", text]
+    return shlex.join(parts)
+
+
 def load_with_overrides(recipe_arg: str, overrides: list[str]) -> dict:
     """The recipe with every `--set KEY=VALUE` applied."""
     recipe = load_recipe(recipe_arg)
@@ -127,12 +142,12 @@ def main(args: argparse.Namespace) -> int:
             models_dir=args.models_dir,
             data_dir=args.data_dir,
             dry_run=args.dry_run,
-            recipe_arg=args.recipe,
+            recipe_arg=recipe_command(args),
         )
         return 0
     if args.models_dir or args.data_dir:
         raise RecipeError("--models-dir and --data-dir apply to TOFU recipes only (a Markov recipe has models_dir).")
-    if not args.dry_run:  # before any config is built: building one creates accelerate's state
+    if not args.dry_run and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # before a config creates accelerate's state
         from ..runtime.distributed import join_process_group
 
         join_process_group()
@@ -144,5 +159,5 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from ..tasks.markov.pipeline import run_markov
 
-    run_markov(parsed, recipe_arg=args.recipe)
+    run_markov(parsed, recipe_arg=recipe_command(args))
     return 0

@@ -414,7 +414,11 @@ def describe_plan(plan: TofuPlan, command: str, recipe_arg: str) -> str:
         f"  accelerate launch --num_processes {processes} -m hf_unlearn.cli {command} {recipe_arg}",
     ]
     if processes > 1:  # `accelerate launch` starts one process on a machine without GPUs
-        lines.append(f"  on CPUs: torchrun --nproc_per_node {processes} -m hf_unlearn.cli {command} {recipe_arg}")
+        lines += [
+            f"  sharded (FSDP2, DeepSpeed ZeRO-2/3): accelerate launch --config_file recipes/accelerate/fsdp2.yaml "
+            f"--num_processes {processes} -m hf_unlearn.cli {command} {recipe_arg}",
+            f"  on CPUs: torchrun --nproc_per_node {processes} -m hf_unlearn.cli {command} {recipe_arg}",
+        ]
     return "\n".join(lines)
 
 
