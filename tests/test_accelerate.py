@@ -243,6 +243,11 @@ def test_an_accelerate_launch_that_started_one_of_several_processes_is_refused(t
     check_accelerate_launch(["run"], [*accelerate, "--num_processes", "1", *command])  # one asked, one started
     monkeypatch.setenv("WORLD_SIZE", "2")  # --multi_gpu started both: nothing to refuse
     check_accelerate_launch(["run"], [*accelerate, "--num_processes", "2", *command])
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # fsdp2.yaml on CPUs: accelerate would run plain DDP
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(LaunchError, match="with FSDP on a machine without GPUs would train with plain DDP"):
+        check_accelerate_launch(["run", "markov"], [*accelerate, "--config_file", "fsdp2.yaml", *command])
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
 
     # The real thing: accelerate launch on this machine (no GPU) starts one process, which refuses at once.
     monkeypatch.delenv("WORLD_SIZE")

@@ -165,17 +165,32 @@ def _parent_argv() -> list[str]:
 
 
 def check_accelerate_launch(argv: list[str] | None = None, parent_argv: list[str] | None = None) -> None:
-    """Refuse a single process started by `accelerate launch` that was asked for several.
+    """Refuse a single process started by `accelerate launch` that was asked for several, and an FSDP or DeepSpeed
+    launch on CPUs (where accelerate would silently fall back to DDP).
 
     accelerate starts one plain process (its "simple launcher", which sets ACCELERATE_USE_CPU but no WORLD_SIZE) unless
     it sees several GPUs or is told --multi_gpu, whatever --num_processes says; the run would silently train alone
     with the batch of one process. On CPUs `torchrun` starts them."""
-    if "ACCELERATE_USE_CPU" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    command = shlex.join(sys.argv[1:] if argv is None else argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    sharding = [
+        name
+        for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+        if os.environ.get(variable, "").lower() == "true"
+    ]
+    if sharding and world > 1:
+        import torch
+
+        if not torch.cuda.is_available():  # accelerate shards on GPUs only: on CPUs it would run plain DDP
+            raise LaunchError(
+                f"accelerate launch with {sharding[0]} on a machine without GPUs would train with plain DDP "
+                f"instead: run `torchrun --nproc_per_node {world} -m hf_unlearn.cli {command}` (DDP on CPUs)."
+            )
+    if "ACCELERATE_USE_CPU" not in os.environ or world > 1:
         return
     wanted = requested_accelerate_processes(_parent_argv() if parent_argv is None else parent_argv)
     if wanted is None or wanted <= 1:
         return
-    command = shlex.join(sys.argv[1:] if argv is None else argv)
     raise LaunchError(
         f"accelerate launch was asked for {wanted} processes but started one (it starts several only with several "
         f"GPUs or --multi_gpu): on CPUs run `torchrun --nproc_per_node {wanted} -m hf_unlearn.cli {command}`."
