@@ -63,6 +63,9 @@ def run_torchrun(args: list[str], cwd: Path, timeout: int = 240, capture_stderr:
         process.communicate()
         pytest.fail(f"torchrun did not finish within {timeout} s")
     assert process.returncode == 0, stderr[-3000:]
+    # accelerate joined the group (transformers' hint to use torch.distributed.launch means it did not), and the
+    # other rank kept quiet (its C++ warnings carry a [rank1] prefix).
+    assert "torch.distributed.launch" not in stderr and "[rank1]" not in stderr, stderr[-3000:]
     return (stdout, stderr) if capture_stderr else stdout
 
 
