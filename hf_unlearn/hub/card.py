@@ -136,6 +136,7 @@ class ModelCardInfo:
         evaluation: a markdown table of the evaluation summary.
         versions: `library -> version`.
         notes: extra lines (run time, steps, ...).
+        tokenizer: whether the model has a tokenizer (the loading snippet loads it).
     """
 
     title: str
@@ -153,9 +154,10 @@ class ModelCardInfo:
     evaluation: str | None = None
     versions: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tokenizer: bool = True
 
 
-def loading_snippet(artifact: str, repo_id: str, base_model: str | None) -> str:
+def loading_snippet(artifact: str, repo_id: str, base_model: str | None, tokenizer: bool = True) -> str:
     """Python that loads what was pushed (`base_model`: the base's Hub id; None puts a placeholder to replace)."""
     base = json.dumps(base_model or "path/to/the/base/model")
     repo = json.dumps(repo_id)
@@ -186,6 +188,8 @@ def loading_snippet(artifact: str, repo_id: str, base_model: str | None) -> str:
         ]
     else:
         raise ValueError(f"artifact={artifact!r} is not one of {ARTIFACTS}.")
+    if not tokenizer:  # e.g. the Markov benchmark's models read state ids
+        lines = [line.replace(", AutoTokenizer", "") for line in lines if not line.startswith("tokenizer = ")]
     return "\n".join(lines)
 
 
@@ -262,7 +266,7 @@ def build_model_card(info: ModelCardInfo, existing: ModelCard | None = None) -> 
     if info.notes:
         lines += ["## Run", "", *(f"- {note}" for note in info.notes), ""]
     if info.artifact and info.repo_id:
-        snippet = loading_snippet(info.artifact, info.repo_id, info.base_model)
+        snippet = loading_snippet(info.artifact, info.repo_id, info.base_model, info.tokenizer)
         lines += ["## How to load", "", "```python", snippet, "```", ""]
         if info.base_model is None:
             lines += ["Replace `path/to/the/base/model` with the base model described above.", ""]

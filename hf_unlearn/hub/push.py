@@ -19,7 +19,9 @@ __all__ = [
     "HUB_SETTINGS",
     "HubPush",
     "check_hub_access",
+    "check_pushes",
     "create_repo",
+    "finish_push",
     "hub_id_or_none",
     "hub_repo_id",
     "plan_hub_pushes",
@@ -235,3 +237,61 @@ def push_folder(
 def upload_command(push: HubPush) -> str:
     """The command that pushes a folder written while the Hub was unavailable."""
     return f"hf upload {push.repo_id} {push.folder} . --repo-type model" + (" --private" if push.private else "")
+
+
+def check_pushes(pushes: Iterable[HubPush], *, network: bool = True) -> str | None:
+    """`check_hub_access` for planned pushes (one `whoami` per token), before any training: sets each push's
+    `skip_reason` and returns the one line to print when they cannot be pushed, else None."""
+    pushes = list(pushes)
+    by_token: dict[str | None, list[HubPush]] = {}
+    for push in pushes:
+        by_token.setdefault(push.token, []).append(push)
+    reasons = []
+    for token, group in by_token.items():
+        reason = check_hub_access([push.repo_id for push in group], token, network=network)
+        for push in group:
+            push.skip_reason = reason
+        if reason is not None and reason not in reasons:
+            reasons.append(reason)
+    if not reasons:
+        return None
+    skipped = ", ".join(str(push.folder) for push in pushes if push.skip_reason is not None)
+    return f"Hub: not pushing ({'; '.join(reasons)}); the folders that would be pushed are still written ({skipped})."
+
+
+def finish_push(push: HubPush, commit_message: str) -> tuple[dict[str, Any], str]:
+    """Upload a written push folder, unless the push was found impossible at the start; a failed upload is
+    reported, not raised (the run's other results are worth keeping). Returns a record for `results.json` (no
+    token) and the line to print."""
+    record: dict[str, Any] = {
+        "repo_id": push.repo_id,
+        "artifact": push.artifact,
+        "private": push.private,
+        "folder": str(push.folder),
+        "pushed": False,
+    }
+    reason = push.skip_reason
+    if reason is None:
+        try:
+            info = push_folder(
+                push.folder,
+                push.repo_id,
+                private=push.private,
+                token=push.token,
+                revision=push.revision,
+                commit_message=commit_message,
+            )
+        except Exception as error:  # the network, the Hub or the token failed mid-run
+            reason = f"the upload failed: {_first_line(error)}"
+        else:
+            record.update(pushed=True, commit_url=getattr(info, "commit_url", None))
+            visibility = "private" if push.private else "public"
+            return (
+                record,
+                f"{push.label}: pushed {push.artifact} to https://huggingface.co/{push.repo_id} ({visibility}).",
+            )
+    record["reason"] = reason
+    return (
+        record,
+        f"{push.label}: not pushed ({reason}); {push.folder} holds it; upload it with: {upload_command(push)}",
+    )

@@ -120,8 +120,10 @@ class UnlearnTrainer(Trainer):
             self.ref_forget_nll = self.precompute_reference_nll(ref_model)
         # A pushed head delta records the head it replaces, so that it is never applied to another base model.
         self.base_head_sha256 = None
-        if args.push_to_hub and args.trainable == "head" and not _is_peft(self.model):
-            self.base_head_sha256 = hub.head_sha256(self.accelerator.unwrap_model(self.model))
+        if args.push_to_hub:
+            artifact = self._hub_artifact(self.model)  # a full model nobody asked to push fails now, not after training
+            if artifact == "head":
+                self.base_head_sha256 = hub.head_sha256(self.accelerator.unwrap_model(self.model))
         if args.trainable == "head":
             self._train_head_only()
 
