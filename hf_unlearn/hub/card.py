@@ -218,7 +218,7 @@ def _metadata(info: ModelCardInfo, existing: ModelCardData | None) -> ModelCardD
     method_tags = [info.method.lower()] if info.method else []
     extra = ["hf-unlearn", *(["unlearning"] if info.method else []), *method_tags, *info.tags]
     if info.artifact == "adapter":
-        extra.append("lora")
+        extra += ["lora", *([f"base_model:adapter:{base}"] if base else [])]  # PEFT's tags
     elif info.artifact == "head":
         extra.append("head-delta")
     for tag in extra:
