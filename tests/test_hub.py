@@ -7,6 +7,7 @@ import runpy
 import shutil
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -29,10 +30,10 @@ FORGET_TEXT = [row[key] for row in fixture_rows("forget05") for key in ("questio
 class FakeHub:
     """Stands in for `huggingface_hub.HfApi`: records repositories and uploads (a copy of every file's bytes)."""
 
-    repos: dict = {}
-    commits: list = []
-    user = {"name": "me", "orgs": [{"name": "lab"}], "auth": {"accessToken": {"role": "write"}}}
-    whoami_error: Exception | None = None
+    repos: ClassVar[dict] = {}
+    commits: ClassVar[list] = []
+    user: ClassVar[dict] = {}
+    whoami_error: ClassVar[Exception | None] = None
 
     def __init__(self, token=None, **kwargs):
         self.token = token
@@ -70,6 +71,7 @@ def fake_hub(monkeypatch):
     from huggingface_hub import constants
 
     FakeHub.repos, FakeHub.commits, FakeHub.whoami_error = {}, [], None
+    FakeHub.user = {"name": "me", "orgs": [{"name": "lab"}], "auth": {"accessToken": {"role": "write"}}}
     monkeypatch.setattr(hub_push, "HfApi", FakeHub)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -185,7 +187,9 @@ def test_card_keeps_peft_metadata_and_drops_a_local_base(tmp_path):
     )
     card = check_card(str(hub.build_model_card(info, existing)), "peft", "NPO")
     assert "base_model" not in card.data.to_dict()  # a local path is not Hub metadata
-    assert {"lora", "transformers"} <= set(card.data.tags) and not any(t.startswith("base_model:") for t in card.data.tags)
+    assert {"lora", "transformers"} <= set(card.data.tags) and not any(
+        t.startswith("base_model:") for t in card.data.tags
+    )
     assert "[More Information Needed]" not in card.text and "| beta | 0.1 |" in card.text
     assert "forget05 (200 rows)" in card.text and "| NPO | 0.5 |" in card.text and "| torch | 2.4 |" in card.text
     assert "arXiv:2404.05868" in card.text  # the method's paper
@@ -226,7 +230,9 @@ def test_lora_adapter_push_with_a_runnable_card(fake_hub, tmp_path):
     card = check_card(files["README.md"].decode(), "peft", "NPO")
     assert card.data.base_model == "org/tiny-base" and "base_model:adapter:org/tiny-base" in card.data.tags
     assert "| beta | 0.1 |" in card.text and "| forget | the forget set (2 rows) |" in card.text
-    namespace = run_snippet(card, {'"org/tiny-base"': repr(str(base_dir)), '"me/npo-lora"': repr(str(tmp_path / "npo" / "hub"))})
+    namespace = run_snippet(
+        card, {'"org/tiny-base"': repr(str(base_dir)), '"me/npo-lora"': repr(str(tmp_path / "npo" / "hub"))}
+    )
     trained = trainer.model.eval()
     assert torch.allclose(logits(namespace["model"]), logits(trained), atol=1e-6)
     assert namespace["tokenizer"].chat_template == tokenizer.chat_template
@@ -284,7 +290,7 @@ def test_offline_writes_the_folder_and_a_full_model_needs_asking(fake_hub, tmp_p
     folder = tmp_path / "ga" / "hub"
     assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in folder.iterdir()}
     card = check_card((folder / "README.md").read_text(), "transformers", "GA")
-    assert "AutoModelForCausalLM.from_pretrained(\"me/ga\")" in snippet(card)
+    assert 'AutoModelForCausalLM.from_pretrained("me/ga")' in snippet(card)
 
 
 # ------------------------------------------------------------------------------------------------ pipelines
@@ -393,8 +399,9 @@ def test_markov_pipeline_pushes_each_method(fake_hub, tmp_path, capsys):
     }
     out = tmp_path / "out"
     assert main(["run", write(tmp_path / "m.yaml", recipe), "--output-dir", str(out)]) == 0
-    assert [c["repo_id"] for c in fake_hub.commits] == ["me/markov-IMU", "me/markov-GA"]
-    imu, ga = (c["files"] for c in fake_hub.commits)
+    pushed = {c["repo_id"]: c["files"] for c in fake_hub.commits}
+    assert len(fake_hub.commits) == 2 and set(pushed) == {"me/markov-IMU", "me/markov-GA"}
+    imu, ga = pushed["me/markov-IMU"], pushed["me/markov-GA"]
     assert set(imu) == {"README.md", hub.HEAD_DELTA_FILE} and "model.safetensors" in ga
     card = check_card(imu["README.md"].decode(), "transformers", "IMU")
     assert "AutoTokenizer" not in snippet(card) and "ℓ_f" in card.text

@@ -244,7 +244,7 @@ def build_model_card(info: ModelCardInfo, existing: ModelCard | None = None) -> 
         lines += ["## Method", "", f"**{info.method}**" + (f": {reference}" if reference else ""), ""]
         lines += ["Made with hf-unlearn (Hugging Face-native machine unlearning).", ""]
     if info.artifact:
-        lines += [f"This repository holds {_ARTIFACT_TEXT[info.artifact]}."]
+        lines += [f"Contents: {_ARTIFACT_TEXT[info.artifact]}."]
     if info.base_model:
         described = f" ({info.base_model_description})" if info.base_model_description else ""
         lines.append(f"Base model: [{info.base_model}](https://huggingface.co/{info.base_model}){described}.")

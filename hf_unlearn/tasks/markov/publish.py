@@ -61,8 +61,8 @@ def publish(
     info = ModelCardInfo(
         title=push.repo_id.split("/")[-1],
         summary=(
-            f"A GPT-2 of the synthetic Markov-chain unlearning benchmark, unlearned with {method} ({label}) on its "
-            "forget chains with hf-unlearn."
+            f"A GPT-2 of the synthetic Markov-chain unlearning benchmark, unlearned with {method}"
+            f"{'' if label == method else f' ({label})'} on its forget chains with hf-unlearn."
         ),
         method=method,
         artifact=push.artifact,

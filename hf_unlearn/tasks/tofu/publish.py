@@ -45,7 +45,8 @@ def _target_description(plan: TofuPlan, target: ModelSpec) -> str:
             f"the TOFU target model, fine-tuned in this run from {public_name(plan.base)} on TOFU "
             f"{describe_selections(plan.train_data['target'])} (not on the Hub)"
         )
-    return f"the TOFU target model {public_name(target)}"
+    local = "" if hub_id_or_none(target.name_or_path) else ", a local model"
+    return f"the TOFU target model (`{public_name(target)}`{local})"
 
 
 def _data(plan: TofuPlan, retain_used: bool) -> dict[str, str]:
@@ -83,7 +84,8 @@ def unlearned_card_info(
     return ModelCardInfo(
         title=(repo_id or f"tofu-{plan.forget_split}-{label}").split("/")[-1],
         summary=(
-            f"{described[0].upper()}{described[1:]}, unlearned with {spec['method']} ({label}) on TOFU "
+            f"{described[0].upper()}{described[1:]}, unlearned with {spec['method']}"
+            f"{'' if label == spec['method'] else f' ({label})'} on TOFU "
             f"{describe_selections(plan.unlearn_data['forget'])} with hf-unlearn."
         ),
         method=spec["method"],
