@@ -14,8 +14,22 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.utils import logging
 
-from .. import hub
 from ..data.pairing import ForgetRetainDataset, UnlearnCollator, pad_examples, validate_lm_dataset
+from ..hub import (
+    ModelCardInfo,
+    adapter_settings,
+    check_hub_access,
+    config_hyperparameters,
+    create_repo,
+    default_versions,
+    head_sha256,
+    hub_artifact,
+    hub_id_or_none,
+    prepare_folder,
+    push_folder,
+    write_model_card,
+)
+from ..hub import save_for_hub as write_hub_folder
 from ..models import untie_output_embeddings
 from ..utils import sequence_nll
 from .base_config import UnlearnConfig
@@ -123,7 +137,7 @@ class UnlearnTrainer(Trainer):
         if args.push_to_hub:
             artifact = self._hub_artifact(self.model)  # a full model nobody asked to push fails now, not after training
             if artifact == "head":
-                self.base_head_sha256 = hub.head_sha256(self.accelerator.unwrap_model(self.model))
+                self.base_head_sha256 = head_sha256(self.accelerator.unwrap_model(self.model))
         if args.trainable == "head":
             self._train_head_only()
 
@@ -238,14 +252,14 @@ class UnlearnTrainer(Trainer):
     hub_unavailable: str | None = None  # why push_to_hub() only writes its folder (offline, no token, ...)
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        """Trainer's repository set-up, checked first (`hf_unlearn.hub.check_hub_access`): offline, without a token
+        """Trainer's repository set-up, checked first (`hf_unlearn.check_hub_access`): offline, without a token
         or without the Hub, one warning says why, and `push_to_hub()` later writes its folder without uploading."""
         if not self.is_world_process_zero():
             return
         repo_id = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
         token = token if token is not None else self.args.hub_token
         self.push_in_progress = None
-        self.hub_unavailable = hub.check_hub_access([repo_id], token)
+        self.hub_unavailable = check_hub_access([repo_id], token)
         if self.hub_unavailable is not None:
             self.hub_model_id = repo_id
             logger.warning(
@@ -254,7 +268,7 @@ class UnlearnTrainer(Trainer):
             )
             return
         private = private if private is not None else self.args.hub_private_repo
-        self.hub_model_id = hub.create_repo(repo_id, private=private is not False, token=token)
+        self.hub_model_id = create_repo(repo_id, private=private is not False, token=token)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         # Trainer's checkpoint push (hub_strategy other than "end"), skipped when the Hub was found unavailable.
@@ -290,29 +304,29 @@ class UnlearnTrainer(Trainer):
             retain = getattr(self.train_dataset, "retain", None)
             if retain is not None:
                 data["retain"] = f"the retain set ({len(retain)} rows)"
-        hyperparameters = hub.config_hyperparameters(self.args)
+        hyperparameters = config_hyperparameters(self.args)
         if _is_peft(model):
-            hyperparameters["adapter"] = hub.adapter_settings(model.peft_config[_active_adapter(model)])
-        info = hub.ModelCardInfo(
+            hyperparameters["adapter"] = adapter_settings(model.peft_config[_active_adapter(model)])
+        info = ModelCardInfo(
             title=model_name or repo_id.split("/")[-1],
             summary=f"{base or 'A model'} after unlearning with {method} (hf-unlearn), {self.state.global_step} steps.",
             method=method,
             artifact=artifact,
             repo_id=repo_id,
-            base_model=hub.hub_id_or_none(base),
-            base_model_description=None if hub.hub_id_or_none(base) else "a local model, not on the Hub",
+            base_model=hub_id_or_none(base),
+            base_model_description=None if hub_id_or_none(base) else "a local model, not on the Hub",
             library_name="peft" if artifact == "adapter" else "transformers",
             tags=[tags] if isinstance(tags, str) else list(tags or []),
-            datasets=[dataset_name] if hub.hub_id_or_none(dataset_name) else [],
+            datasets=[dataset_name] if hub_id_or_none(dataset_name) else [],
             hyperparameters=hyperparameters,
             data=data,
             evaluation=evaluation,
-            versions=versions or hub.default_versions(),
+            versions=versions or default_versions(),
         )
-        return hub.write_model_card(folder or self.args.output_dir, info)
+        return write_model_card(folder or self.args.output_dir, info)
 
     def _hub_artifact(self, model: torch.nn.Module) -> str:
-        return hub.hub_artifact(
+        return hub_artifact(
             is_peft=_is_peft(model), trainable=self.args.trainable, push_full_model=self.args.push_full_model
         )
 
@@ -321,8 +335,8 @@ class UnlearnTrainer(Trainer):
         the head delta, or with `push_full_model` the full model, plus the tokenizer and the model card."""
         model = self.accelerator.unwrap_model(self.model)
         artifact = self._hub_artifact(model)
-        folder = hub.prepare_folder(folder or Path(self.args.output_dir) / "hub")
-        hub.save_for_hub(
+        folder = prepare_folder(folder or Path(self.args.output_dir) / "hub")
+        write_hub_folder(
             model,
             folder,
             artifact,
@@ -363,7 +377,7 @@ class UnlearnTrainer(Trainer):
             return None
         self._finish_current_push()
         private = private if private is not None else self.args.hub_private_repo
-        return hub.push_folder(
+        return push_folder(
             folder,
             self.hub_model_id,
             private=private is not False,
