@@ -450,3 +450,19 @@ def test_example_pushes_an_adapter(fake_hub, tmp_path, monkeypatch):
     card = check_card(commit["files"]["README.md"].decode(), "peft", "NPO")
     assert "example facts (4 rows)" in card.text and trainer.state.global_step == 2
     shutil.rmtree(out)
+
+
+def test_full_push_of_a_lora_model_is_merged_and_the_text_guard_finds_text(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = make_tokenizer()
+    model = get_peft_model(make_model(tokenizer), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    hub.save_for_hub(model, tmp_path / "full", "full", processing_class=tokenizer)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "full")
+    assert not (tmp_path / "full" / "adapter_config.json").exists()
+    assert torch.allclose(logits(merged), logits(model), atol=1e-5)
+    assert hasattr(model, "peft_config")  # merged into a copy: the trained PEFT model is left as it was
+    (tmp_path / "full" / "notes.txt").write_text(f"x {FORGET_TEXT[1]} y")
+    assert hub.find_texts(tmp_path / "full", FORGET_TEXT) == ["notes.txt"]
+    assert hub.find_texts(tmp_path / "full", ["Yes."]) == []  # too short to mean anything
