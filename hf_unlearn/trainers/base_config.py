@@ -37,6 +37,17 @@ class UnlearnConfig(TrainingArguments):
             Which parameters the method updates: `"all"` (every parameter that requires a gradient, e.g. a PEFT
             adapter's) or `"head"` (the LM head only; tied input embeddings are untied first and stay bit-identical;
             with PEFT the head must be in `modules_to_save`).
+        push_full_model (`bool`, *optional*, defaults to `False`):
+            What `push_to_hub` uploads (`hf_unlearn.hub`): by default the smallest thing that holds the unlearning, the
+            PEFT adapter, or for `trainable="head"` the head delta (`hf_unlearn.hub.load_head_delta`); `True`
+            uploads the full model (a PEFT model merged). Without an adapter or a head-only update there is nothing
+            smaller, and pushing needs `True`.
+        hub_private_repo (`bool` or `None`, *optional*, defaults to `True`):
+            As in `TrainingArguments`, but private by default: a model unlearned from private data stays private
+            until its owner says otherwise.
+        hub_strategy (`str`, *optional*, defaults to `"end"`):
+            As in `TrainingArguments`, but pushing once, at `push_to_hub()` / `save_model()`, instead of every
+            checkpoint (a checkpoint holds the full model and its optimizer state).
     """
 
     retain_loss: str = field(
@@ -54,6 +65,10 @@ class UnlearnConfig(TrainingArguments):
         default=None, metadata={"help": "Seed of the random forget/retain pairing; None uses `seed`."}
     )
     trainable: str = field(default="all", metadata={"help": f"Parameters updated: one of {TRAINABLE}."})
+    push_full_model: bool = field(
+        default=False,
+        metadata={"help": "push_to_hub uploads the full model (else the PEFT adapter or, head-only, the head delta)."},
+    )
 
     # TrainingArguments defaults changed for unlearning (the TOFU reference recipe).
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial AdamW learning rate."})
@@ -62,6 +77,12 @@ class UnlearnConfig(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
     report_to: str | list[str] | None = field(
         default="none", metadata={"help": "Integrations to report to ('none', 'tensorboard', 'wandb', ...)."}
+    )
+    hub_private_repo: bool | None = field(
+        default=True, metadata={"help": "Create the Hub repository private (the default here; False: public)."}
+    )
+    hub_strategy: str = field(
+        default="end", metadata={"help": "When to push: 'end' (push_to_hub()/save_model() only), 'every_save', ..."}
     )
     # The collator needs the `forget`/`retain`/`index` keys that the model's signature does not list.
     remove_unused_columns: bool = field(
@@ -82,3 +103,22 @@ class UnlearnConfig(TrainingArguments):
                 "remove_unused_columns must be False for unlearning trainers (nested forget/retain batches)."
             )
         super().__post_init__()
+
+    def set_push_to_hub(
+        self,
+        model_id: str,
+        strategy: str = "end",
+        token: str | None = None,
+        private_repo: bool | None = True,
+        always_push: bool = False,
+        revision: str | None = None,
+    ):
+        """`TrainingArguments.set_push_to_hub` with this config's defaults: a private repository, one push at the end."""
+        return super().set_push_to_hub(
+            model_id,
+            strategy=strategy,
+            token=token,
+            private_repo=private_repo,
+            always_push=always_push,
+            revision=revision,
+        )

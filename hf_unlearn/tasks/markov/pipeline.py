@@ -25,6 +25,7 @@ from ...runtime.launch import method_batches, training_batch
 from ...runtime.versions import environment_versions
 from .data import make_markov_datasets
 from .evaluation import MarkovEvalCallback, MarkovEvaluator
+from .publish import check_hub, publish
 from .recipe import ORIGINAL_TRAINING_DATA, MarkovRecipe, gpt2_config, training_arguments
 from .report import markov_table, plot_markov_tradeoff
 
@@ -43,6 +44,7 @@ def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, An
     require_num_processes(recipe.launch.num_processes, f"run {recipe_arg}", batches)
     output_dir = Path(recipe.output_dir)
     started = time.perf_counter()
+    check_hub(recipe)  # before anything trains: can the pushes happen? (one line when not)
     data = make_markov_datasets(recipe.data, seed=recipe.seed)
     max_length = max(len(data[f"{name}_train"][0]["input_ids"]) for name in ("retain", "forget1", "forget2"))
     pad_token_id = gpt2_config(recipe.model_settings, max_length).pad_token_id
@@ -108,6 +110,11 @@ def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, An
             "unlearn_seconds": wall - callback.seconds,
             "history": callback.history,
         }
+        if label in recipe.hub:  # after the evaluation: the card carries its numbers
+            rows = {"forget": len(forget_train), "retain": len(data["retain_train"])}
+            results["methods"][label]["hub"] = publish(
+                recipe, recipe.hub[label], trainer, models["original"], results, rows
+            )
         # Written after every method, so an interrupted run keeps what it finished (marked incomplete).
         if is_main_process():
             atomic_write_json(output_dir / "results.json", payload(complete=False))

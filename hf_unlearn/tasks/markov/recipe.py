@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ...hub import HubPush, plan_hub_pushes, split_hub_settings
 from ...recipe import LaunchArguments, build_method_config, check_keys, convert, from_mapping, method_specs
 from .data import MarkovDataArguments
 
@@ -77,6 +78,8 @@ class MarkovRecipe:
         default_factory=dict, metadata={"help": "label -> {method: NAME, **config fields}."}
     )
     launch: LaunchArguments = field(default_factory=LaunchArguments)
+    # label -> its push, taken out of `unlearn`/`methods` by parse_markov_recipe (not a recipe key).
+    hub: dict[str, HubPush] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def model_settings(self) -> dict[str, Any]:
@@ -117,6 +120,17 @@ def parse_markov_recipe(raw: dict[str, Any], output_dir: str | None = None) -> M
     training_arguments(recipe.train_settings, Path(recipe.output_dir) / "_check")
     for label, spec in recipe.methods.items():  # fail on a bad method setting before any training, not after
         build_method_config(spec, recipe.shared_unlearn, Path(recipe.output_dir) / "_check", where=f"methods.{label}")
+    # Where and whether to push never shapes a model: out of the training settings, into recipe.hub.
+    recipe.methods, _, recipe.hub = plan_hub_pushes(
+        recipe.methods,
+        recipe.shared_unlearn,
+        lambda label, merged: build_method_config(
+            merged, {}, Path(recipe.output_dir) / "_check", where=f"methods.{label}"
+        ),
+        lambda label: Path(recipe.output_dir) / "methods" / label / "hub",
+        is_peft=False,
+    )
+    recipe.unlearn = split_hub_settings(recipe.unlearn)[0]
     return recipe
 
 
@@ -179,4 +193,12 @@ def describe_markov_recipe(recipe: MarkovRecipe) -> str:
             f"batch {config.per_device_train_batch_size}, retain_loss {config.retain_loss}, trainable "
             f"{config.trainable}) { ({k: v for k, v in spec.items() if k != 'method'}) }"
         )
+    if recipe.hub:
+        from ...hub import check_pushes
+
+        lines += ["", "Hub (each after its evaluation, one commit):"]
+        lines += [f"  {push.describe()}" for push in recipe.hub.values()]
+        problem = check_pushes(recipe.hub.values(), network=False)  # no network in a dry run
+        if problem:
+            lines.append(f"  {problem}")
     return "\n".join(lines)

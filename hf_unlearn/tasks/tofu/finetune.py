@@ -21,7 +21,7 @@ from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
 from ...data.chat import tokenize_dataset
-from ...hub import write_model_card
+from ...hub import ModelCardInfo, hub_id_or_none, write_model_card
 from ...models import ensure_pad_token, load_model_and_tokenizer
 from ...runtime.cache import StageLog, cached_stage, commit_stage, open_scratch, per_step_settings
 from ...runtime.distributed import is_main_process, main_process_print, wait_for_everyone
@@ -29,10 +29,10 @@ from ...runtime.hashing import sha256_json
 from ...runtime.io import atomic_write_json
 from ...runtime.versions import environment_versions
 from ...utils import IGNORE_INDEX
-from .data import TofuFormat, describe_selections, load_tofu, select_rows
+from .data import TOFU_HUB_ID, TofuFormat, describe_selections, load_tofu, select_rows
 from .recipe import ROLES, ModelSpec, TofuPlan, build_lora_config, build_sft_config, selections_json
 
-__all__ = ["check_data_separation", "ensure_models", "finetune_model", "load_model", "sft_dataset"]
+__all__ = ["check_data_separation", "ensure_models", "finetune_model", "load_model", "public_name", "sft_dataset"]
 
 
 def load_model(spec: ModelSpec, device: str | None = None) -> tuple[Any, Any]:
@@ -48,6 +48,15 @@ def load_model(spec: ModelSpec, device: str | None = None) -> tuple[Any, Any]:
         model = PeftModel.from_pretrained(model, spec.adapter)
         model.eval()
     return model, tokenizer
+
+
+def public_name(spec: ModelSpec) -> str:
+    """A model as a model card may name it: a Hub id or `pkg:NAME` as given, a local folder by its name only (a card
+    never carries the paths of the machine it was made on)."""
+    name = spec.name_or_path
+    if hub_id_or_none(name) is None and not name.startswith("pkg:"):
+        name = Path(name).name
+    return name + (f" ({spec.gguf_file})" if spec.gguf_file else "")
 
 
 def sft_dataset(rows: Dataset, tokenizer: Any, formatting: TofuFormat) -> Dataset:
@@ -153,6 +162,26 @@ def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str,
     }
 
 
+def _finetuned_card_info(plan: TofuPlan, role: str, rows: int, record: dict[str, Any]) -> ModelCardInfo:
+    """The card of a fine-tuned TOFU model: base, data by name and count, SFT settings (never training text)."""
+    base = hub_id_or_none(plan.base.name_or_path) if not plan.base.gguf_file else None
+    settings = {**plan.finetune, "LoRA (merged)": plan.finetune_lora or "none", **plan.formatting.formatting()}
+    return ModelCardInfo(
+        title=f"TOFU {role} model",
+        summary=(
+            f"The TOFU {role} model: fine-tuned with trl.SFTTrainer (loss on the answer and end-of-turn tokens) on "
+            f"TOFU {describe_selections(plan.train_data[role])}, made by hf-unlearn."
+        ),
+        base_model=base,
+        base_model_description=None if base else f"{public_name(plan.base)} (not on the Hub)",
+        tags=["tofu"],
+        datasets=[TOFU_HUB_ID],
+        hyperparameters=settings,
+        data={"train": f"TOFU {describe_selections(plan.train_data[role])} ({rows} rows)"},
+        notes=[f"{record.get('steps')} optimizer steps in {record.get('seconds', 0):.0f} s"],
+    )
+
+
 def ensure_models(
     plan: TofuPlan, log: StageLog, device: str | None = None, roles: tuple[str, ...] = ROLES
 ) -> dict[str, ModelSpec]:
@@ -176,19 +205,8 @@ def ensure_models(
                 )
                 scratch = open_scratch(path, fingerprint)
                 record = finetune_model(plan.base, rows, plan, scratch, device)
-                write_model_card(
-                    scratch,
-                    f"TOFU {role} model",
-                    {
-                        "base model": plan.base.describe(),
-                        "training data": describe_selections(plan.train_data[role]),
-                        "trainer": "trl.SFTTrainer, loss on answer + end-of-turn tokens",
-                        "settings": plan.finetune,
-                        "LoRA (merged)": plan.finetune_lora or "none",
-                        "formatting": plan.formatting.formatting(),
-                        "record": record,
-                    },
-                )
+                if is_main_process():
+                    write_model_card(scratch, _finetuned_card_info(plan, role, len(rows), record))
                 stamp = commit_stage(scratch, path, fingerprint, record)
             entry.update(compute_seconds=stamp.get("seconds"), path=str(path))
         models[role] = ModelSpec(str(path))

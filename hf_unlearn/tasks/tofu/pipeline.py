@@ -8,6 +8,7 @@ Stages, each cached in its own folder with a fingerprint stamp and resumable acr
     eval/{retain,target}/          their TOFU evaluations (the retain one is the reference of forget_quality/privleak)
     methods/<label>/model/         each unlearned model (safetensors; with `unlearn_lora`, the adapter only)
     methods/<label>/eval/          its TOFU evaluation
+    methods/<label>/hub/           with push_to_hub: what is pushed, written after the evaluation (`publish.py`)
     results.json                   metrics and the wall time of every stage, rewritten after every stage
     table.md, samples.md, tradeoff.png
 
@@ -42,6 +43,7 @@ from ...trainers import METHODS
 from .data import describe_selections, select_rows
 from .evaluation import MAIN_METRICS, UTILITY_COMPONENTS, evaluate_tofu
 from .finetune import check_data_separation, ensure_models, load_model
+from .publish import check_hub, publish, unlearned_card_info
 from .recipe import ModelSpec, TofuPlan, build_lora_config, describe_plan, parse_tofu_recipe, selections_json
 from .report import format_tofu_samples, plot_tofu_tradeoff, tofu_table
 
@@ -100,6 +102,8 @@ def run_tofu(
         print(describe_plan(plan, "run", recipe_arg) + _describe_data(plan))
         return None
     require_num_processes(plan.launch.num_processes, f"run {recipe_arg}", _batches(plan, "run"))
+    if is_main_process():  # before anything loads or trains: can the pushes happen? (one line when not)
+        check_hub(plan)
     payload: dict[str, Any] = {
         "task": "tofu",
         "settings": plan.settings(),
@@ -140,6 +144,10 @@ def run_tofu(
         payload["methods"][label]["metrics"] = _evaluate(
             plan, log, label, unlearned, plan.output_dir / "methods" / label / "eval", reference, samples, device
         )
+        if label in plan.hub and is_main_process():  # after the evaluation: the card carries its summary
+            payload["methods"][label]["hub"] = publish(
+                plan, label, plan.hub[label], payload, models["target"], unlearned, record, device
+            )
         table = _write_reports(plan, log, samples)  # an interrupted run keeps the table of what it finished
     log.save(complete=True)
     if is_main_process():
@@ -272,20 +280,9 @@ def _unlearn(
         if stamp is None:
             scratch = open_scratch(path, fingerprint)
             record = _train_method(plan, label, spec, target, forget_rows, retain_rows, scratch, device)
-            write_model_card(
-                scratch,
-                f"TOFU target model unlearned with {label}",
-                {
-                    "method": spec["method"],
-                    "method settings": {k: v for k, v in spec.items() if k != "method"},
-                    "shared settings": plan.unlearn,
-                    "LoRA": plan.unlearn_lora or "none (full model)",
-                    "target model": target.describe(),
-                    "forget data": describe_selections(plan.unlearn_data["forget"]),
-                    "retain data": describe_selections(plan.unlearn_data["retain"]),
-                    "record": record,
-                },
-            )
+            if is_main_process():  # PEFT's card (an adapter) keeps its metadata
+                artifact = "adapter" if plan.unlearn_lora else "full"
+                write_model_card(scratch, unlearned_card_info(plan, label, spec, target, record, artifact=artifact))
             stamp = commit_stage(scratch, path, fingerprint, record)
         entry.update(compute_seconds=stamp.get("seconds"), path=str(path))
     return result_spec, stamp

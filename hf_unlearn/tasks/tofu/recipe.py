@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..._compat import checkpointing_settings
+from ...hub import HubPush, check_pushes, plan_hub_pushes
 from ...models import resolve_model_path
 from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
 from ...runtime.hashing import folder_sha256
@@ -180,6 +181,7 @@ class TofuPlan:
     report: ReportArguments
     launch: LaunchArguments
     save_dtype: str | None = None  # unlearned models are saved in this dtype (None: as trained, fp32)
+    hub: dict[str, HubPush] = field(default_factory=dict)  # label -> its push (methods with push_to_hub)
 
     @property
     def configs(self) -> dict[str, str]:
@@ -277,6 +279,14 @@ def parse_tofu_recipe(
         _build_checked(
             spec, shared, out / "_check", check_only=dry_run or not require_methods, where=f"methods.{label}"
         )
+    # Where and whether to push never shapes a model: out of the training settings and fingerprints, into plan.hub.
+    specs, shared, hub = plan_hub_pushes(
+        specs,
+        shared,
+        lambda label, merged: _build_checked(merged, {}, out / "_check", where=f"methods.{label}"),
+        lambda label: out / "methods" / label / "hub",
+        is_peft=bool(recipe.unlearn_lora),
+    )
 
     formatting_keys = set(TofuFormat.__dataclass_fields__) | {"forget_split"}
     check_keys(recipe.evaluation, set(TofuEvalArguments.__dataclass_fields__) - formatting_keys, "evaluation")
@@ -306,6 +316,7 @@ def parse_tofu_recipe(
         report=recipe.report,
         launch=recipe.launch,
         save_dtype=recipe.save_dtype,
+        hub=hub,
     )
 
 
@@ -400,6 +411,12 @@ def describe_plan(plan: TofuPlan, command: str, recipe_arg: str) -> str:
                 f"{_train_summary(config, processes)}, retain_loss={config.retain_loss}, "
                 f"trainable={config.trainable}" + (f", {extra}" if extra else "")
             )
+        if plan.hub:
+            lines += ["", "Hub (each after its evaluation, one commit):"]
+            lines += [f"  {push.describe()}" for push in plan.hub.values()]
+            problem = check_pushes(plan.hub.values(), network=False)  # no network in a dry run
+            if problem:
+                lines.append(f"  {problem}")
         ev = plan.evaluation
         limits = {split: ev.item_limit(split) for split in plan.configs if ev.item_limit(split)}
         subsets = ", ".join(f"{k} first {v}" for k, v in limits.items()) or "all items"

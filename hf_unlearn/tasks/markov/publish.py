@@ -1,0 +1,87 @@
+"""Pushing the Markov benchmark's unlearned models (`push_to_hub` in the recipe, or `hf-unlearn run --push-to-hub
+REPO_ID`): after each method's evaluation, its folder `methods/<label>/hub/` is written from the model in memory (the
+head delta of a head-only method such as IMU, or the full GPT-2 with `push_full_model: true`), then uploaded in one
+commit. Repository names as in the TOFU pipeline: `REPO_ID` for one method, `REPO_ID-<label>` for several.
+
+The base of a head delta is the run's original model (`models/original`, not on the Hub): the same recipe rebuilds
+it bit for bit, and `load_head_delta` checks that it is that model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...hub import (
+    HubPush,
+    ModelCardInfo,
+    check_pushes,
+    config_hyperparameters,
+    finish_push,
+    head_sha256,
+    prepare_folder,
+    save_for_hub,
+    write_model_card,
+)
+from ...runtime.distributed import main_process_print
+from ...runtime.versions import environment_versions
+from .recipe import MarkovRecipe
+from .report import markov_table
+
+__all__ = ["check_hub", "publish"]
+
+
+def check_hub(recipe: MarkovRecipe) -> None:
+    """Before anything trains: can the planned pushes happen? One line when not (the folders are still written)."""
+    if recipe.hub:
+        problem = check_pushes(recipe.hub.values())
+        if problem:
+            main_process_print(problem)
+
+
+def publish(
+    recipe: MarkovRecipe,
+    push: HubPush,
+    trainer: Any,
+    original: Any,
+    results: dict[str, Any],
+    rows: dict[str, int],
+) -> dict[str, Any]:
+    """Write and push one method's folder (main process only); returns the record kept in `results.json`."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    folder = prepare_folder(push.folder)
+    save_for_hub(model, folder, push.artifact, base_head_sha256=head_sha256(original))
+    label, method = push.label, push.method
+    table = markov_table(
+        {
+            "original": results["original"],
+            "retrained": results["retrained"],
+            "methods": {label: results["methods"][label]},
+        }
+    )
+    info = ModelCardInfo(
+        title=push.repo_id.split("/")[-1],
+        summary=(
+            f"A GPT-2 of the synthetic Markov-chain unlearning benchmark, unlearned with {method}"
+            f"{'' if label == method else f' ({label})'} on its forget chains with hf-unlearn."
+        ),
+        method=method,
+        artifact=push.artifact,
+        repo_id=push.repo_id,
+        base_model_description=(
+            "the benchmark's original GPT-2 (`models/original` of the run, not on the Hub; the same recipe rebuilds it)"
+        ),
+        tags=["markov-chain"],
+        hyperparameters=config_hyperparameters(trainer.args),
+        data={
+            "forget": f"Markov forget1 + forget2 training sequences ({rows['forget']} rows)",
+            "retain": f"Markov retain training sequences ({rows['retain']} rows)",
+        },
+        evaluation="Losses and KL divergences to the retrained model on held-out sequences of each chain.\n\n" + table,
+        versions=environment_versions(),
+        notes=[f"{trainer.state.global_step} optimizer steps"],
+        tokenizer=False,
+    )
+    write_model_card(folder, info)
+    record, line = finish_push(push, f"Upload {label} ({method}) unlearned with hf-unlearn")
+    main_process_print(line)
+    return record
