@@ -26,6 +26,10 @@ _EXPORTS = {
             "UnlearnTrainer",
         )
     },
+    **{
+        name: ".callbacks"
+        for name in ("CollapseGuardCallback", "EvalMetricsCallback", "StopAtTargetCallback", "StopOnMetricCallback")
+    },
     "ChatFormat": ".data",
     "format_qa": ".data",
     "tokenize_dataset": ".data",
@@ -33,6 +37,7 @@ _EXPORTS = {
     "lm_head_influence": ".influence",
     "load_model_and_tokenizer": ".models",
     "TofuEvalArguments": ".tasks.tofu",
+    "TofuEvalCallback": ".tasks.tofu",
     "evaluate_tofu": ".tasks.tofu",
     "load_tofu": ".tasks.tofu",
     "make_markov_datasets": ".tasks.markov",

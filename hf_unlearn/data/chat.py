@@ -23,6 +23,7 @@ import jinja2
 from datasets import Dataset
 
 from ..utils import IGNORE_INDEX
+from .pairing import validate_lm_dataset
 
 __all__ = [
     "PLAIN_PROMPT",
@@ -31,6 +32,7 @@ __all__ = [
     "encode_prompt_answer",
     "end_of_turn_token_id",
     "format_qa",
+    "prepare_lm_dataset",
     "reference_mask",
     "tokenize_dataset",
 ]
@@ -312,3 +314,25 @@ def tokenize_dataset(
         )
 
     return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc="Tokenizing")
+
+
+def prepare_lm_dataset(
+    dataset: Any, tokenizer: Any | None, name: str, skip_prepare_dataset: bool = False, **format_kwargs: Any
+) -> Any:
+    """A dataset the trainers can use, checked: a tokenized one (`input_ids`/`labels`) as it is, a raw one (the rows
+    `tokenize_dataset` accepts) tokenized with `tokenizer` and `format_kwargs` (arguments of `tokenize_dataset`),
+    labels on the answer tokens only. `skip_prepare_dataset=True` (TRL's switch) only checks.
+    """
+    if dataset is None:
+        raise ValueError(f"The {name} dataset is None.")
+    columns = getattr(dataset, "column_names", None)
+    tokenized = "input_ids" in (columns if columns is not None else (dataset[0] if len(dataset) else {}))
+    if not tokenized and not skip_prepare_dataset and isinstance(dataset, Dataset) and len(dataset):
+        if tokenizer is None:
+            raise ValueError(
+                f"The {name} dataset has text columns {columns}: pass processing_class=<tokenizer> to tokenize it, "
+                "or tokenize it yourself (hf_unlearn.data.tokenize_dataset)."
+            )
+        dataset = tokenize_dataset(dataset, tokenizer, **format_kwargs)
+    validate_lm_dataset(dataset, name)
+    return dataset

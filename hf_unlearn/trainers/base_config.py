@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+import torch
 from transformers import TrainingArguments
 
 __all__ = ["UnlearnConfig"]
@@ -37,6 +39,16 @@ class UnlearnConfig(TrainingArguments):
             Which parameters the method updates: `"all"` (every parameter that requires a gradient, e.g. a PEFT
             adapter's) or `"head"` (the LM head only; tied input embeddings are untied first and stay bit-identical;
             with PEFT the head must be in `modules_to_save`).
+        dataset_kwargs (`dict` or `None`, *optional*, defaults to `None`):
+            How the trainer tokenizes datasets given as text (question/answer columns, TRL `messages` or
+            prompt/completion rows): keyword arguments of `hf_unlearn.data.tokenize_dataset`, e.g.
+            `{"system_prompt": "You are a helpful assistant."}` (default: no system turn, the processing class's chat
+            template). `{"skip_prepare_dataset": True}` (as in TRL) takes the datasets as they are.
+        model_init_kwargs (`dict` or `None`, *optional*, defaults to `None`):
+            When `model` is a Hub id or a path: keyword arguments of `hf_unlearn.models.load_model_and_tokenizer`
+            (`dtype`, `gguf_file`, `trust_remote_code`).
+        dataloader_pin_memory (`bool` or `None`, *optional*, defaults to `None`):
+            None pins batches only when an accelerator is present (no pin-memory warning on a CPU-only machine).
     """
 
     retain_loss: str = field(
@@ -54,6 +66,12 @@ class UnlearnConfig(TrainingArguments):
         default=None, metadata={"help": "Seed of the random forget/retain pairing; None uses `seed`."}
     )
     trainable: str = field(default="all", metadata={"help": f"Parameters updated: one of {TRAINABLE}."})
+    dataset_kwargs: dict[str, Any] | None = field(
+        default=None, metadata={"help": "Arguments of tokenize_dataset for text datasets (e.g. system_prompt)."}
+    )
+    model_init_kwargs: dict[str, Any] | None = field(
+        default=None, metadata={"help": "Arguments of load_model_and_tokenizer when `model` is a name or path."}
+    )
 
     # TrainingArguments defaults changed for unlearning (the TOFU reference recipe).
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial AdamW learning rate."})
@@ -62,6 +80,9 @@ class UnlearnConfig(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
     report_to: str | list[str] | None = field(
         default="none", metadata={"help": "Integrations to report to ('none', 'tensorboard', 'wandb', ...)."}
+    )
+    dataloader_pin_memory: bool | None = field(
+        default=None, metadata={"help": "Pin batches in memory; None: only when an accelerator is present."}
     )
     # The collator needs the `forget`/`retain`/`index` keys that the model's signature does not list.
     remove_unused_columns: bool = field(
@@ -81,4 +102,7 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(
                 "remove_unused_columns must be False for unlearning trainers (nested forget/retain batches)."
             )
+        if self.dataloader_pin_memory is None:
+            accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+            self.dataloader_pin_memory = accelerator.is_available() if accelerator else torch.cuda.is_available()
         super().__post_init__()
