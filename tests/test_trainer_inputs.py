@@ -148,3 +148,17 @@ def test_progress_bars_are_labelled(tokenizer, tmp_path, capsys):
     assert "NPO: " in err and "NPO eval: " in err
     lines = [line.strip() for line in out.splitlines() if "{" in line]
     assert lines and all(line.startswith("[NPO] {") for line in lines)
+
+
+def test_every_config_parses_from_the_command_line():
+    from transformers import HfArgumentParser
+
+    from hf_unlearn import METHODS
+
+    for config_class, _ in METHODS.values():
+        HfArgumentParser(config_class)  # report_to's type once made this fail
+    argv = ["--output_dir", "x", "--dataset_kwargs", '{"system_prompt": "Be brief."}', "--report_to", "tensorboard"]
+    (args,) = HfArgumentParser(NPOConfig).parse_args_into_dataclasses(argv)
+    assert args.dataset_kwargs == {"system_prompt": "Be brief."} and args.report_to == ["tensorboard"]
+    with pytest.raises(ValueError, match="model_init_kwargs must be a dict or a JSON object"):
+        NPOConfig(output_dir="x", model_init_kwargs="{dtype: bf16}")

@@ -286,8 +286,10 @@ def tokenize_dataset(
     template_kwargs: dict[str, Any] | None = None,
     use_chat_template: bool | None = None,
     reference_attention_mask: bool = False,
+    desc: str = "Tokenizing",
 ) -> Dataset:
-    """Map a dataset to `input_ids`/`labels`/`attention_mask` (other columns are dropped).
+    """Map a dataset to `input_ids`/`labels`/`attention_mask` (other columns are dropped; `desc` names the progress
+    bar).
 
     Accepted rows: question/answer columns (names configurable), TRL's standard prompt/completion (raw text:
     prompt tokens + completion tokens + eos, no template, as TRL does), TRL's conversational prompt/completion, or
@@ -313,7 +315,7 @@ def tokenize_dataset(
             reference_attention_mask=reference_attention_mask,
         )
 
-    return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc="Tokenizing")
+    return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc=desc)
 
 
 def prepare_lm_dataset(
@@ -333,6 +335,6 @@ def prepare_lm_dataset(
                 f"The {name} dataset has text columns {columns}: pass processing_class=<tokenizer> to tokenize it, "
                 "or tokenize it yourself (hf_unlearn.data.tokenize_dataset)."
             )
-        dataset = tokenize_dataset(dataset, tokenizer, **format_kwargs)
+        dataset = tokenize_dataset(dataset, tokenizer, **{"desc": f"Tokenizing the {name} set", **format_kwargs})
     validate_lm_dataset(dataset, name)
     return dataset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +67,10 @@ class UnlearnConfig(TrainingArguments):
         default=None, metadata={"help": "Seed of the random forget/retain pairing; None uses `seed`."}
     )
     trainable: str = field(default="all", metadata={"help": f"Parameters updated: one of {TRAINABLE}."})
-    dataset_kwargs: dict[str, Any] | None = field(
+    dataset_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Arguments of tokenize_dataset for text datasets (e.g. system_prompt)."}
     )
-    model_init_kwargs: dict[str, Any] | None = field(
+    model_init_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Arguments of load_model_and_tokenizer when `model` is a name or path."}
     )
 
@@ -78,7 +79,7 @@ class UnlearnConfig(TrainingArguments):
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     num_train_epochs: float = field(default=10.0, metadata={"help": "Number of passes over the forget set."})
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
-    report_to: str | list[str] | None = field(
+    report_to: None | str | list[str] = field(  # noqa: RUF036 (HfArgumentParser reads only this order)
         default="none", metadata={"help": "Integrations to report to ('none', 'tensorboard', 'wandb', ...)."}
     )
     dataloader_pin_memory: bool | None = field(
@@ -102,6 +103,15 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(
                 "remove_unused_columns must be False for unlearning trainers (nested forget/retain batches)."
             )
+        for name in ("dataset_kwargs", "model_init_kwargs"):  # JSON from the command line
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, json.loads(value))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{name} must be a dict or a JSON object, got {value!r} ({error.msg}).") from None
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict or a JSON object, got {value!r}.")
         if self.dataloader_pin_memory is None:
             accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
             self.dataloader_pin_memory = accelerator.is_available() if accelerator else torch.cuda.is_available()
