@@ -26,6 +26,10 @@ _EXPORTS = {
             "UnlearnTrainer",
         )
     },
+    **{
+        name: ".callbacks"
+        for name in ("CollapseGuardCallback", "EvalMetricsCallback", "StopAtTargetCallback", "StopOnMetricCallback")
+    },
     "ChatFormat": ".data",
     "format_qa": ".data",
     "tokenize_dataset": ".data",
@@ -34,6 +38,7 @@ _EXPORTS = {
     "load_head_delta": ".hub",
     "load_model_and_tokenizer": ".models",
     "TofuEvalArguments": ".tasks.tofu",
+    "TofuEvalCallback": ".tasks.tofu",
     "evaluate_tofu": ".tasks.tofu",
     "load_tofu": ".tasks.tofu",
     "make_markov_datasets": ".tasks.markov",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hf_unlearn"
-CORE = ("trainers", "influence", "data", "evaluation", "hub", "models", "utils", "_lazy")
+CORE = ("trainers", "influence", "data", "evaluation", "hub", "models", "utils", "_lazy", "callbacks")
 
 
 def _module_name(path: Path) -> str:

@@ -23,6 +23,7 @@ import jinja2
 from datasets import Dataset
 
 from ..utils import IGNORE_INDEX
+from .pairing import validate_lm_dataset
 
 __all__ = [
     "PLAIN_PROMPT",
@@ -31,6 +32,7 @@ __all__ = [
     "encode_prompt_answer",
     "end_of_turn_token_id",
     "format_qa",
+    "prepare_lm_dataset",
     "reference_mask",
     "tokenize_dataset",
 ]
@@ -284,8 +286,10 @@ def tokenize_dataset(
     template_kwargs: dict[str, Any] | None = None,
     use_chat_template: bool | None = None,
     reference_attention_mask: bool = False,
+    desc: str = "Tokenizing",
 ) -> Dataset:
-    """Map a dataset to `input_ids`/`labels`/`attention_mask` (other columns are dropped).
+    """Map a dataset to `input_ids`/`labels`/`attention_mask` (other columns are dropped; `desc` names the progress
+    bar).
 
     Accepted rows: question/answer columns (names configurable), TRL's standard prompt/completion (raw text:
     prompt tokens + completion tokens + eos, no template, as TRL does), TRL's conversational prompt/completion, or
@@ -311,4 +315,26 @@ def tokenize_dataset(
             reference_attention_mask=reference_attention_mask,
         )
 
-    return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc="Tokenizing")
+    return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc=desc)
+
+
+def prepare_lm_dataset(
+    dataset: Any, tokenizer: Any | None, name: str, skip_prepare_dataset: bool = False, **format_kwargs: Any
+) -> Any:
+    """A dataset the trainers can use, checked: a tokenized one (`input_ids`/`labels`) as it is, a raw one (the rows
+    `tokenize_dataset` accepts) tokenized with `tokenizer` and `format_kwargs` (arguments of `tokenize_dataset`),
+    labels on the answer tokens only. `skip_prepare_dataset=True` (TRL's switch) only checks.
+    """
+    if dataset is None:
+        raise ValueError(f"The {name} dataset is None.")
+    columns = getattr(dataset, "column_names", None)
+    tokenized = "input_ids" in (columns if columns is not None else (dataset[0] if len(dataset) else {}))
+    if not tokenized and not skip_prepare_dataset and isinstance(dataset, Dataset) and len(dataset):
+        if tokenizer is None:
+            raise ValueError(
+                f"The {name} dataset has text columns {columns}: pass processing_class=<tokenizer> to tokenize it, "
+                "or tokenize it yourself (hf_unlearn.data.tokenize_dataset)."
+            )
+        dataset = tokenize_dataset(dataset, tokenizer, **{"desc": f"Tokenizing the {name} set", **format_kwargs})
+    validate_lm_dataset(dataset, name)
+    return dataset

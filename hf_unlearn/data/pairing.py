@@ -33,8 +33,9 @@ def validate_lm_dataset(dataset: Any, name: str) -> None:
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
     if missing:
         raise ValueError(
-            f"The {name} dataset is missing column(s) {missing} (it has {list(columns)}). Tokenize it into "
-            "`input_ids` and `labels` (-100 on tokens that are not targets), e.g. with `hf_unlearn.data.tokenize_tofu`."
+            f"The {name} dataset is missing column(s) {missing} (it has {list(columns)}). Give question/answer, "
+            "'messages' or TRL prompt/completion rows (the trainer tokenizes them), or tokenize it into `input_ids` "
+            "and `labels` (-100 on tokens that are not targets), e.g. with `hf_unlearn.data.tokenize_dataset`."
         )
     labels = dataset["labels"] if hasattr(dataset, "column_names") else [example["labels"] for example in dataset]
     # The causal shift drops position 0, so a target must sit at position >= 1.
@@ -97,12 +98,15 @@ def pad_examples(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[
 
 
 class UnlearnCollator:
-    """Collates `ForgetRetainDataset` items into `{"forget": batch, "retain": batch, "index": (B,)}`."""
+    """Collates `ForgetRetainDataset` items into `{"forget": batch, "retain": batch, "index": (B,)}`, and plain
+    tokenized rows (evaluation datasets) into one padded batch."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if "forget" not in items[0]:
+            return pad_examples(items, self.pad_token_id)
         batch = {
             "forget": pad_examples([item["forget"] for item in items], self.pad_token_id),
             "index": torch.tensor([item["index"] for item in items], dtype=torch.long),

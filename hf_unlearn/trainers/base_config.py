@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
+import torch
 from transformers import TrainingArguments
 
 __all__ = ["UnlearnConfig"]
@@ -48,6 +51,16 @@ class UnlearnConfig(TrainingArguments):
         hub_strategy (`str`, *optional*, defaults to `"end"`):
             As in `TrainingArguments`, but pushing once, at `push_to_hub()` / `save_model()`, instead of every
             checkpoint (a checkpoint holds the full model and its optimizer state).
+        dataset_kwargs (`dict` or `None`, *optional*, defaults to `None`):
+            How the trainer tokenizes datasets given as text (question/answer columns, TRL `messages` or
+            prompt/completion rows): keyword arguments of `hf_unlearn.data.tokenize_dataset`, e.g.
+            `{"system_prompt": "You are a helpful assistant."}` (default: no system turn, the processing class's chat
+            template). `{"skip_prepare_dataset": True}` (as in TRL) takes the datasets as they are.
+        model_init_kwargs (`dict` or `None`, *optional*, defaults to `None`):
+            When `model` is a Hub id or a path: keyword arguments of `hf_unlearn.models.load_model_and_tokenizer`
+            (`dtype`, `gguf_file`, `trust_remote_code`).
+        dataloader_pin_memory (`bool` or `None`, *optional*, defaults to `None`):
+            None pins batches only when an accelerator is present (no pin-memory warning on a CPU-only machine).
     """
 
     retain_loss: str = field(
@@ -69,13 +82,19 @@ class UnlearnConfig(TrainingArguments):
         default=False,
         metadata={"help": "push_to_hub uploads the full model (else the PEFT adapter or, head-only, the head delta)."},
     )
+    dataset_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Arguments of tokenize_dataset for text datasets (e.g. system_prompt)."}
+    )
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Arguments of load_model_and_tokenizer when `model` is a name or path."}
+    )
 
     # TrainingArguments defaults changed for unlearning (the TOFU reference recipe).
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial AdamW learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     num_train_epochs: float = field(default=10.0, metadata={"help": "Number of passes over the forget set."})
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
-    report_to: str | list[str] | None = field(
+    report_to: None | str | list[str] = field(  # noqa: RUF036 (HfArgumentParser reads only this order)
         default="none", metadata={"help": "Integrations to report to ('none', 'tensorboard', 'wandb', ...)."}
     )
     hub_private_repo: bool | None = field(
@@ -83,6 +102,9 @@ class UnlearnConfig(TrainingArguments):
     )
     hub_strategy: str = field(
         default="end", metadata={"help": "When to push: 'end' (push_to_hub()/save_model() only), 'every_save', ..."}
+    )
+    dataloader_pin_memory: bool | None = field(
+        default=None, metadata={"help": "Pin batches in memory; None: only when an accelerator is present."}
     )
     # The collator needs the `forget`/`retain`/`index` keys that the model's signature does not list.
     remove_unused_columns: bool = field(
@@ -102,6 +124,18 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(
                 "remove_unused_columns must be False for unlearning trainers (nested forget/retain batches)."
             )
+        for name in ("dataset_kwargs", "model_init_kwargs"):  # JSON from the command line
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, json.loads(value))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{name} must be a dict or a JSON object, got {value!r} ({error.msg}).") from None
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict or a JSON object, got {value!r}.")
+        if self.dataloader_pin_memory is None:
+            accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+            self.dataloader_pin_memory = accelerator.is_available() if accelerator else torch.cuda.is_available()
         super().__post_init__()
 
     def set_push_to_hub(

@@ -12,9 +12,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
-from ..data.pairing import ForgetRetainDataset, UnlearnCollator, pad_examples, validate_lm_dataset
+from ..callbacks import EvalMetricsCallback, LabelledPrinterCallback, LabelledProgressCallback
+from ..data.chat import prepare_lm_dataset
+from ..data.pairing import ForgetRetainDataset, UnlearnCollator, pad_examples
 from ..hub import (
     ModelCardInfo,
     adapter_settings,
@@ -30,7 +33,7 @@ from ..hub import (
     write_model_card,
 )
 from ..hub import save_for_hub as write_hub_folder
-from ..models import untie_output_embeddings
+from ..models import load_model_and_tokenizer, untie_output_embeddings
 from ..utils import sequence_nll
 from .base_config import UnlearnConfig
 
@@ -66,14 +69,20 @@ class UnlearnTrainer(Trainer):
     """Base of every unlearning trainer. Subclasses override `compute_loss` only.
 
     Args:
-        model: the model to unlearn (a `PreTrainedModel`, or a PEFT model).
+        model: the model to unlearn (a `PreTrainedModel`, a PEFT model, or a Hub id / local path, loaded with
+            `args.model_init_kwargs`).
         args: an `UnlearnConfig` subclass.
-        forget_dataset: tokenized forget set with `input_ids` and `labels` (-100 on non-targets).
-        retain_dataset: tokenized retain set, required when `args.retain_loss != "none"`.
+        forget_dataset: the forget set: tokenized (`input_ids`, `labels` with -100 on non-targets), or text rows
+            (question/answer, TRL `messages`, TRL prompt/completion) that are tokenized here with the processing
+            class's chat template, labels on the answer only (`args.dataset_kwargs`).
+        retain_dataset: the retain set, in the same forms; required when `args.retain_loss != "none"`.
         ref_model: frozen reference for `reference="live"` or a `"kl"` retain term; defaults to a frozen copy of
             `model` (or, for a PEFT model, the same model with its adapter disabled).
         processing_class: the tokenizer (its `pad_token_id` pads batches).
         peft_config: optional `peft.PeftConfig`; the model is wrapped with `get_peft_model`.
+        eval_dataset: a dataset or a dict of them (`{"forget": ..., "retain": ...}`), in the same forms, giving
+            `eval_loss` (`eval_forget_loss`, ...): the mean over examples of the token-mean answer NLL. Default: the
+            forget and retain sets. `EvalMetricsCallback`s (e.g. `TofuEvalCallback`) add their metrics.
     """
 
     # Subclasses that need π_ref's summed NLL on the forget batch (NPO) set this.
@@ -85,23 +94,42 @@ class UnlearnTrainer(Trainer):
         self,
         model: PreTrainedModel | torch.nn.Module,
         args: UnlearnConfig,
-        forget_dataset: Any,
+        forget_dataset: Any = None,
         retain_dataset: Any | None = None,
-        ref_model: PreTrainedModel | None = None,
+        ref_model: PreTrainedModel | str | None = None,
         processing_class: Any | None = None,
         peft_config: Any | None = None,
         callbacks: list[TrainerCallback] | None = None,
+        eval_dataset: Any | None = None,
         **kwargs: Any,
     ):
         if not isinstance(args, UnlearnConfig):
             raise TypeError(f"args must be an UnlearnConfig (or a method's config), got {type(args).__name__}.")
-        validate_lm_dataset(forget_dataset, "forget")
-        if args.retain_loss != "none":
-            if retain_dataset is None:
-                raise ValueError(
-                    f"retain_loss={args.retain_loss!r} needs a retain_dataset (or set retain_loss='none')."
-                )
-            validate_lm_dataset(retain_dataset, "retain")
+        if forget_dataset is None:
+            given = "train_dataset=" if "train_dataset" in kwargs else "no forget_dataset"
+            raise TypeError(
+                f"{type(self).__name__} got {given}: unlearning trainers take forget_dataset= (what to forget) and "
+                "retain_dataset= (what to keep, for the retain term), not train_dataset=."
+            )
+        if args.retain_loss != "none" and retain_dataset is None:
+            raise ValueError(f"retain_loss={args.retain_loss!r} needs a retain_dataset (or set retain_loss='none').")
+        if isinstance(model, str):
+            model, tokenizer = load_model_and_tokenizer(model, **(args.model_init_kwargs or {}))
+            processing_class = tokenizer if processing_class is None else processing_class
+        if isinstance(ref_model, str):
+            ref_model = load_model_and_tokenizer(ref_model, **(args.model_init_kwargs or {}))[0]
+        prepare = lambda data, name: prepare_lm_dataset(data, processing_class, name, **(args.dataset_kwargs or {}))
+        forget_dataset = prepare(forget_dataset, "forget")
+        retain_dataset = prepare(retain_dataset, "retain") if retain_dataset is not None else None
+        if eval_dataset is None:
+            eval_dataset = {
+                "forget": forget_dataset,
+                **({"retain": retain_dataset} if retain_dataset is not None else {}),
+            }
+        elif isinstance(eval_dataset, dict):
+            eval_dataset = {name: prepare(data, f"{name} evaluation") for name, data in eval_dataset.items()}
+        else:
+            eval_dataset = prepare(eval_dataset, "evaluation")
         self.base_model_name = _model_name(model)  # before the adapter: what the unlearned model is made from
         if peft_config is not None:
             from peft import get_peft_model
@@ -117,12 +145,21 @@ class UnlearnTrainer(Trainer):
             args=args,
             train_dataset=train_dataset,
             data_collator=UnlearnCollator(self.pad_token_id),
+            eval_dataset=eval_dataset,
             processing_class=processing_class,
             callbacks=[_EpochCallback(train_dataset), *(callbacks or [])],
             **kwargs,
         )
         self.forget_dataset = forget_dataset
         self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._pending_eval_metrics: dict[str, float] | None = None
+        label = type(self).__name__.removesuffix("Trainer") or "Unlearn"
+        for default, labelled in (
+            (ProgressCallback, LabelledProgressCallback),
+            (PrinterCallback, LabelledPrinterCallback),
+        ):
+            if self.callback_handler.pop_callback(default) is not None:
+                self.add_callback(labelled(label))
 
         self.ref_model = None
         needs_live = args.retain_loss == "kl" or (self.needs_reference_nll and args.reference == "live")
@@ -243,8 +280,9 @@ class UnlearnTrainer(Trainer):
         return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        logs = {**logs, **{name: sum(values) / len(values) for name, values in self._metrics.items() if values}}
-        self._metrics.clear()
+        if not any(key.startswith("eval_") for key in logs):  # the training metrics go with the training log
+            logs = {**logs, **{name: sum(values) / len(values) for name, values in self._metrics.items() if values}}
+            self._metrics.clear()
         super().log(logs, start_time)
 
     # ----- Hub ---------------------------------------------------------------------------------------------------
@@ -398,6 +436,44 @@ def _model_name(model: torch.nn.Module) -> str | None:
     if _is_peft(model):
         return getattr(model.peft_config[_active_adapter(model)], "base_model_name_or_path", None)
     return getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+
+    # ----- evaluation ------------------------------------------------------------------------------------------
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate`, plus the metrics of every `EvalMetricsCallback`, computed once per call and added to the
+        first dataset's metrics (so they are logged once and `metric_for_best_model` / `EarlyStoppingCallback` see
+        them)."""
+        if self._pending_eval_metrics is not None:  # one dataset of a dict of evaluation datasets
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self._pending_eval_metrics = {
+            f"{metric_key_prefix}_{name}": value
+            for callback in self.callback_handler.callbacks
+            if isinstance(callback, EvalMetricsCallback)
+            for name, value in callback.compute_metrics(
+                self.model, self.processing_class, self.args, self.state
+            ).items()
+        }
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._pending_eval_metrics = None
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any):
+        output = super().evaluation_loop(*args, **kwargs)
+        if self._pending_eval_metrics:
+            output.metrics.update(self._pending_eval_metrics)
+            self._pending_eval_metrics = {}
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation batches are plain tokenized rows: the loss is the mean over rows of each row's token-mean answer
+        NLL, so the dataset's `eval_loss` is that mean over its examples whatever the batch size."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            nll, count = sequence_nll(logits, inputs["labels"])
+            loss = (nll / count).mean().detach()
+        return (loss, None, None) if prediction_loss_only else (loss, logits.detach(), inputs["labels"])
 
 
 def _is_peft(model: torch.nn.Module) -> bool:

@@ -10,6 +10,7 @@ _EXPORTS = {
     "select_rows": ".data",
     "tofu_split_configs": ".data",
     "TofuEvalArguments": ".evaluation",
+    "TofuEvalCallback": ".callbacks",
     "evaluate_tofu": ".evaluation",
     "RetainReference": ".results",
     "load_retain_reference": ".results",
