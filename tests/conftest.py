@@ -12,17 +12,8 @@ PAD = 10
 
 def tiny_gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=VOCAB,
-        n_positions=32,
-        n_layer=2,
-        n_embd=16,
-        n_head=2,
-        pad_token_id=PAD,
-        bos_token_id=PAD,
-        eos_token_id=PAD,
-        **overrides,
-    )
+    settings = {"vocab_size": VOCAB, "n_positions": 32, "n_layer": 2, "n_embd": 16, "n_head": 2}
+    config = GPT2Config(**{**settings, **overrides}, pad_token_id=PAD, bos_token_id=PAD, eos_token_id=PAD)
     return GPT2LMHeadModel(config)
 
 

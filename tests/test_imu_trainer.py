@@ -38,7 +38,7 @@ def test_imu_loss_by_hand():
 def test_compute_loss_uses_the_influence_weights(forget, tmp_path):
     model = tiny_gpt2(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     trainer = IMUTrainer(model, IMUConfig(output_dir=str(tmp_path), **COMMON), forget_dataset=forget)
-    trainer.update_influence()
+    trainer.weighter.update()
     expected_scores = lm_head_influence(model, forget, damping=0.1, progress_bar=False)
     torch.testing.assert_close(trainer.scores, expected_scores.float())
     torch.testing.assert_close(trainer.sample_weights, influence_weights(expected_scores, "sqrt").float())
@@ -123,7 +123,7 @@ def test_resume_reuses_checkpointed_weights(forget, tmp_path, monkeypatch):
     def fail():
         raise AssertionError("a resumed run must reuse the checkpointed weights")
 
-    monkeypatch.setattr(resumed, "update_influence", fail)
+    monkeypatch.setattr(resumed.weighter, "update", fail)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
     torch.testing.assert_close(resumed.sample_weights, first.sample_weights)
 
@@ -131,7 +131,7 @@ def test_resume_reuses_checkpointed_weights(forget, tmp_path, monkeypatch):
 def test_no_positive_influence_is_a_clear_error(forget, tmp_path):
     trainer = IMUTrainer(tiny_gpt2(), IMUConfig(output_dir=str(tmp_path), **COMMON), forget_dataset=forget)
     with pytest.raises(ValueError, match="No forget sample has a positive influence"):
-        trainer.set_influence(-torch.ones(len(forget)))
+        trainer.weighter.set_scores(-torch.ones(len(forget)))
 
 
 def test_l1_head_penalty_is_added(forget, tmp_path):
@@ -143,7 +143,7 @@ def test_l1_head_penalty_is_added(forget, tmp_path):
             IMUConfig(output_dir=str(tmp_path), head_l1_weight=alpha, **COMMON),
             forget_dataset=forget,
         )
-        trainer.set_influence(torch.ones(len(forget)))
+        trainer.weighter.set_scores(torch.ones(len(forget)))
         trainer.model.eval()
         losses[alpha] = trainer.compute_loss(trainer.model, trainer.data_collator([trainer.train_dataset[0]])).item()
     assert losses[0.01] - losses[0.0] == pytest.approx(0.01 * model.lm_head.weight.abs().sum().item(), rel=1e-5)
@@ -169,7 +169,7 @@ def test_permutation_control_shuffles_weights(forget, tmp_path):
         for seed in (None, 0)
     ]
     for trainer in trainers:
-        trainer.set_influence(scores)
+        trainer.weighter.set_scores(scores)
     plain, permuted = (trainer.sample_weights for trainer in trainers)
     assert not torch.equal(plain, permuted)
     torch.testing.assert_close(plain.sort().values, permuted.sort().values)

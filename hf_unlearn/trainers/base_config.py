@@ -13,7 +13,7 @@ __all__ = ["UnlearnConfig"]
 
 RETAIN_LOSSES = ("none", "nll", "kl")
 REFERENCES = ("precomputed", "live")
-TRAINABLE = ("all", "head")
+TRAINABLE = ("all", "head", "lora", "patterns")
 
 
 @dataclass
@@ -37,9 +37,21 @@ class UnlearnConfig(TrainingArguments):
             Seed of the forget/retain pairing (each forget example gets one uniformly random retain example per
             epoch). `None` uses `seed`.
         trainable (`str`, *optional*, defaults to `"all"`):
-            Which parameters the method updates: `"all"` (every parameter that requires a gradient, e.g. a PEFT
-            adapter's) or `"head"` (the LM head only; tied input embeddings are untied first and stay bit-identical;
-            with PEFT the head must be in `modules_to_save`).
+            Which parameters the method updates (`docs/methods.md#trainable-parameters`): `"all"` (every parameter
+            that requires a gradient, e.g. a PEFT adapter's), `"head"` (the LM head only; tied input embeddings are
+            untied first and stay bit-identical; with PEFT the head must be in `modules_to_save`), `"lora"` (the PEFT
+            adapter; an error without one) or `"patterns"` (the parameters named by `trainable_patterns`, within
+            the layers of `trainable_last_layers` / `trainable_layers_at_depth`). The count is logged.
+        trainable_patterns (`list[str]` or `None`, *optional*, defaults to `None`):
+            With `trainable="patterns"`: regexes searched in parameter names, e.g. `["mlp.down_proj", "o_proj"]`.
+        trainable_last_layers (`int` or `None`, *optional*, defaults to `None`):
+            With `trainable="patterns"`: only the last k decoder layers.
+        trainable_layers_at_depth (`list[float]` or `None`, *optional*, defaults to `None`):
+            With `trainable="patterns"`: decoder layers round(a·L) … round(b·L) for the fractions `[a, b]` (e.g.
+            `[0.68, 0.75]` gives layers 19–21 of a 28-layer model).
+        influence_weighting (`dict` or `None`, *optional*, defaults to `None`):
+            Weight each forget sample's loss term by its LM-head influence score (IMU's weighting, on any method):
+            a mapping of [`InfluenceWeighting`] fields, e.g. `{"psi": "sqrt", "top_ratio": 1.0}`; `None` is off.
         push_full_model (`bool`, *optional*, defaults to `False`):
             What `push_to_hub` uploads (`hf_unlearn.hub`): by default the smallest thing that holds the unlearning, the
             PEFT adapter, or for `trainable="head"` the head delta (`hf_unlearn.hub.load_head_delta`); `True`
@@ -88,6 +100,18 @@ class UnlearnConfig(TrainingArguments):
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Arguments of load_model_and_tokenizer when `model` is a name or path."}
     )
+    trainable_patterns: list[str] | None = field(
+        default=None, metadata={"help": "With trainable='patterns': regexes searched in parameter names."}
+    )
+    trainable_last_layers: int | None = field(
+        default=None, metadata={"help": "With trainable='patterns': only the last k decoder layers."}
+    )
+    trainable_layers_at_depth: list[float] | None = field(
+        default=None, metadata={"help": "With trainable='patterns': layers round(a·L)..round(b·L) for [a, b]."}
+    )
+    influence_weighting: dict | None = field(
+        default=None, metadata={"help": "IMU's influence weights on this method's forget loss (InfluenceWeighting)."}
+    )
 
     # TrainingArguments defaults changed for unlearning (the TOFU reference recipe).
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial AdamW learning rate."})
@@ -118,6 +142,17 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"reference={self.reference!r} is not one of {REFERENCES}.")
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable={self.trainable!r} is not one of {TRAINABLE}.")
+        layer_options = (self.trainable_patterns, self.trainable_last_layers, self.trainable_layers_at_depth)
+        if self.trainable == "patterns" and all(option is None for option in layer_options):
+            raise ValueError("trainable='patterns' needs trainable_patterns and/or a layer shorthand.")
+        if self.trainable != "patterns" and any(option is not None for option in layer_options):
+            raise ValueError(
+                "trainable_patterns / trainable_last_layers / trainable_layers_at_depth need trainable='patterns'."
+            )
+        if self.influence_weighting is not None:  # checked now, kept as a plain mapping (serialisable args)
+            from .influence_weighting import InfluenceWeighting
+
+            self.influence_weighting = InfluenceWeighting.from_value(self.influence_weighting).to_dict()
         if self.retain_loss_weight < 0:
             raise ValueError(f"retain_loss_weight must be >= 0, got {self.retain_loss_weight}.")
         if self.remove_unused_columns:

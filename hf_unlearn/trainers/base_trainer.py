@@ -33,9 +33,11 @@ from ..hub import (
     write_model_card,
 )
 from ..hub import save_for_hub as write_hub_folder
-from ..models import load_model_and_tokenizer, untie_output_embeddings
+from ..models import load_model_and_tokenizer
 from ..utils import sequence_nll
 from .base_config import UnlearnConfig
+from .influence_weighting import InfluenceWeighter, InfluenceWeighting
+from .trainable import apply_trainable
 
 __all__ = ["UnlearnTrainer", "retain_kl"]
 
@@ -175,10 +177,18 @@ class UnlearnTrainer(Trainer):
             artifact = self._hub_artifact(self.model)  # a full model nobody asked to push fails now, not after training
             if artifact == "head":
                 self.base_head_sha256 = head_sha256(self.accelerator.unwrap_model(self.model))
-        if args.trainable == "head":
-            self._train_head_only()
+        self.trainable_names = apply_trainable(
+            self.accelerator.unwrap_model(self.model),
+            args.trainable,
+            args.trainable_patterns,
+            args.trainable_last_layers,
+            args.trainable_layers_at_depth,
+            is_peft=_is_peft(self.accelerator.unwrap_model(self.model)),
+        )
+        weighting = InfluenceWeighting.from_value(args.influence_weighting)
+        self.weighter = InfluenceWeighter(self, weighting) if weighting is not None else None
 
-    # ----- trainable parameters --------------------------------------------------------------------------------
+    # ----- trainable parameters and influence weights ----------------------------------------------------------
 
     def head_parameters(self) -> list[torch.nn.Parameter]:
         """The LM head's parameters (for a PEFT model with the head in `modules_to_save`: its trainable copy)."""
@@ -188,23 +198,29 @@ class UnlearnTrainer(Trainer):
             head = trainable[head.active_adapter if isinstance(head.active_adapter, str) else head.active_adapter[0]]
         return list(head.parameters())
 
-    def _train_head_only(self) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        head = model.get_output_embeddings()
-        if head is None:
-            raise ValueError("trainable='head' needs a model with an output embedding (model.get_output_embeddings()).")
-        is_peft = _is_peft(model)
-        if is_peft and getattr(head, "modules_to_save", None) is None:
-            raise ValueError(
-                "trainable='head' on a PEFT model needs the LM head in the adapter: add modules_to_save=['lm_head'] "
-                "(your head's name) to the PEFT config, or use trainable='all' to train the adapter."
-            )
-        if not is_peft:
-            untie_output_embeddings(model)  # a head-only update leaves tied input embeddings as they were
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        for parameter in self.head_parameters():
-            parameter.requires_grad_(True)
+    @property
+    def scores(self) -> torch.Tensor | None:
+        """Influence scores Δ_i of the forget set (with `influence_weighting`), else None."""
+        return self.weighter.scores if self.weighter is not None else None
+
+    @property
+    def sample_weights(self) -> torch.Tensor | None:
+        """Influence weights ŵ_i of the forget set (with `influence_weighting`), else None."""
+        return self.weighter.weights if self.weighter is not None else None
+
+    @property
+    def influence_history(self) -> list[dict[str, float]]:
+        return self.weighter.history if self.weighter is not None else []
+
+    def forget_weights(self, inputs: dict[str, Any], device: torch.device) -> torch.Tensor | None:
+        """ŵ_i of the batch's forget samples, or None without influence weighting (the loss's plain mean)."""
+        return self.weighter.batch_weights(inputs, device) if self.weighter is not None else None
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """Compute (or, when resuming, reload) the influence weights if the method uses them, then train as usual."""
+        if self.weighter is not None:
+            self.weighter.prepare(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     # ----- reference model -------------------------------------------------------------------------------------
 

@@ -6,20 +6,27 @@ import torch
 
 from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
+from .ga_trainer import ga_loss
 
 __all__ = ["GradDiffTrainer", "graddiff_loss"]
 
 
 def graddiff_loss(
-    forget_nll: torch.Tensor, forget_tokens: torch.Tensor, retain_term: torch.Tensor, forget_loss_weight: float
+    forget_nll: torch.Tensor,
+    forget_tokens: torch.Tensor,
+    retain_term: torch.Tensor,
+    forget_loss_weight: float,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L = γ·(−CE(F)) + α·Ret(R); `retain_term` arrives already weighted by α.
+    """L = γ·(−CE(F)) + α·Ret(R); `retain_term` arrives already weighted by α; the forget part is GA's loss
+    (influence-weighted with `weights`).
 
     Args:
         forget_nll: `(B,)` summed NLL of each forget sequence; forget_tokens: `(B,)` their labelled-token counts.
         retain_term: scalar α·Ret(R).
+        weights: `(B,)` ŵ_i ≥ 0, or None.
     """
-    return -forget_loss_weight * forget_nll.sum() / forget_tokens.sum() + retain_term
+    return forget_loss_weight * ga_loss(forget_nll, forget_tokens, weights) + retain_term
 
 
 class GradDiffTrainer(UnlearnTrainer):
@@ -40,7 +47,8 @@ class GradDiffTrainer(UnlearnTrainer):
         forget = inputs["forget"]
         outputs = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"])
         nll, num_tokens = sequence_nll(outputs.logits, forget["labels"])  # (B,), (B,)
-        loss = graddiff_loss(nll, num_tokens, self.retain_term(model, inputs), self.args.forget_loss_weight)
+        weights = self.forget_weights(inputs, nll.device)
+        loss = graddiff_loss(nll, num_tokens, self.retain_term(model, inputs), self.args.forget_loss_weight, weights)
         loss = self.check_finite(loss)
         self.record("forget_nll", nll.sum() / num_tokens.sum())
         return (loss, outputs) if return_outputs else loss

@@ -1,7 +1,8 @@
 from dataclasses import dataclass, field
 
 from ..influence import CURVATURES, PSI_CHOICES
-from .base_config import UnlearnConfig
+from .base_config import TRAINABLE, UnlearnConfig
+from .influence_weighting import InfluenceWeighting
 
 __all__ = ["IMUConfig"]
 
@@ -37,6 +38,13 @@ class IMUConfig(UnlearnConfig):
         weight_permutation_seed (`int` or `None`, *optional*, defaults to `None`):
             A control, not a method: randomly permute the weights across forget samples with this seed. If IMU with
             permuted weights does as well as IMU, the influence scores carry no information.
+        uniform_weights (`bool`, *optional*, defaults to `False`):
+            A control, not a method: weight 1 on the same kept samples (top-r of Df⁺), separating *which* samples
+            from *how much* each weighs.
+
+    IMU is GA with `influence_weighting` (`docs/methods.md#influence-weighting`): these flat fields are the paper's
+    preset and fill `influence_weighting`; to weight another method's loss (IMU-NPO, IMU-SimNPO), set
+    `influence_weighting` on that method's config.
     """
 
     psi: str = field(default="sqrt", metadata={"help": f"ψ on positive influence scores: one of {PSI_CHOICES}."})
@@ -44,7 +52,9 @@ class IMUConfig(UnlearnConfig):
     influence_update_epochs: int = field(
         default=0, metadata={"help": "ν: recompute scores every ν epochs (0: once before training)."}
     )
-    trainable: str = field(default="head", metadata={"help": "Parameters updated: 'head' (paper) or 'all'."})
+    trainable: str = field(
+        default="head", metadata={"help": f"Parameters updated: one of {TRAINABLE} ('head': paper)."}
+    )
     influence_curvature: str = field(
         default="fisher_diag", metadata={"help": f"Head curvature for the scores: one of {CURVATURES}."}
     )
@@ -60,18 +70,32 @@ class IMUConfig(UnlearnConfig):
     weight_permutation_seed: int | None = field(
         default=None, metadata={"help": "Control: permute the weights across samples with this seed; None: off."}
     )
+    uniform_weights: bool = field(
+        default=False, metadata={"help": "Control: weight 1 on every kept sample (same top-r subset)."}
+    )
 
     def __post_init__(self):
-        if self.psi not in PSI_CHOICES:
-            raise ValueError(f"psi={self.psi!r} is not one of {PSI_CHOICES}.")
-        if not 0 < self.top_ratio <= 1:
-            raise ValueError(f"top_ratio must be in (0, 1], got {self.top_ratio}.")
-        if self.influence_update_epochs < 0:
-            raise ValueError(f"influence_update_epochs must be >= 0, got {self.influence_update_epochs}.")
-        if self.influence_curvature not in CURVATURES:
-            raise ValueError(f"influence_curvature={self.influence_curvature!r} is not one of {CURVATURES}.")
-        if self.weight_clip_quantile is not None and not 0 < self.weight_clip_quantile <= 1:
-            raise ValueError(f"weight_clip_quantile must be in (0, 1] or None, got {self.weight_clip_quantile}.")
         if self.head_l1_weight < 0:
             raise ValueError(f"head_l1_weight must be >= 0, got {self.head_l1_weight}.")
+        preset = {
+            "psi": self.psi,
+            "top_ratio": self.top_ratio,
+            "update_epochs": self.influence_update_epochs,
+            "curvature": self.influence_curvature,
+            "damping": self.influence_damping,
+            "relative_damping": self.influence_relative_damping,
+            "batch_size": self.influence_batch_size,
+            "clip_quantile": self.weight_clip_quantile,
+            "permutation_seed": self.weight_permutation_seed,
+            "uniform": self.uniform_weights,
+        }
+        given = self.influence_weighting
+        if (
+            given is not None
+            and InfluenceWeighting.from_value(given).to_dict() != InfluenceWeighting(**preset).to_dict()
+        ):
+            raise ValueError(
+                "IMUConfig sets influence_weighting from its own fields (psi, top_ratio, ...): set those instead."
+            )
+        self.influence_weighting = preset
         super().__post_init__()

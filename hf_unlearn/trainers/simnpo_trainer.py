@@ -7,17 +7,22 @@ import torch.nn.functional as F
 
 from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
+from .influence_weighting import weighted_mean
 
 __all__ = ["SimNPOTrainer", "simnpo_loss"]
 
 
-def simnpo_loss(mean_nll: torch.Tensor, beta: float, delta: float, coefficient: float) -> torch.Tensor:
-    """L_SimNPO = −(2/β)·mean_i log σ(β(ℓ̄_θ,i − δ))·c (Fan et al., 2024, eq. 4).
+def simnpo_loss(
+    mean_nll: torch.Tensor, beta: float, delta: float, coefficient: float, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_SimNPO = −(2/β)·mean_i log σ(β(ℓ̄_θ,i − δ))·c (Fan et al., 2024, eq. 4); with influence weights ŵ the mean
+    is Σ_i ŵ_i (·) / Σ_i ŵ_i (IMU-SimNPO).
 
     Args:
         mean_nll: `(B,)` length-normalised answer NLL ℓ̄ (the count includes the end-of-turn token).
+        weights: `(B,)` ŵ_i ≥ 0, or None.
     """
-    return -(2.0 / beta) * F.logsigmoid(beta * (mean_nll - delta)).mean() * coefficient
+    return -(2.0 / beta) * weighted_mean(F.logsigmoid(beta * (mean_nll - delta)), weights) * coefficient
 
 
 class SimNPOTrainer(UnlearnTrainer):
@@ -38,7 +43,10 @@ class SimNPOTrainer(UnlearnTrainer):
         forget = inputs["forget"]
         outputs = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"])
         nll, num_tokens = sequence_nll(outputs.logits, forget["labels"])  # (B,), (B,)
-        forget_loss = simnpo_loss(nll / num_tokens, self.args.beta, self.args.delta, self.args.forget_loss_coefficient)
+        weights = self.forget_weights(inputs, nll.device)
+        forget_loss = simnpo_loss(
+            nll / num_tokens, self.args.beta, self.args.delta, self.args.forget_loss_coefficient, weights
+        )
         loss = self.check_finite(forget_loss + self.retain_term(model, inputs))
         self.record("forget_nll", nll.sum() / num_tokens.sum())
         return (loss, outputs) if return_outputs else loss
