@@ -68,7 +68,11 @@ def gradient_norm(loss: torch.Tensor, parameters: Iterable[torch.Tensor], norm: 
     """‖∇_θ loss‖ over `parameters`, differentiable in θ (the gradient is taken with `create_graph=True`)."""
     parameters = list(parameters)
     grads = torch.autograd.grad(loss, parameters, create_graph=True, allow_unused=True)
-    norms = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads if g is not None])  # (P,)
+    # Half-precision gradients are summed in fp32; fp32 / fp64 ones as they are.
+    norms = [
+        torch.linalg.vector_norm(g.to(torch.promote_types(g.dtype, torch.float32))) for g in grads if g is not None
+    ]
+    norms = torch.stack(norms)  # (P,)
     return torch.linalg.vector_norm(norms) if norm == "l2" else norms.sum()
 
 

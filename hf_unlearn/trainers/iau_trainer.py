@@ -29,7 +29,8 @@ def iau_loss(
         retain_scale, forget_scale = 1.0 / num_retain, 1.0 / num_forget
     else:
         retain_scale = forget_scale = 1.0
-    weights = torch.where(is_forget, -forget_scale, retain_scale).to(example_nll.dtype)  # (B,)
+    retain_weight = torch.full_like(example_nll, retain_scale)  # in the loss's dtype: 1/|D| not rounded to fp32
+    weights = torch.where(is_forget, -forget_scale * torch.ones_like(example_nll), retain_weight)  # (B,)
     return (weights * example_nll).sum()
 
 

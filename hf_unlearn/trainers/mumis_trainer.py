@@ -70,7 +70,7 @@ def input_sensitivities(
     kwargs = {"logits_to_keep": kept} if _accepts_logits_to_keep(model) else {}
     logits = model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs).logits
     index = torch.searchsorted(kept, positions) if kwargs else positions
-    logits = logits[rows, index].float()  # (M, V)
+    logits = _at_least_fp32(logits[rows, index])  # (M, V)
     logps = F.log_softmax(logits, dim=-1)
     outputs = logps if output == "logprob" else logits
     target_output = outputs.gather(-1, targets[:, None]).squeeze(-1)  # (M,)
@@ -78,7 +78,12 @@ def input_sensitivities(
     (target_grad,) = torch.autograd.grad(target_output.sum(), embeds, create_graph=create_graph, retain_graph=True)
     (other_grad,) = torch.autograd.grad(other_output.sum(), embeds, create_graph=create_graph)
     token_nll = -logps.detach().gather(-1, targets[:, None]).squeeze(-1)  # (M,)
-    return target_grad.float().pow(2).sum((1, 2)), other_grad.float().pow(2).sum((1, 2)), token_nll
+    return _at_least_fp32(target_grad).pow(2).sum((1, 2)), _at_least_fp32(other_grad).pow(2).sum((1, 2)), token_nll
+
+
+def _at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half precision upcast to fp32 for the squares and softmax; fp32 / fp64 unchanged."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
