@@ -293,3 +293,92 @@ def test_mumis_config_validation():
         MUMisConfig(output_dir="x", stop_threshold=-1.0)
     with pytest.raises(ValueError, match="stop_threshold_type"):
         MUMisConfig(output_dir="x", stop_threshold_type="percent")
+
+
+# ----- the Markov recipe -------------------------------------------------------------------------------------------
+
+
+def test_markov_recipe_with_iau_gr_and_mumis(tmp_path, capsys):
+    """IAU on the plain and on the gradient-restricted original, MU-Mis, in one tiny recipe; a re-run reuses all three
+    trained models; `original: gradient_restricted` without the section is refused before training."""
+    import json
+
+    import yaml
+
+    from hf_unlearn.cli import main
+
+    from .test_cli import TINY
+
+    recipe = {
+        **TINY,
+        "original_gradient_restriction": {"weight": 0.01},
+        "methods": {
+            "IAU": {"per_device_train_batch_size": 64, "learning_rate": 0.5, "normalization": "mean", "max_steps": 1},
+            "IAU+GR": {
+                "method": "IAU", "original": "gradient_restricted", "per_device_train_batch_size": 64,
+                "learning_rate": 0.5, "normalization": "mean", "max_steps": 1,
+            },
+            "MU-Mis": {"positions_per_sequence": 2, "stop_threshold": 0.9, "stop_check_steps": 1},
+        },
+    }  # fmt: skip
+    path, out = tmp_path / "recipe.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(path), "--output-dir", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["training"]) == {"original", "retrained", "original_gr"}
+    assert results["original_gr"]["forget_loss"] != results["original"]["forget_loss"]
+    assert results["methods"]["IAU+GR"]["original"] == "gradient_restricted"
+    assert results["methods"]["IAU"]["steps"] == 1 and len(results["methods"]["IAU"]["history"]) == 2
+    assert results["methods"]["IAU"]["forget_loss"] > results["original"]["forget_loss"]
+    assert "Original (GR)" in capsys.readouterr().out
+    assert main(["run", str(path), "--output-dir", str(out), "--methods", "IAU"]) == 0
+    assert capsys.readouterr().out.count("Reusing the cached") == 3
+
+    recipe.pop("original_gradient_restriction")
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(path), "--output-dir", str(tmp_path / "bad")]) == 2
+    assert "needs the recipe's original_gradient_restriction" in capsys.readouterr().err
+
+
+# ----- `hf-unlearn finetune` with gradient restriction --------------------------------------------------------------
+
+
+def test_tofu_finetune_gradient_restriction_is_opt_in_and_keeps_plain_fingerprints(tmp_path, capsys):
+    """Unset, the fine-tune fingerprint has exactly its old keys (cached fine-tunes stay valid); set, the target is
+    fine-tuned with ℓ + α‖∇_θ ℓ‖ into its own folder `target_gr` and its fingerprint says so."""
+    import json
+
+    from hf_unlearn.cli import main
+    from hf_unlearn.runtime.cache import STAMP_FILE
+    from hf_unlearn.tasks.tofu.data import select_rows
+    from hf_unlearn.tasks.tofu.finetune import _finetune_fingerprint
+    from hf_unlearn.tasks.tofu.recipe import parse_tofu_recipe
+
+    from .test_tofu_pipeline import tiny_recipe, write
+    from .tofu_helpers import save_tiny_model
+
+    base = save_tiny_model(tmp_path / "base")
+    recipe = tiny_recipe(base, tmp_path / "out")
+    recipe["models"]["retain"] = {"name_or_path": str(base)}
+    recipe["finetune"]["num_train_epochs"] = 1
+    plan = parse_tofu_recipe(recipe, dry_run=True)
+    rows = select_rows(plan.train_data["target"], plan.data_dir)
+    plain_keys = {"base", "train_data", "train_rows_sha256", "finetune", "finetune_lora", "formatting", "versions"}
+    assert set(_finetune_fingerprint(plan, "target", rows)) == plain_keys
+    assert "finetune_gradient_restriction" not in plan.settings()
+
+    restricted = {**recipe, "finetune_gradient_restriction": {"weight": 0.01}}
+    plan = parse_tofu_recipe(restricted, dry_run=True)
+    assert _finetune_fingerprint(plan, "target", rows)["gradient_restriction"] == {"weight": 0.01, "norm": "l2"}
+    assert main(["finetune", write(tmp_path / "r.yaml", restricted), "--only", "target"]) == 0
+    folder = tmp_path / "out" / "models" / "target_gr"
+    assert (folder / "model.safetensors").is_file() and not (tmp_path / "out" / "models" / "target").exists()
+    stamp = json.loads((folder / STAMP_FILE).read_text())
+    assert stamp["fingerprint"]["gradient_restriction"]["weight"] == 0.01
+    log = json.loads((folder / "train_log.json").read_text())
+    assert any(entry.get("gradient_restriction_norm", 0) > 0 for entry in log)
+
+    models = {**restricted["models"], "target": {"name_or_path": str(base)}, "retain": {"train_data": ["forget05"]}}
+    given = {**restricted, "models": models}
+    assert main(["finetune", write(tmp_path / "g.yaml", given)]) == 2
+    assert "finetune_gradient_restriction applies to the target" in capsys.readouterr().err

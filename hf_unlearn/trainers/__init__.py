@@ -18,7 +18,7 @@ _EXPORTS = {
     "GradDiffConfig": ".graddiff_config",
     "GradDiffTrainer": ".graddiff_trainer",
     "graddiff_loss": ".graddiff_trainer",
-    "GradientRestriction": ".gradient_restriction",
+    "GradientRestriction": ".gradient_restriction_config",
     "GradientRestrictionMixin": ".gradient_restriction",
     "GradientRestrictionTrainer": ".gradient_restriction",
     "gradient_restricted_loss": ".gradient_restriction",

@@ -11,47 +11,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import Trainer
+
+from .gradient_restriction_config import GRADIENT_NORMS, GradientRestriction
 
 __all__ = [
     "GRADIENT_NORMS",
     "GradientRestriction",
     "GradientRestrictionMixin",
     "GradientRestrictionTrainer",
+    "causal_lm_loss",
     "double_backward_attention",
     "gradient_norm",
     "gradient_restricted_loss",
 ]
-
-GRADIENT_NORMS = ("l2", "per_tensor")
-
-
-@dataclass
-class GradientRestriction:
-    """Settings of the gradient-restricted training loss ℓ + α‖∇_θ ℓ‖ (a recipe section; absent = plain training).
-
-    Parameters:
-        weight (`float`, *optional*, defaults to `0.005`):
-            α of eq. 7 (the authors' code default, on CIFAR-10).
-        norm (`str`, *optional*, defaults to `"l2"`):
-            `"l2"`: the global ‖∇_θ ℓ‖₂ over every trainable parameter (the paper's eq. 7); `"per_tensor"`: the sum of
-            each parameter tensor's L2 norm (the authors' code).
-    """
-
-    weight: float = field(default=0.005, metadata={"help": "α: weight of the gradient-norm penalty (eq. 7)."})
-    norm: Literal["l2", "per_tensor"] = field(
-        default="l2", metadata={"help": "'l2' (global norm, paper) or 'per_tensor' (sum of tensor norms, authors)."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ValueError(f"gradient restriction weight must be >= 0, got {self.weight}.")
-        if self.norm not in GRADIENT_NORMS:
-            raise ValueError(f"gradient restriction norm={self.norm!r} is not one of {GRADIENT_NORMS}.")
 
 
 @contextlib.contextmanager
@@ -62,6 +38,16 @@ def double_backward_attention() -> Iterator[None]:
 
     with sdpa_kernel(SDPBackend.MATH):
         yield
+
+
+def causal_lm_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None, **kwargs: Any) -> torch.Tensor:
+    """The standard causal-LM NLL from full logits (transformers' `ForCausalLMLoss`), as a Trainer
+    `compute_loss_func`. Trainers whose own loss runs a fused kernel without a double backward (TRL's SFT loss through
+    its fused LM head) take this one under gradient restriction: the same NLL, through ordinary autograd ops."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+    return ForCausalLMLoss(logits, labels, logits.shape[-1], num_items_in_batch=num_items_in_batch)
 
 
 def gradient_norm(loss: torch.Tensor, parameters: Iterable[torch.Tensor], norm: str = "l2") -> torch.Tensor:
