@@ -106,6 +106,8 @@ def run_markov(recipe: MarkovRecipe) -> dict[str, Any]:
             "history": callback.history,
             "steps": trainer.state.global_step,
         }
+        if getattr(trainer, "stop_history", None):  # MU-Mis with δ: every check of its stopping rule
+            results["methods"][label]["stop_history"] = trainer.stop_history
         # Written after every method, so an interrupted run keeps what it finished (marked incomplete).
         atomic_write_json(output_dir / "results.json", payload(complete=False))
     timings["total_seconds"] = time.perf_counter() - started
