@@ -8,6 +8,7 @@ writes, prints and saves."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from ...runtime.versions import environment_versions
 from .data import make_markov_datasets
 from .evaluation import MarkovEvalCallback, MarkovEvaluator
 from .publish import check_hub, publish
-from .recipe import ORIGINAL_TRAINING_DATA, MarkovRecipe, gpt2_config, training_arguments
+from .recipe import ORIGINAL_TRAINING_DATA, MarkovRecipe, gpt2_config, method_original, training_arguments
 from .report import markov_table, plot_markov_tradeoff
 
 __all__ = ["run_markov"]
@@ -50,13 +51,16 @@ def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, An
     pad_token_id = gpt2_config(recipe.model_settings, max_length).pad_token_id
 
     timings: dict[str, float] = {}
-    models = {}
-    for name, chains in (
-        ("original", ORIGINAL_TRAINING_DATA[recipe.original_training_data]),
-        ("retrained", ["retain"]),
-    ):
+    models, training = {}, {}
+    original_chains = ORIGINAL_TRAINING_DATA[recipe.original_training_data]
+    stages = [("original", original_chains, None), ("retrained", ["retain"], None)]
+    if recipe.original_gradient_restriction is not None:  # IAU's training phase: ℓ + α‖∇_θ ℓ‖
+        stages.append(("original_gr", original_chains, recipe.original_gradient_restriction))
+    for name, chains, restriction in stages:
         tick = time.perf_counter()
-        models[name] = _train_or_load(recipe, recipe.models_path / name, chains, data, max_length)
+        models[name], training[name] = _train_or_load(
+            recipe, recipe.models_path / name, chains, data, max_length, restriction
+        )
         timings[f"{name}_seconds"] = time.perf_counter() - tick
 
     test_sets = {name: data[f"{name}_test"] for name in ("retain", "forget1", "forget2")}
@@ -73,7 +77,9 @@ def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, An
             for name, split in test_sets.items()
         }
         trajectory_evaluator = MarkovEvaluator(subsets, models["retrained"], pad_token_id, **evaluate)
-    results = {"original": evaluator(models["original"]), "retrained": evaluator(models["retrained"]), "methods": {}}
+    results = {name: evaluator(models[name]) for name in models}
+    results["training"] = training  # seconds and steps of each model's training (from the cache when reused)
+    results["methods"] = {}
     forget_train = concatenate_datasets([data["forget1_train"], data["forget2_train"]])
 
     def payload(complete: bool) -> dict[str, Any]:
@@ -88,9 +94,10 @@ def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, An
 
     for label, spec in recipe.methods.items():
         main_process_print(f"Unlearning with {label}")
-        config = build_method_config(spec, recipe.shared_unlearn, output_dir / "methods" / label)
+        original, config_spec = method_original(spec)
+        config = build_method_config(config_spec, recipe.shared_unlearn, output_dir / "methods" / label)
         callback = MarkovEvalCallback(trajectory_evaluator)
-        model = copy.deepcopy(models["original"])
+        model = copy.deepcopy(models["original_gr" if original == "gradient_restricted" else "original"])
         model.config.pad_token_id = pad_token_id
         trainer = METHODS[spec["method"]][1](
             model, config, forget_dataset=forget_train, retain_dataset=data["retain_train"], callbacks=[callback]
@@ -105,11 +112,15 @@ def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, An
         results["methods"][label] = {
             **evaluator(model),
             "method": spec["method"],
-            "settings": {key: value for key, value in spec.items() if key != "method"},
+            "original": original,
+            "settings": {key: value for key, value in config_spec.items() if key != "method"},
             # Unlearning time alone: the per-step evaluation of the trade-off curve is measured and subtracted.
             "unlearn_seconds": wall - callback.seconds,
             "history": callback.history,
+            "steps": trainer.state.global_step,
         }
+        if getattr(trainer, "stop_history", None):  # MU-Mis with δ: every check of its stopping rule
+            results["methods"][label]["stop_history"] = trainer.stop_history
         if label in recipe.hub:  # after the evaluation: the card carries its numbers
             rows = {"forget": len(forget_train), "retain": len(data["retain_train"])}
             results["methods"][label]["hub"] = publish(
@@ -132,10 +143,13 @@ def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, An
     return final
 
 
-def _train_or_load(recipe: MarkovRecipe, path: Path, chains: list[str], data, max_length: int):
-    """The model trained on `chains`: from the stage cache when data, model, training settings and library versions
-    match, else trained now (in a scratch folder swapped in when complete)."""
+def _train_or_load(recipe: MarkovRecipe, path: Path, chains: list[str], data, max_length: int, restriction=None):
+    """The model trained on `chains` (with the gradient-restricted loss when `restriction` is given) and its training
+    record: from the stage cache when data, model, training settings and library versions match, else trained now
+    (in a scratch folder swapped in when complete)."""
     from transformers import GPT2LMHeadModel, Trainer
+
+    from ...trainers.gradient_restriction import GradientRestrictionTrainer
 
     fingerprint = {
         "model": recipe.model_settings,
@@ -145,8 +159,11 @@ def _train_or_load(recipe: MarkovRecipe, path: Path, chains: list[str], data, ma
         "chains": chains,
         "versions": environment_versions(),
     }
-    if cached_stage(path, fingerprint, f"{path.name} model") is not None:
-        return GPT2LMHeadModel.from_pretrained(path, use_safetensors=True)
+    if restriction is not None:  # only then: the plain models keep their fingerprints (and caches)
+        fingerprint["gradient_restriction"] = dataclasses.asdict(restriction)
+    stamp = cached_stage(path, fingerprint, f"{path.name} model")
+    if stamp is not None:
+        return GPT2LMHeadModel.from_pretrained(path, use_safetensors=True), _training_record(stamp)
     train_set = concatenate_datasets([data[f"{chain}_train"] for chain in chains])
     main_process_print(f"Training the {path.name} model on {len(train_set)} sequences.")
     scratch = open_scratch(path, fingerprint)
@@ -154,15 +171,23 @@ def _train_or_load(recipe: MarkovRecipe, path: Path, chains: list[str], data, ma
     torch.manual_seed(recipe.train_settings["seed"])
     model = GPT2LMHeadModel(config)
     tick = time.perf_counter()
-    trainer = Trainer(
+    trainer_class, extra = (
+        (Trainer, {}) if restriction is None else (GradientRestrictionTrainer, {"gradient_restriction": restriction})
+    )
+    trainer = trainer_class(
         model=model,
         args=training_arguments(recipe.train_settings, scratch / "trainer"),
         train_dataset=train_set,
         data_collator=lambda rows: pad_examples(rows, config.pad_token_id),
+        **extra,
     )
     trainer.train()
     record = {"seconds": time.perf_counter() - tick, "steps": trainer.state.global_step}
     if is_main_process():  # the processes hold the same weights; one writes them, commit_stage waits for it
         model.save_pretrained(scratch, safe_serialization=True)
     commit_stage(scratch, path, fingerprint, record, drop=("trainer",))
-    return model
+    return model, record
+
+
+def _training_record(stamp: dict[str, Any]) -> dict[str, Any]:
+    return {"seconds": stamp.get("seconds"), "steps": stamp.get("steps"), "cached": True}

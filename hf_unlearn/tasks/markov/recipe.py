@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...hub import HubPush, plan_hub_pushes, split_hub_settings
-from ...recipe import LaunchArguments, build_method_config, check_keys, convert, from_mapping, method_specs
+from ...recipe import (
+    LaunchArguments,
+    RecipeError,
+    build_method_config,
+    check_keys,
+    convert,
+    from_mapping,
+    method_specs,
+)
+from ...trainers.gradient_restriction_config import GradientRestriction
 from .data import MarkovDataArguments
 
 __all__ = [
@@ -18,10 +27,14 @@ __all__ = [
     "MarkovEvalArguments",
     "MarkovRecipe",
     "describe_markov_recipe",
+    "method_original",
     "parse_markov_recipe",
 ]
 
 ORIGINAL_TRAINING_DATA = {"retain+forget1": ["retain", "forget1"], "all": ["retain", "forget1", "forget2"]}
+# Which original model a method unlearns (a method entry's `original:` key): the plainly trained one, or the one
+# trained with the gradient-restricted loss (IAU's training phase; the recipe's `original_gradient_restriction`).
+ORIGINALS = ("standard", "gradient_restricted")
 # The reference's training of the original and retrained models: AdamW lr 5e-4, eps 1e-6, no weight decay, batch 128,
 # 5 epochs, constant lr (`docs/metrics.md#markov`); the other keys keep the run quiet and file-free.
 DEFAULT_TRAIN = {
@@ -71,6 +84,13 @@ class MarkovRecipe:
     data: MarkovDataArguments = field(default_factory=MarkovDataArguments)
     model: dict[str, Any] = field(default_factory=dict, metadata={"help": "GPT2Config fields over DEFAULT_MODEL."})
     original_training_data: Literal["retain+forget1", "all"] = "retain+forget1"
+    original_gradient_restriction: GradientRestriction | None = field(
+        default=None,
+        metadata={
+            "help": "Also train an original model with ℓ + α‖∇_θ ℓ‖ (IAU eq. 7); methods with "
+            "`original: gradient_restricted` unlearn it. The retrained model stays plainly trained."
+        },
+    )
     train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainingArguments over DEFAULT_TRAIN."})
     evaluation: MarkovEvalArguments = field(default_factory=MarkovEvalArguments)
     unlearn: dict[str, Any] = field(default_factory=dict, metadata={"help": "Settings shared by every method."})
@@ -103,6 +123,9 @@ class MarkovRecipe:
             "data": {"seed": self.seed, **dataclasses.asdict(self.data)},
             "model": self.model_settings,
             "original_training_data": self.original_training_data,
+            "original_gradient_restriction": (
+                dataclasses.asdict(self.original_gradient_restriction) if self.original_gradient_restriction else None
+            ),
             "train": self.train_settings,
             "unlearn": self.shared_unlearn,
             "evaluation": dataclasses.asdict(self.evaluation),
@@ -119,19 +142,39 @@ def parse_markov_recipe(raw: dict[str, Any], output_dir: str | None = None) -> M
     gpt2_config(recipe.model_settings, max(recipe.data.length, recipe.data.forget2_length or 0))
     training_arguments(recipe.train_settings, Path(recipe.output_dir) / "_check")
     for label, spec in recipe.methods.items():  # fail on a bad method setting before any training, not after
-        build_method_config(spec, recipe.shared_unlearn, Path(recipe.output_dir) / "_check", where=f"methods.{label}")
+        original, config_spec = method_original(spec, f"methods.{label}")
+        if original == "gradient_restricted" and recipe.original_gradient_restriction is None:
+            raise RecipeError(
+                f"methods.{label}: original: gradient_restricted needs the recipe's original_gradient_restriction "
+                "section (e.g. `original_gradient_restriction: {weight: 0.005}`)."
+            )
+        build_method_config(
+            config_spec, recipe.shared_unlearn, Path(recipe.output_dir) / "_check", where=f"methods.{label}"
+        )
     # Where and whether to push never shapes a model: out of the training settings, into recipe.hub.
     recipe.methods, _, recipe.hub = plan_hub_pushes(
         recipe.methods,
         recipe.shared_unlearn,
         lambda label, merged: build_method_config(
-            merged, {}, Path(recipe.output_dir) / "_check", where=f"methods.{label}"
+            method_original(merged, f"methods.{label}")[1],
+            {},
+            Path(recipe.output_dir) / "_check",
+            where=f"methods.{label}",
         ),
         lambda label: Path(recipe.output_dir) / "methods" / label / "hub",
         is_peft=False,
     )
     recipe.unlearn = split_hub_settings(recipe.unlearn)[0]
     return recipe
+
+
+def method_original(spec: dict[str, Any], where: str = "a method") -> tuple[str, dict[str, Any]]:
+    """A method entry's `original` (which original model it unlearns, default "standard") and the entry without it
+    (method name and config fields)."""
+    original = spec.get("original", "standard")
+    if original not in ORIGINALS:
+        raise RecipeError(f"{where}.original: {original!r} is not one of {', '.join(map(repr, ORIGINALS))}.")
+    return original, {key: value for key, value in spec.items() if key != "original"}
 
 
 def gpt2_config(settings: dict[str, Any], max_length: int):
@@ -178,8 +221,13 @@ def describe_markov_recipe(recipe: MarkovRecipe) -> str:
         "",
         f"Data: {dataclasses.asdict(recipe.data)}, seed {recipe.seed}",
         f"Model: GPT-2 {recipe.model_settings}",
-        f"Original model trained on {' ∪ '.join(ORIGINAL_TRAINING_DATA[recipe.original_training_data])}; "
-        "retrained model on retain",
+        f"Original model trained on {' ∪ '.join(ORIGINAL_TRAINING_DATA[recipe.original_training_data])}"
+        + (
+            f" (and once more with the gradient-restricted loss, {recipe.original_gradient_restriction})"
+            if recipe.original_gradient_restriction
+            else ""
+        )
+        + "; retrained model on retain",
         f"Training: {recipe.train_settings}",
         f"Evaluation: {dataclasses.asdict(recipe.evaluation)}",
         f"Launch: {recipe.launch.num_processes} process(es); batch sizes are per process",
@@ -187,11 +235,12 @@ def describe_markov_recipe(recipe: MarkovRecipe) -> str:
         "Unlearning:",
     ]
     for label, spec in recipe.methods.items():
-        config = build_method_config(spec, recipe.shared_unlearn, Path(recipe.output_dir) / "_plan")
+        original, config_spec = method_original(spec)
+        config = build_method_config(config_spec, recipe.shared_unlearn, Path(recipe.output_dir) / "_plan")
         lines.append(
             f"  {label}: {type(config).__name__}(lr {config.learning_rate:g}, max_steps {config.max_steps}, "
             f"batch {config.per_device_train_batch_size}, retain_loss {config.retain_loss}, trainable "
-            f"{config.trainable}) { ({k: v for k, v in spec.items() if k != 'method'}) }"
+            f"{config.trainable}, original {original}) { ({k: v for k, v in config_spec.items() if k != 'method'}) }"
         )
     if recipe.hub:
         from ...hub import check_pushes

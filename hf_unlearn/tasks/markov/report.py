@@ -22,6 +22,8 @@ def markov_table(results: dict[str, Any]) -> str:
         "unlearn_seconds",
     ]
     rows = [("Original", results["original"]), ("Retrained", results["retrained"])]
+    if "original_gr" in results:  # trained with the gradient-restricted loss (IAU's training phase)
+        rows.insert(1, ("Original (GR)", results["original_gr"]))
     rows += list(results["methods"].items())
     return format_table(
         [[name] + [values.get(column) for column in columns] for name, values in rows],
@@ -41,6 +43,9 @@ def plot_markov_tradeoff(results: dict[str, Any], path: str | os.PathLike) -> No
         losses.plot(steps, [h["retain_loss"] for h in history], "--", color=line.get_color(), label=f"{label} ℓ_r")
     original = results["original"]
     tradeoff.plot(original["retain_kl"], original["forget_kl"], "k*", markersize=12, label="original")
+    if "original_gr" in results:
+        gr = results["original_gr"]
+        tradeoff.plot(gr["retain_kl"], gr["forget_kl"], "*", color="gray", markersize=12, label="original (GR)")
     tradeoff.set_xlabel("retain KL to retrained, ℓ_r^KL (lower is better)")
     tradeoff.set_ylabel("forget KL to retrained, ℓ_f^KL (higher = more forgotten)")
     tradeoff.set_title("Trade-off along the unlearning trajectory")

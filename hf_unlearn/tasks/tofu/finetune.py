@@ -13,6 +13,7 @@ merged into the saved model, so every later stage loads a plain model.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ...runtime.distributed import is_main_process, main_process_print, wait_for
 from ...runtime.hashing import sha256_json
 from ...runtime.io import atomic_write_json
 from ...runtime.versions import environment_versions
+from ...trainers.gradient_restriction_config import GradientRestriction
 from ...utils import IGNORE_INDEX
 from .data import TOFU_HUB_ID, TofuFormat, describe_selections, load_tofu, select_rows
 from .recipe import ROLES, ModelSpec, TofuPlan, build_lora_config, build_sft_config, selections_json
@@ -72,20 +74,36 @@ def sft_dataset(rows: Dataset, tokenizer: Any, formatting: TofuFormat) -> Datase
     )
 
 
-def finetune_model(base: ModelSpec, rows: Dataset, plan: TofuPlan, scratch: Path, device: str | None = None) -> dict:
+def finetune_model(
+    base: ModelSpec,
+    rows: Dataset,
+    plan: TofuPlan,
+    scratch: Path,
+    device: str | None = None,
+    restriction: GradientRestriction | None = None,
+) -> dict:
     """Fine-tune `base` on `rows` into `scratch` (safetensors + tokenizer); resumes from a checkpoint left there by an
-    interrupted run. Returns the training record (seconds, steps, final loss)."""
+    interrupted run. With `restriction` the loss is ℓ + α‖∇_θ ℓ‖. Returns the training record (seconds, steps, final
+    loss)."""
     from trl import SFTTrainer
 
     model, tokenizer = load_model(base, device)
     dataset = sft_dataset(rows, tokenizer, plan.formatting)
     args = build_sft_config(plan.finetune, scratch / "trainer")
-    trainer = SFTTrainer(
+    trainer_class, extra = SFTTrainer, {}
+    if restriction is not None:  # IAU's training phase: ℓ + α‖∇_θ ℓ‖ (a double backward per step)
+        from ...trainers.gradient_restriction import GradientRestrictionMixin, causal_lm_loss
+
+        trainer_class = type("GradientRestrictedSFTTrainer", (GradientRestrictionMixin, SFTTrainer), {})
+        # TRL's own SFT loss may run a fused LM-head kernel without a double backward: the same NLL from full logits.
+        extra = {"gradient_restriction": restriction, "compute_loss_func": causal_lm_loss}
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=build_lora_config(plan.finetune_lora, "finetune_lora"),
+        **extra,
     )
     checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     if checkpoint:
@@ -151,7 +169,7 @@ def check_data_separation(plan: TofuPlan) -> dict[str, Any]:
 
 
 def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str, Any]:
-    return {
+    fingerprint = {
         "base": plan.base.identity(),
         "train_data": selections_json(plan.train_data[role]),
         "train_rows_sha256": sha256_json(rows.to_list()),
@@ -160,6 +178,15 @@ def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str,
         "formatting": plan.formatting.formatting(),
         "versions": environment_versions(),
     }
+    restriction = _gradient_restriction(plan, role)
+    if restriction is not None:  # only when set: every plain fine-tune keeps its fingerprint (and its cache)
+        fingerprint["gradient_restriction"] = dataclasses.asdict(restriction)
+    return fingerprint
+
+
+def _gradient_restriction(plan: TofuPlan, role: str) -> GradientRestriction | None:
+    """The target's gradient restriction (the retain model, the reference of forget quality, is trained plainly)."""
+    return plan.finetune_gradient_restriction if role == "target" else None
 
 
 def _finetuned_card_info(plan: TofuPlan, role: str, rows: int, record: dict[str, Any]) -> ModelCardInfo:
@@ -193,7 +220,8 @@ def ensure_models(
     for role in roles:
         if role not in plan.train_data:
             continue
-        path = plan.models_dir / role
+        # A gradient-restricted target gets its own folder: the plain target's cache stays intact.
+        path = plan.models_dir / (f"{role}_gr" if _gradient_restriction(plan, role) else role)
         with log.stage(f"finetune/{role}") as entry:
             rows = select_rows(plan.train_data[role], plan.data_dir)
             fingerprint = _finetune_fingerprint(plan, role, rows)
@@ -204,7 +232,7 @@ def ensure_models(
                     f"Fine-tuning the {role} model on {describe_selections(plan.train_data[role])} ({len(rows)} rows)."
                 )
                 scratch = open_scratch(path, fingerprint)
-                record = finetune_model(plan.base, rows, plan, scratch, device)
+                record = finetune_model(plan.base, rows, plan, scratch, device, _gradient_restriction(plan, role))
                 if is_main_process():
                     write_model_card(scratch, _finetuned_card_info(plan, role, len(rows), record))
                 stamp = commit_stage(scratch, path, fingerprint, record)

@@ -20,6 +20,7 @@ from ...hub import HubPush, check_pushes, plan_hub_pushes
 from ...models import resolve_model_path
 from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
 from ...runtime.hashing import folder_sha256
+from ...trainers.gradient_restriction_config import GradientRestriction
 from .data import Selection, TofuFormat, describe_selections, tofu_split_configs
 from .evaluation import TofuEvalArguments
 
@@ -113,6 +114,8 @@ class TofuRecipe:
     models: RecipeModels = field(default_factory=RecipeModels)
     finetune: dict[str, Any] = field(default_factory=dict)
     finetune_lora: dict[str, Any] | None = None
+    # Optional: fine-tune the target with ℓ + α‖∇_θ ℓ‖ (IAU's training phase); unset, nothing changes.
+    finetune_gradient_restriction: GradientRestriction | None = None
     unlearn_data: UnlearnData = field(default_factory=UnlearnData)
     unlearn: dict[str, Any] = field(default_factory=dict)
     unlearn_lora: dict[str, Any] | None = None
@@ -182,6 +185,8 @@ class TofuPlan:
     launch: LaunchArguments
     save_dtype: str | None = None  # unlearned models are saved in this dtype (None: as trained, fp32)
     hub: dict[str, HubPush] = field(default_factory=dict)  # label -> its push (methods with push_to_hub)
+    # The target's fine-tuning loss gets + α‖∇_θ ℓ‖ (IAU eq. 7); the retain model, the reference, stays plain.
+    finetune_gradient_restriction: GradientRestriction | None = None
 
     @property
     def configs(self) -> dict[str, str]:
@@ -189,7 +194,11 @@ class TofuPlan:
 
     def settings(self) -> dict[str, Any]:
         """Everything that shapes the results, for `results.json` (no text)."""
+        extra = {}
+        if self.finetune_gradient_restriction is not None:  # only when set: existing results.json stay as they were
+            extra["finetune_gradient_restriction"] = dataclasses.asdict(self.finetune_gradient_restriction)
         return {
+            **extra,
             "forget_split": self.forget_split,
             "data_dir": self.data_dir,
             "formatting": self.formatting.formatting(),
@@ -266,6 +275,11 @@ def parse_tofu_recipe(
         build_lora_config(recipe.finetune_lora, "finetune_lora")
     elif recipe.finetune or recipe.finetune_lora:
         raise RecipeError("The recipe has `finetune` settings but no model with train_data to fine-tune.")
+    if recipe.finetune_gradient_restriction is not None and "target" not in train_data:
+        raise RecipeError(
+            "finetune_gradient_restriction applies to the target's fine-tuning, but models.target is given, not "
+            "fine-tuned (it needs train_data)."
+        )
 
     percent = int(recipe.forget_split[len("forget") :])
     unlearn_data = {
@@ -317,6 +331,7 @@ def parse_tofu_recipe(
         launch=recipe.launch,
         save_dtype=recipe.save_dtype,
         hub=hub,
+        finetune_gradient_restriction=recipe.finetune_gradient_restriction,
     )
 
 
@@ -394,6 +409,11 @@ def describe_plan(plan: TofuPlan, command: str, recipe_arg: str) -> str:
             + _train_summary(sft, processes)
             + f", completion_only_loss={sft.completion_only_loss}, max_length={sft.max_length}"
             + (f", LoRA {plan.finetune_lora}" if plan.finetune_lora else ", full fine-tuning")
+            + (
+                f"; target with the gradient-restricted loss {plan.finetune_gradient_restriction}"
+                if plan.finetune_gradient_restriction
+                else ""
+            )
         )
     if command == "run":
         lines += [
