@@ -278,6 +278,30 @@ def test_sft_loss_mask_is_answer_and_end_of_turn_only(tmp_path):
     assert loss.item() == pytest.approx((nll.sum() / count.sum()).item(), rel=1e-5)
 
 
+def test_finetune_ignores_the_label_convention(base_model, tmp_path):
+    """Reference labels are an evaluation/unlearning option: the fine-tune's rows and fingerprint stay as they are."""
+    from hf_unlearn.tasks.tofu.finetune import _finetune_fingerprint
+
+    tokenizer = make_tokenizer()
+    rows = select_rows([Selection("forget05", (0, 3))], FIXTURE_DIR)
+    reference = TofuFormat(label_convention="reference")
+    assert sft_dataset(rows, tokenizer, reference).to_list() == sft_dataset(rows, tokenizer, TofuFormat()).to_list()
+    plans = [
+        parse_tofu_recipe(tiny_recipe(base_model, tmp_path, formatting=formatting), dry_run=True)
+        for formatting in ({}, {"label_convention": "reference"})
+    ]
+    fingerprints = [_finetune_fingerprint(plan, "target", rows) for plan in plans]
+    assert fingerprints[0] == fingerprints[1]
+    assert fingerprints[0]["formatting"] == {  # the values the cached fine-tunes were stamped with
+        "system_prompt": "You are a helpful assistant.",
+        "date_string": "10 Apr 2025",
+        "use_chat_template": None,
+        "reference_attention_mask": False,
+        "label_convention": "end_of_turn",
+    }
+    assert plans[1].evaluation.label_convention == "reference"
+
+
 # ------------------------------------------------------------------------------------------------ recipes
 
 

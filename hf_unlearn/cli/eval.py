@@ -4,7 +4,10 @@
         [--retain-results DIR_OR_FILE] [--max-items N]
 
 Every option of `TofuEvalArguments` is a flag (`--max-new-tokens`, `--no-compute-rouge`, `--system-prompt ""` for no
-system turn, `--reference-attention-mask`, ...). Runs on several processes with
+system turn, `--reference-attention-mask`, ...). `--reference-labels` scores the reference evaluator's label tokens
+(`--label-convention reference`); `--preset reference` sets every reference convention (labels, attention mask,
+extraction-strength floor) and `--preset teacher_forced_only` skips generation; a preset sets only the options still
+at their defaults. Runs on several processes with
 `torchrun --nproc_per_node N -m hf_unlearn.cli eval ...` (or `accelerate launch`).
 """
 
@@ -39,6 +42,17 @@ class EvalCommandArguments:
     recompute: bool = field(default=False, metadata={"help": "Never reuse previous results in --output-dir."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's own code."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
+    reference_labels: bool = field(
+        default=False, metadata={"help": "Score the reference's label tokens (same as --label-convention reference)."}
+    )
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Named settings: 'reference' (labels, attention mask and ES floor of the reference evaluator) or "
+            "'teacher_forced_only' (no generation). Sets only options left at their defaults.",
+            "choices": ["reference", "teacher_forced_only"],
+        },
+    )
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -59,12 +73,30 @@ def main(args: argparse.Namespace) -> int:
 
     command = EvalCommandArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalCommandArguments)})
     eval_args = TofuEvalArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TofuEvalArguments)})
+    eval_args = _apply_presets(command, eval_args)
     if command.data_dir is not None and not os.path.isdir(command.data_dir):
         raise FileNotFoundError(f"--data-dir {command.data_dir!r} does not exist.")
     from ..runtime.distributed import is_main_process, join_process_group
 
     device = command.device or join_process_group()
     return _evaluate(command, eval_args, device, is_main_process)
+
+
+def _apply_presets(command: EvalCommandArguments, eval_args):
+    """`--preset` values for the options left at their defaults, then `--reference-labels`."""
+    from ..tasks.tofu.evaluation import EVAL_PRESETS, TofuEvalArguments
+
+    changes: dict[str, object] = {}
+    if command.preset is not None:
+        defaults = TofuEvalArguments()
+        changes = {
+            name: value
+            for name, value in EVAL_PRESETS[command.preset].items()
+            if getattr(eval_args, name) == getattr(defaults, name)
+        }
+    if command.reference_labels:
+        changes["label_convention"] = "reference"
+    return dataclasses.replace(eval_args, **changes) if changes else eval_args
 
 
 def _evaluate(command: EvalCommandArguments, eval_args, device: str | None, is_main_process) -> int:

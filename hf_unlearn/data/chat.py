@@ -1,7 +1,9 @@
 """Question/answer pairs as chat-formatted `input_ids`/`labels`, with the labels on the answer tokens only.
 
 The tokenizer's chat template renders the conversation; the labels are -100 on every prompt and template token and
-the targets are the answer tokens plus the template's end-of-turn token (`docs/metrics.md#formatting`). Tokenizers
+the targets are the answer tokens plus the template's end-of-turn token (`docs/metrics.md#formatting`). The
+`"reference"` label convention instead tokenizes the whole rendered conversation, appends eos when it does not end
+with it, and labels everything after the generation prompt (`docs/metrics.md#label-convention`). Tokenizers
 without a chat template fall back to plain text ("Question: ...\nAnswer: ..." + eos); the fallback is reported by
 `chat_format_notice` so that callers can say which formatting produced their numbers.
 
@@ -26,9 +28,11 @@ from ..utils import IGNORE_INDEX
 from .pairing import validate_lm_dataset
 
 __all__ = [
+    "LABEL_CONVENTIONS",
     "PLAIN_PROMPT",
     "ChatFormat",
     "chat_format_notice",
+    "encode_prompt",
     "encode_prompt_answer",
     "end_of_turn_token_id",
     "format_qa",
@@ -40,6 +44,9 @@ __all__ = [
 # Plain-text fallback for tokenizers without a chat template. The answer starts with a space so that a BPE tokenizer
 # splits prompt and answer exactly as it would in one string.
 PLAIN_PROMPT = "Question: {question}\nAnswer:"
+# Which tokens are an answer's targets: "end_of_turn" (answer + the template's end-of-turn token) or "reference" (all
+# tokens after the generation prompt of the tokenized conversation, plus eos when it does not end with it).
+LABEL_CONVENTIONS = ("end_of_turn", "reference")
 
 
 @dataclass
@@ -57,6 +64,10 @@ class ChatFormat:
         reference_attention_mask (`bool`, defaults to `False`):
             Attention mask `input_ids != pad_token_id`, as the TOFU reference builds it (with pad = eos it hides the
             template's own end-of-turn tokens; `docs/metrics.md#reference-quirks`). Default: all ones.
+        label_convention (`str`, defaults to `"end_of_turn"`):
+            `"end_of_turn"`: the targets are the answer and the template's end-of-turn token. `"reference"`: the
+            TOFU reference's tokenization, everything after the generation prompt in the tokenized conversation with
+            eos appended (ChatML: answer + `<|im_end|>` + newline + `<|im_end|>`; `docs/metrics.md#label-convention`).
     """
 
     system_prompt: str | None = field(default=None, metadata={"help": "System turn prepended to every prompt."})
@@ -67,6 +78,12 @@ class ChatFormat:
     reference_attention_mask: bool = field(
         default=False, metadata={"help": "Attention mask = input_ids != pad (the TOFU reference's quirk)."}
     )
+    label_convention: str = field(
+        default="end_of_turn", metadata={"help": "Answer targets: 'end_of_turn' or 'reference'."}
+    )
+
+    def __post_init__(self) -> None:
+        _check_convention(self.label_convention)
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `format_qa` / `tokenize_dataset` / `encode_prompt_answer`."""
@@ -80,6 +97,11 @@ def chat_format_notice(tokenizer: Any, chat_format: ChatFormat) -> str | None:
     return "The tokenizer has no chat template: prompts use the plain 'Question: ... Answer:' format" + (
         " and the system prompt is not used." if chat_format.system_prompt else "."
     )
+
+
+def _check_convention(label_convention: str) -> None:
+    if label_convention not in LABEL_CONVENTIONS:
+        raise ValueError(f"label_convention={label_convention!r} is not one of {', '.join(LABEL_CONVENTIONS)}.")
 
 
 def _template_source(tokenizer: Any) -> str:
@@ -130,6 +152,44 @@ def _split_ids(
     return prompt_ids, _tokenize(tokenizer, answer_text, False)
 
 
+def _messages(prompt: str | list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    if not messages or messages[-1].get("role") != "user":
+        raise ValueError("The prompt messages must end with a user turn.")
+    if system_prompt is not None and messages[0].get("role") != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def _uses_template(tokenizer: Any, use_chat_template: bool | None, prompt: Any) -> bool:
+    has_template = bool(_template_source(tokenizer))
+    if use_chat_template is None:
+        use_chat_template = has_template
+    elif use_chat_template and not has_template:
+        raise ValueError("use_chat_template=True but the tokenizer has no chat template.")
+    if not use_chat_template and not isinstance(prompt, str):
+        raise ValueError("Chat messages need a tokenizer with a chat template (use_chat_template=True).")
+    return use_chat_template
+
+
+def encode_prompt(
+    tokenizer: Any,
+    prompt: str | list[dict[str, str]],
+    *,
+    system_prompt: str | None = None,
+    template_kwargs: dict[str, Any] | None = None,
+    use_chat_template: bool | None = None,
+    reference_attention_mask: bool = False,
+    label_convention: str = "end_of_turn",
+) -> list[int]:
+    """The prompt's tokens as generation sees them (`add_generation_prompt=True`); arguments as in `ChatFormat`
+    (the last two do not change the prompt and are accepted so that every field can be passed)."""
+    _check_convention(label_convention)
+    if not _uses_template(tokenizer, use_chat_template, prompt):
+        return _tokenize(tokenizer, PLAIN_PROMPT.format(question=prompt.strip()), True)
+    return _tokenize(tokenizer, _render(tokenizer, _messages(prompt, system_prompt), True, template_kwargs or {}))
+
+
 def encode_prompt_answer(
     tokenizer: Any,
     prompt: str | list[dict[str, str]],
@@ -139,45 +199,50 @@ def encode_prompt_answer(
     template_kwargs: dict[str, Any] | None = None,
     use_chat_template: bool | None = None,
     reference_attention_mask: bool = False,
+    label_convention: str = "end_of_turn",
 ) -> tuple[list[int], list[int]]:
-    """`(prompt_ids, answer_ids)`: the prompt as the model sees it before answering, and the answer's target tokens.
+    """`(prompt_ids, answer_ids)`: the tokens the answer is scored after, and the answer's target tokens.
 
     Args:
         prompt: a question (str) or a list of chat messages ending with a user turn.
-        answer: the answer text (stripped; must not be empty).
+        answer: the answer text (must not be empty; stripped under the `"end_of_turn"` convention).
         system_prompt: prepended as a system message unless `prompt` already starts with one; None: no system turn.
         template_kwargs: extra chat-template variables; only those the template mentions are passed.
         use_chat_template: None: use the chat template when the tokenizer has one; False: the plain-text format.
         reference_attention_mask: not used here (it only changes the attention mask); accepted so that every
             `ChatFormat` field can be passed.
+        label_convention: `"end_of_turn"` or `"reference"` (see `ChatFormat`).
 
-    `answer_ids` ends with the template's end-of-turn token (the first special token the template writes after the
-    answer, e.g. `<|eot_id|>` or `<|im_end|>`); anything the template writes after it (a newline) is dropped. Without
-    a chat template, or when the template writes no special token after the answer, the eos token ends the answer.
+    `"end_of_turn"`: `answer_ids` ends with the template's end-of-turn token (the first special token the template
+    writes after the answer, e.g. `<|eot_id|>` or `<|im_end|>`); anything the template writes after it (a newline) is
+    dropped. Without a chat template, or when the template writes no special token after the answer, the eos token
+    ends the answer. `prompt_ids` is then always exactly `encode_prompt(...)`.
+
+    `"reference"`: the whole rendered conversation is tokenized, eos is appended unless it already ends with eos,
+    and the first `len(encode_prompt(...))` tokens are the prompt, the rest the targets (as the TOFU reference does;
+    if a merge across the boundary made those first tokens differ from the generation prompt, they are still what
+    the answer is scored after).
     """
-    answer = answer.strip() if isinstance(answer, str) else answer
-    if not isinstance(answer, str) or not answer:
+    _check_convention(label_convention)
+    stripped = answer.strip() if isinstance(answer, str) else answer
+    if not isinstance(stripped, str) or not stripped:
         raise ValueError(f"The answer must be a non-empty string, got {answer!r:.60}.")
-    has_template = bool(_template_source(tokenizer))
-    if use_chat_template is None:
-        use_chat_template = has_template
-    elif use_chat_template and not has_template:
-        raise ValueError("use_chat_template=True but the tokenizer has no chat template.")
+    reference = label_convention == "reference"
+    answer = answer if reference else stripped
     kwargs = template_kwargs or {}
 
-    if not use_chat_template:
-        if not isinstance(prompt, str):
-            raise ValueError("Chat messages need a tokenizer with a chat template (use_chat_template=True).")
-        prompt_ids, answer_ids = _split_ids(tokenizer, PLAIN_PROMPT.format(question=prompt.strip()), " " + answer, True)
+    if not _uses_template(tokenizer, use_chat_template, prompt):
+        prompt_text = PLAIN_PROMPT.format(question=prompt.strip())
+        if reference:
+            return _reference_split(tokenizer, prompt_text, prompt_text + " " + answer, True)
+        prompt_ids, answer_ids = _split_ids(tokenizer, prompt_text, " " + answer, True)
         return prompt_ids, _with_eos(tokenizer, answer_ids)
 
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
-    if not messages or messages[-1].get("role") != "user":
-        raise ValueError("The prompt messages must end with a user turn.")
-    if system_prompt is not None and messages[0].get("role") != "system":
-        messages.insert(0, {"role": "system", "content": system_prompt})
+    messages = _messages(prompt, system_prompt)
     prompt_text = _render(tokenizer, messages, True, kwargs)
     full_text = _render(tokenizer, messages + [{"role": "assistant", "content": answer}], False, kwargs)
+    if reference:
+        return _reference_split(tokenizer, prompt_text, full_text, False)
     if not full_text.startswith(prompt_text):
         raise ValueError(
             "The chat template does not render the generation prompt as a prefix of the answered conversation; "
@@ -197,6 +262,21 @@ def encode_prompt_answer(
     return prompt_ids, _with_eos(tokenizer, answer_ids)
 
 
+def _reference_split(
+    tokenizer: Any, prompt_text: str, full_text: str, add_special_tokens: bool
+) -> tuple[list[int], list[int]]:
+    """The reference convention: tokens of the whole conversation (+ eos), split after the generation prompt's length."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("The tokenizer has no eos token to end the answer with.")
+    num_prompt = len(_tokenize(tokenizer, prompt_text, add_special_tokens))
+    full_ids = _tokenize(tokenizer, full_text, add_special_tokens)
+    if not full_ids or full_ids[-1] != tokenizer.eos_token_id:
+        full_ids.append(tokenizer.eos_token_id)
+    if len(full_ids) <= num_prompt:
+        raise ValueError("Under the reference label convention this answer has no target tokens (tokenization merge).")
+    return full_ids[:num_prompt], full_ids[num_prompt:]
+
+
 def _with_eos(tokenizer: Any, answer_ids: list[int]) -> list[int]:
     if tokenizer.eos_token_id is None:
         raise ValueError("The tokenizer has no eos token to end the answer with.")
@@ -214,6 +294,7 @@ def format_qa(
     template_kwargs: dict[str, Any] | None = None,
     use_chat_template: bool | None = None,
     reference_attention_mask: bool = False,
+    label_convention: str = "end_of_turn",
 ) -> dict[str, list[int]]:
     """One (question, answer) pair as `{"input_ids", "labels", "attention_mask"}` (lists of ints, unpadded).
 
@@ -228,6 +309,7 @@ def format_qa(
         system_prompt=system_prompt,
         template_kwargs=template_kwargs,
         use_chat_template=use_chat_template,
+        label_convention=label_convention,
     )
     return _example(tokenizer, prompt_ids, answer_ids, reference_attention_mask)
 
@@ -246,7 +328,9 @@ def reference_mask(tokenizer: Any, input_ids: Sequence[int]) -> list[int]:
 
 
 def end_of_turn_token_id(tokenizer: Any, **format_kwargs: Any) -> int:
-    """The token that ends an answer under this formatting (`<|eot_id|>`, `<|im_end|>`, or eos without a template)."""
+    """The token that ends an answer under this formatting (`<|eot_id|>`, `<|im_end|>`, or eos without a template),
+    whatever the label convention."""
+    format_kwargs = {**format_kwargs, "label_convention": "end_of_turn"}
     _, answer_ids = encode_prompt_answer(tokenizer, "Question?", "Answer.", **format_kwargs)
     return answer_ids[-1]
 
@@ -287,6 +371,7 @@ def tokenize_dataset(
     use_chat_template: bool | None = None,
     reference_attention_mask: bool = False,
     desc: str = "Tokenizing",
+    label_convention: str = "end_of_turn",
 ) -> Dataset:
     """Map a dataset to `input_ids`/`labels`/`attention_mask` (other columns are dropped; `desc` names the progress
     bar).
@@ -313,6 +398,7 @@ def tokenize_dataset(
             template_kwargs=template_kwargs,
             use_chat_template=use_chat_template,
             reference_attention_mask=reference_attention_mask,
+            label_convention=label_convention,
         )
 
     return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc=desc)

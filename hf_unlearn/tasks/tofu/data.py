@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data.chat import ChatFormat
+from ...data.chat import LABEL_CONVENTIONS, ChatFormat
 
 __all__ = [
     "FORGET_SPLITS",
@@ -67,7 +67,9 @@ class TofuFormat:
             Reference parity: attention mask = `input_ids != pad` (hides end-of-turn tokens when pad = eos).
         label_convention (`str`, defaults to `"end_of_turn"`):
             Which tokens are the answer's targets: `"end_of_turn"` (the answer and the template's end-of-turn token)
-            or `"reference"` (the reference evaluator's tokenization: the rendered conversation with eos appended).
+            or `"reference"` (the reference evaluator's tokenization: the rendered conversation with eos appended;
+            `docs/metrics.md#label-convention`). Evaluation and unlearning use it; fine-tuning always trains on
+            `"end_of_turn"` labels, so one cached fine-tune serves both conventions.
     """
 
     system_prompt: str | None = field(default="You are a helpful assistant.", metadata={"help": "System prompt."})
@@ -89,17 +91,16 @@ class TofuFormat:
     def __post_init__(self) -> None:
         if self.system_prompt == "":  # the CLI's way of saying "no system turn"
             self.system_prompt = None
-        if self.label_convention not in ("end_of_turn", "reference"):
+        if self.label_convention not in LABEL_CONVENTIONS:
             raise ValueError(f"label_convention={self.label_convention!r} is not 'end_of_turn' or 'reference'.")
 
     def chat_format(self) -> ChatFormat:
-        if self.label_convention != "end_of_turn":
-            raise NotImplementedError("label_convention='reference' is not implemented yet.")
         return ChatFormat(
             system_prompt=self.system_prompt,
             template_kwargs={"date_string": self.date_string},
             use_chat_template=self.use_chat_template,
             reference_attention_mask=self.reference_attention_mask,
+            label_convention=self.label_convention,
         )
 
     def formatting(self) -> dict[str, Any]:

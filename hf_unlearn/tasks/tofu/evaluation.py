@@ -28,7 +28,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ...data.chat import chat_format_notice, encode_prompt_answer, end_of_turn_token_id, reference_mask
+from ...data.chat import (
+    chat_format_notice,
+    encode_prompt,
+    encode_prompt_answer,
+    end_of_turn_token_id,
+    reference_mask,
+)
 from ...evaluation import metrics as M
 from ...evaluation.runner import generate_answers, score_prompt_groups
 from ...runtime.distributed import broadcast_object, is_main_process, num_processes, wait_for_everyone
@@ -38,6 +44,7 @@ from .data import TofuFormat, load_tofu, tofu_split_configs
 from .results import RetainReference, load_retain_reference, read_matching_results, write_results
 
 __all__ = [
+    "EVAL_PRESETS",
     "MAIN_METRICS",
     "MIA_ATTACKS",
     "SPLITS",
@@ -81,6 +88,15 @@ UTILITY_COMPONENTS = (
     "wf_Q_A_ROUGE",
     "wf_Truth_Ratio",
 )
+
+
+# Named settings (`TofuEvalArguments.preset`, CLI `--preset`). `reference`: the TOFU reference evaluator's conventions,
+# so that numbers can be compared with published ones (docs/metrics.md#reference-quirks). `teacher_forced_only`: no
+# generation (ROUGE and model_utility are None), the cheap mode for callbacks and sweeps.
+EVAL_PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {"label_convention": "reference", "reference_attention_mask": True, "es_reference_floor": True},
+    "teacher_forced_only": {"compute_rouge": False},
+}
 
 
 class _Split(NamedTuple):
@@ -145,8 +161,19 @@ class TofuEvalArguments(TofuFormat):
     compute_rouge: bool = field(default=True, metadata={"help": "Generate answers (ROUGE, model utility)."})
     share_prompts: bool = field(default=True, metadata={"help": "Compute each question's prompt once."})
     es_reference_floor: bool = field(default=True, metadata={"help": "ES = 1/n when no suffix matches (reference)."})
-    min_k: float = field(default=0.4, metadata={"help": "k of the Min-K% membership attack."})
+    min_k: float = field(
+        default=0.4,
+        metadata={"help": "k of the Min-K (percent) membership attack: fraction of lowest-probability tokens."},
+    )
     mia_attacks: list[str] = field(default_factory=lambda: list(MIA_ATTACKS), metadata={"help": "Reported MIAs."})
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TofuEvalArguments:
+        """Arguments from a named preset (`EVAL_PRESETS`) with `overrides` on top, e.g.
+        `TofuEvalArguments.preset("reference", forget_split="forget10")`."""
+        if name not in EVAL_PRESETS:
+            raise ValueError(f"Unknown evaluation preset {name!r}; use one of {', '.join(EVAL_PRESETS)}.")
+        return cls(**{**EVAL_PRESETS[name], **overrides})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -257,24 +284,40 @@ def load_eval_rows(args: TofuEvalArguments, data_dir: str | os.PathLike | None) 
 
 
 def plan_evaluation(rows: dict[str, list[dict[str, Any]]], tokenizer: Any, args: TofuEvalArguments) -> EvalPlan:
-    """Tokenize every distinct (question, answer) pair once and every question's prompt once."""
+    """Tokenize every distinct (question, answer) pair once and every distinct prompt once.
+
+    A prompt is stored once per distinct token sequence: normally an answer is scored after exactly the generation
+    prompt of its question, but under the reference label convention a tokenizer merge across the boundary can give
+    the scored context other first tokens (then it is its own prompt, as the reference scores it)."""
     chat = args.chat_format().kwargs()
+    reference = args.label_convention == "reference"
     sequences: list[ScoredSequence] = []
     seq_index: dict[tuple[str, str], int] = {}
     prompts: list[Prompt] = []
-    prompt_index: dict[str, int] = {}
+    prompt_ids_index: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    question_prompt: dict[str, int] = {}  # the generation prompt of each question
+
+    def mask_of(ids: list[int]) -> list[int]:
+        return reference_mask(tokenizer, ids) if args.reference_attention_mask else [1] * len(ids)
+
+    def prompt_of(ids: list[int], mask: list[int]) -> int:
+        key = (tuple(ids), tuple(mask))
+        if key not in prompt_ids_index:
+            prompt_ids_index[key] = len(prompts)
+            prompts.append(Prompt(list(ids), list(mask)))
+        return prompt_ids_index[key]
 
     def add(question: str, answer: str) -> int:
         key = (question, answer)
         if key not in seq_index:
             prompt_ids, answer_ids = encode_prompt_answer(tokenizer, question, answer, **chat)
-            input_ids = prompt_ids + answer_ids
-            mask = reference_mask(tokenizer, input_ids) if args.reference_attention_mask else [1] * len(input_ids)
-            if question not in prompt_index:
-                prompt_index[question] = len(prompts)
-                prompts.append(Prompt(prompt_ids, mask[: len(prompt_ids)]))
+            mask = mask_of(prompt_ids + answer_ids)
+            if question not in question_prompt:
+                generation_ids = encode_prompt(tokenizer, question, **chat) if reference else prompt_ids
+                question_prompt[question] = prompt_of(generation_ids, mask_of(generation_ids))
             seq_index[key] = len(sequences)
-            sequences.append(ScoredSequence(prompt_index[question], answer_ids, mask[len(prompt_ids) :]))
+            context = prompt_of(prompt_ids, mask[: len(prompt_ids)])
+            sequences.append(ScoredSequence(context, answer_ids, mask[len(prompt_ids) :]))
         return seq_index[key]
 
     items = {}
@@ -285,7 +328,7 @@ def plan_evaluation(rows: dict[str, list[dict[str, Any]]], tokenizer: Any, args:
                 answer=add(row["question"], row["answer"]),
                 correct=add(row["question"], row[kind.correct]) if kind.aggregation else None,
                 wrong=[add(row["question"], wrong) for wrong in row["perturbed_answer"]] if kind.aggregation else [],
-                prompt=prompt_index[row["question"]],
+                prompt=question_prompt[row["question"]],
             )
             for row in split_rows
         ]
@@ -395,6 +438,7 @@ def item_values(
 ) -> dict[str, list[dict[str, Any]]]:
     """Per-item values of every split: the numbers every aggregate is computed from."""
     items: dict[str, list[dict[str, Any]]] = {}
+    reference = args.label_convention == "reference"
     for split, split_items in plan.items.items():
         kind = _SPLIT_KINDS[split]
         values = []
@@ -410,13 +454,14 @@ def item_values(
             }
             if split in ("forget", "holdout"):
                 answer_ids = np.asarray(plan.sequences[item.answer].answer_ids)
-                # The end-of-turn token is excluded from ES, EM and the MIAs.
+                # The last target (the end-of-turn token, or the appended eos under the reference convention) is
+                # excluded from ES, EM and min-k, as in the reference.
                 body_logps, body_preds, body_ids = answer.logps[:-1], answer.preds[:-1], answer_ids[:-1]
                 if body_ids.size == 0:
                     raise ValueError(f"{split} item {index}: the answer has no token besides the end-of-turn token.")
-                text = tokenizer.decode(
-                    plan.prompts[item.prompt].input_ids + list(answer_ids), skip_special_tokens=True
-                )
+                # ZLIB's text: the reference compresses the decoded targets; ours the decoded prompt + answer.
+                shown = list(answer_ids) if reference else plan.prompts[item.prompt].input_ids + list(answer_ids)
+                text = tokenizer.decode(shown, skip_special_tokens=True)
                 out.update(
                     {
                         "extraction_strength": M.extraction_strength(
@@ -667,4 +712,5 @@ def _formatting_used(tokenizer: Any, args: TofuEvalArguments) -> dict[str, Any]:
         "chat_template": chat_template,
         "system_prompt": args.system_prompt if chat_template else None,
         "reference_attention_mask": args.reference_attention_mask,
+        "label_convention": args.label_convention,
     }

@@ -64,8 +64,9 @@ def public_name(spec: ModelSpec) -> str:
 def sft_dataset(rows: Dataset, tokenizer: Any, formatting: TofuFormat) -> Dataset:
     """Pre-tokenized SFT rows: `input_ids` and `completion_mask` (1 on answer + end-of-turn tokens).
 
-    The attention mask is left to TRL's collator (all ones): the reference's mask quirk is an evaluation option only."""
-    kwargs = {**formatting.chat_format().kwargs(), "reference_attention_mask": False}
+    The attention mask is left to TRL's collator (all ones): the reference's mask quirk is an evaluation option only.
+    The labels are always the answer + end-of-turn token (`label_convention` does not apply to fine-tuning)."""
+    kwargs = {**formatting.chat_format().kwargs(), "reference_attention_mask": False, "label_convention": "end_of_turn"}
     tokenized = tokenize_dataset(rows, tokenizer, **kwargs)
     return tokenized.map(
         lambda row: {"completion_mask": [int(label != IGNORE_INDEX) for label in row["labels"]]},
@@ -175,7 +176,8 @@ def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str,
         "train_rows_sha256": sha256_json(rows.to_list()),
         "finetune": per_step_settings(plan.finetune),
         "finetune_lora": plan.finetune_lora,
-        "formatting": plan.formatting.formatting(),
+        # The fine-tune trains on end-of-turn labels whatever the label convention (`sft_dataset`).
+        "formatting": {**plan.formatting.formatting(), "label_convention": "end_of_turn"},
         "versions": environment_versions(),
     }
     restriction = _gradient_restriction(plan, role)
