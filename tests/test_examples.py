@@ -39,7 +39,12 @@ def run_example(name: str, *argv: str, tmp_path: Path) -> str:
 
 
 def test_every_example_has_a_test():
-    tested = {"npo_lora_qa.py", "imu_own_model.py", "eval_callback_best_checkpoint.py"}
+    tested = {
+        "npo_lora_qa.py",
+        "imu_own_model.py",
+        "eval_callback_best_checkpoint.py",
+        "push_adapter.py",
+    }  # the last in test_hub.py
     assert {path.name for path in EXAMPLES.glob("*.py")} <= tested
 
 

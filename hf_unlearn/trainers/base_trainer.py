@@ -441,18 +441,6 @@ class UnlearnTrainer(Trainer):
             blocking=blocking,
         )
 
-
-def _active_adapter(model: torch.nn.Module) -> str:
-    active = model.active_adapter
-    return active if isinstance(active, str) else active[0]
-
-
-def _model_name(model: torch.nn.Module) -> str | None:
-    """What `model` was loaded from (a Hub id or a path), as recorded by transformers or PEFT."""
-    if _is_peft(model):
-        return getattr(model.peft_config[_active_adapter(model)], "base_model_name_or_path", None)
-    return getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
-
     # ----- evaluation ------------------------------------------------------------------------------------------
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -490,6 +478,18 @@ def _model_name(model: torch.nn.Module) -> str | None:
             nll, count = sequence_nll(logits, inputs["labels"])
             loss = (nll / count).mean().detach()
         return (loss, None, None) if prediction_loss_only else (loss, logits.detach(), inputs["labels"])
+
+
+def _active_adapter(model: torch.nn.Module) -> str:
+    active = model.active_adapter
+    return active if isinstance(active, str) else active[0]
+
+
+def _model_name(model: torch.nn.Module) -> str | None:
+    """What `model` was loaded from (a Hub id or a path), as recorded by transformers or PEFT."""
+    if _is_peft(model):
+        return getattr(model.peft_config[_active_adapter(model)], "base_model_name_or_path", None)
+    return getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
 
 
 def _is_peft(model: torch.nn.Module) -> bool:
