@@ -239,6 +239,14 @@ def upload_command(push: HubPush) -> str:
     return f"hf upload {push.repo_id} {push.folder} . --repo-type model" + (" --private" if push.private else "")
 
 
+def describe_pushes(pushes: Iterable[HubPush]) -> list[str]:
+    """The dry-run lines of planned pushes, with the offline/token check (no network in a dry run)."""
+    pushes = list(pushes)
+    lines = ["", "Hub (each after its evaluation, one commit):", *(f"  {push.describe()}" for push in pushes)]
+    problem = check_pushes(pushes, network=False)
+    return lines + ([f"  {problem}"] if problem else [])
+
+
 def check_pushes(pushes: Iterable[HubPush], *, network: bool = True) -> str | None:
     """`check_hub_access` for planned pushes (one `whoami` per token), before any training: sets each push's
     `skip_reason` and returns the one line to print when they cannot be pushed, else None."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...hub import HubPush, plan_hub_pushes, split_hub_settings
+from ...hub import HubPush, describe_pushes, plan_hub_pushes, split_hub_settings
 from ...recipe import (
     LaunchArguments,
     RecipeError,
@@ -243,11 +243,5 @@ def describe_markov_recipe(recipe: MarkovRecipe) -> str:
             f"{config.trainable}, original {original}) { ({k: v for k, v in config_spec.items() if k != 'method'}) }"
         )
     if recipe.hub:
-        from ...hub import check_pushes
-
-        lines += ["", "Hub (each after its evaluation, one commit):"]
-        lines += [f"  {push.describe()}" for push in recipe.hub.values()]
-        problem = check_pushes(recipe.hub.values(), network=False)  # no network in a dry run
-        if problem:
-            lines.append(f"  {problem}")
+        lines += describe_pushes(recipe.hub.values())
     return "\n".join(lines)

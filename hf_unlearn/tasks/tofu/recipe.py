@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..._compat import checkpointing_settings
-from ...hub import HubPush, check_pushes, plan_hub_pushes
+from ...hub import HubPush, describe_pushes, plan_hub_pushes
 from ...models import resolve_model_path
 from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
 from ...runtime.hashing import folder_sha256
@@ -432,11 +432,7 @@ def describe_plan(plan: TofuPlan, command: str, recipe_arg: str) -> str:
                 f"trainable={config.trainable}" + (f", {extra}" if extra else "")
             )
         if plan.hub:
-            lines += ["", "Hub (each after its evaluation, one commit):"]
-            lines += [f"  {push.describe()}" for push in plan.hub.values()]
-            problem = check_pushes(plan.hub.values(), network=False)  # no network in a dry run
-            if problem:
-                lines.append(f"  {problem}")
+            lines += describe_pushes(plan.hub.values())
         ev = plan.evaluation
         limits = {split: ev.item_limit(split) for split in plan.configs if ev.item_limit(split)}
         subsets = ", ".join(f"{k} first {v}" for k, v in limits.items()) or "all items"
