@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 
-__all__ = ["IGNORE_INDEX", "all_gather_objects", "rank_and_world", "sequence_nll", "token_logprobs"]
+__all__ = ["IGNORE_INDEX", "all_gather_objects", "has_accelerator", "rank_and_world", "sequence_nll", "token_logprobs"]
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,3 +51,9 @@ def all_gather_objects(value: Any) -> list[Any]:
     gathered: list[Any] = [None] * world
     torch.distributed.all_gather_object(gathered, value)
     return gathered
+
+
+def has_accelerator() -> bool:
+    """Is a GPU (or another torch accelerator) present? Decides defaults such as pinned dataloader memory."""
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator.is_available() if accelerator else torch.cuda.is_available()

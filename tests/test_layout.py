@@ -110,11 +110,15 @@ def test_help_and_recipe_errors_do_not_import_torch(tmp_path):
     assert _imported(done.stderr, "yaml") or _imported(done.stderr, "argparse")  # the check can see imports
     for module in ("torch", "transformers"):
         assert not _imported(done.stderr, module), f"`hf-unlearn --help` imported {module}"
-    assert seconds < 2.0
+    assert seconds < 5.0  # generous: the machine may be shared; the import check is the real test
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: markov\nepochs: 3\n")
     seconds, done = _run("run", str(bad))
     assert done.returncode == 2 and "Unknown key(s) in the Markov recipe: 'epochs'" in done.stderr
-    assert not _imported(done.stderr, "torch") and seconds < 2.0
+    assert (
+        not _imported(done.stderr, "torch") and seconds < 5.0
+    )  # generous: the machine may be shared; the import check is the real test
     seconds, done = _run("run", "no-such-recipe")
-    assert done.returncode == 2 and "embedded: markov" in done.stderr and seconds < 2.0
+    assert (
+        done.returncode == 2 and "embedded: markov" in done.stderr and seconds < 5.0
+    )  # generous: the machine may be shared; the import check is the real test

@@ -160,11 +160,18 @@ def test_missing_pad_token_fails_clearly(forget_dataset, tmp_path):
 
 
 def test_nan_loss_fails_clearly(model, forget_dataset, tmp_path):
-    with torch.no_grad():
-        model.lm_head.weight[0, 0] = float("nan")
+    """Finite weights, NaN logits (a hook): the loss check names the step, not a later optimizer error."""
+    model.lm_head.register_forward_hook(lambda module, args, output: output * float("nan"))
     trainer = GATrainer(model, GAConfig(output_dir=str(tmp_path), max_steps=1, **COMMON), forget_dataset=forget_dataset)
     with pytest.raises(FloatingPointError, match="unlearning loss is nan"):
         trainer.train()
+
+
+def test_non_finite_weights_fail_before_training(model, forget_dataset, tmp_path):
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite weights"):
+        GATrainer(model, GAConfig(output_dir=str(tmp_path), max_steps=1, **COMMON), forget_dataset=forget_dataset)
 
 
 def test_pairing_is_reproducible_and_redrawn_each_epoch(forget_dataset, retain_dataset):

@@ -25,6 +25,7 @@ KNOWN_ERRORS = (
     FileNotFoundError,
     NotADirectoryError,
     PermissionError,
+    ConnectionError,
     FloatingPointError,
     KeyboardInterrupt,
 )
@@ -61,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         configure_launch_environment()
     module = importlib.import_module(SUBCOMMANDS[top.command][0])
     args = module.build_parser(f"hf-unlearn {top.command}").parse_args(top.args)
+    from ..runtime.lock import OutputFolderLocked
+
     try:
         check_accelerate_launch(argv)
         return module.main(args) or 0
-    except KNOWN_ERRORS as error:
+    except (*KNOWN_ERRORS, OutputFolderLocked) as error:
         if debug:
             raise
         from ..recipe import RecipeError

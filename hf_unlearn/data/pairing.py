@@ -16,7 +16,14 @@ from torch.utils.data import Dataset
 
 from ..utils import IGNORE_INDEX
 
-__all__ = ["ForgetRetainDataset", "UnlearnCollator", "pad_examples", "validate_lm_dataset"]
+__all__ = [
+    "ForgetRetainDataset",
+    "UnlearnCollator",
+    "check_token_rows",
+    "count_shared_rows",
+    "pad_examples",
+    "validate_lm_dataset",
+]
 
 REQUIRED_COLUMNS = ("input_ids", "labels")
 
@@ -37,7 +44,15 @@ def validate_lm_dataset(dataset: Any, name: str) -> None:
             "'messages' or TRL prompt/completion rows (the trainer tokenizes them), or tokenize it into `input_ids` "
             "and `labels` (-100 on tokens that are not targets), e.g. with `hf_unlearn.data.tokenize_dataset`."
         )
-    labels = dataset["labels"] if hasattr(dataset, "column_names") else [example["labels"] for example in dataset]
+    labels = _column(dataset, "labels")
+    lengths = [(len(ids), len(row)) for ids, row in zip(_column(dataset, "input_ids"), labels)]
+    mismatched = [i for i, (n_ids, n_labels) in enumerate(lengths) if n_ids != n_labels]
+    if mismatched:
+        i = mismatched[0]
+        raise ValueError(
+            f"{len(mismatched)} example(s) of the {name} dataset have labels of another length than input_ids, e.g. "
+            f"index {i} ({lengths[i][1]} labels for {lengths[i][0]} tokens): labels must align with input_ids."
+        )
     # The causal shift drops position 0, so a target must sit at position >= 1.
     empty = [i for i, row in enumerate(labels) if not any(label != IGNORE_INDEX for label in list(row)[1:])]
     if empty:
@@ -45,6 +60,41 @@ def validate_lm_dataset(dataset: Any, name: str) -> None:
             f"{len(empty)} example(s) of the {name} dataset have no target token (all labels are -100 after the "
             f"causal shift), e.g. index {empty[0]}: their loss is undefined. Drop them or fix the labels."
         )
+
+
+def check_token_rows(dataset: Any, name: str, vocab_size: int | None, max_positions: int | None) -> None:
+    """Fail early on rows the model cannot embed: a token id outside the vocabulary, or more tokens than its context
+    (torch would answer with an IndexError from inside the embedding)."""
+    rows = _column(dataset, "input_ids")
+    if vocab_size is not None:
+        bad = [i for i, ids in enumerate(rows) if len(ids) and (min(ids) < 0 or max(ids) >= vocab_size)]
+        if bad:
+            ids = list(rows[bad[0]])
+            raise ValueError(
+                f"{len(bad)} example(s) of the {name} dataset have token ids outside the model's vocabulary "
+                f"(0..{vocab_size - 1}), e.g. index {bad[0]} (ids {min(ids)}..{max(ids)}): tokenize with the model's "
+                "own tokenizer."
+            )
+    if max_positions is not None:
+        long = [i for i, ids in enumerate(rows) if len(ids) > max_positions]
+        if long:
+            longest = max(len(rows[i]) for i in long)
+            raise ValueError(
+                f"{len(long)} example(s) of the {name} dataset are longer than the model's context of "
+                f"{max_positions} tokens (the longest has {longest}): truncate them when tokenizing or use a model "
+                "with a longer context."
+            )
+
+
+def count_shared_rows(forget: Any, retain: Any) -> int:
+    """How many forget examples also appear, token for token, in the retain set (unlearning and keeping the same
+    row pull against each other)."""
+    retain_rows = {tuple(ids) for ids in _column(retain, "input_ids")}
+    return sum(tuple(ids) in retain_rows for ids in _column(forget, "input_ids"))
+
+
+def _column(dataset: Any, name: str) -> list:
+    return dataset[name] if hasattr(dataset, "column_names") else [example[name] for example in dataset]
 
 
 class ForgetRetainDataset(Dataset):

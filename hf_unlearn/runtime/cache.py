@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .distributed import is_main_process, main_process_print, num_processes, wait_for_everyone
-from .hashing import sha256_json
+from .hashing import folder_sha256, sha256_json
 from .io import atomic_write_json
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "open_scratch",
     "per_step_settings",
     "read_stamp",
+    "retire_previous_results",
     "stage_status",
 ]
 
@@ -76,6 +77,9 @@ def stage_status(path: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any
         return None, "not computed yet"
     differ = diff_fingerprints(stamp.get("fingerprint"), fingerprint)
     if not differ and stamp.get("complete"):
+        changed = _changed_files(Path(path), stamp.get("files_sha256"))
+        if changed:
+            return None, f"changed after it was made ({', '.join(changed)} no longer hash the same)"
         return stamp, "same fingerprint"
     if not differ:
         return None, "left incomplete by an interrupted run"
@@ -129,11 +133,40 @@ def commit_stage(
         for pattern in drop:
             for match in sorted(Path(scratch).rglob(pattern)):
                 shutil.rmtree(match, ignore_errors=True) if match.is_dir() else match.unlink(missing_ok=True)
+        # The content of what was made: a file replaced later (even by one of the same size) voids the stage.
+        stamp["files_sha256"] = folder_sha256(scratch)
         atomic_write_json(Path(scratch) / STAMP_FILE, stamp)
         shutil.rmtree(path, ignore_errors=True)
         Path(scratch).rename(path)
     wait_for_everyone()
     return stamp
+
+
+def _changed_files(path: Path, recorded: dict[str, str] | None) -> list[str]:
+    """Model files of a stage whose content differs from what its stamp recorded (stamps without a record: none)."""
+    if recorded is None:
+        return []
+    now = folder_sha256(path)
+    return sorted(name for name in set(recorded) | set(now) if recorded.get(name) != now.get(name))
+
+
+def retire_previous_results(output_dir: Path, names: tuple[str, ...]) -> list[str]:
+    """Move the result files of an earlier run (`results.json`, plots, tables) into `output_dir/previous/` before
+    a new run starts, so that an interrupted run never leaves the old results looking like its own; returns the
+    names moved. Main process only; nothing is deleted but an older `previous/` copy of the same name."""
+    moved = []
+    if is_main_process():
+        for name in names:
+            source = Path(output_dir) / name
+            if source.is_file():
+                target = Path(output_dir) / "previous" / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source.replace(target)
+                moved.append(name)
+        if moved:
+            main_process_print(f"Moved the previous run's {', '.join(moved)} to {Path(output_dir) / 'previous'}.")
+    wait_for_everyone()
+    return moved
 
 
 class StageLog:

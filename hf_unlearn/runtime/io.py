@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "json_default"]
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "check_writable_folder", "json_default"]
 
 
 @contextmanager
@@ -37,6 +37,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
     """Write `payload` as indented JSON atomically (tensors and numpy values become lists/numbers)."""
     atomic_write_text(path, json.dumps(payload, indent=2, default=json_default) + "\n")
+
+
+def check_writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create `path` if needed and prove it takes a file, before any work: a file in its place, a read-only parent
+    or a full disk fail now in one line instead of after an hour of training."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(f"The {what} {path} cannot be created: {blocker} is a file, not a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".hf_unlearn_write_check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise PermissionError(f"The {what} {path} is not writable ({error.strerror or error}).") from None
+    return path
 
 
 def json_default(obj: Any) -> Any:

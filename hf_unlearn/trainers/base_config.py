@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from transformers import TrainingArguments
 
-__all__ = ["UnlearnConfig"]
+from ..utils import has_accelerator
+
+__all__ = ["UnlearnConfig", "check_numeric_fields"]
 
 RETAIN_LOSSES = ("none", "nll", "kl")
 REFERENCES = ("precomputed", "live")
 TRAINABLE = ("all", "head", "lora", "patterns")
+
+
+def check_numeric_fields(config: Any) -> None:
+    """A TypeError naming the field for a number given as a string or a boolean (`learning_rate="1e-4"`), which
+    `TrainingArguments` would keep and the optimizer reject deep inside torch. The command line and recipes convert
+    their strings before this runs."""
+    hints = typing.get_type_hints(type(config))
+    for item in dataclasses.fields(config):
+        annotation = hints.get(item.name)
+        numeric = {int, float} & ({annotation} | set(typing.get_args(annotation)))
+        value = getattr(config, item.name)
+        if numeric and isinstance(value, (str, bool)) and not ({str, bool} & set(typing.get_args(annotation))):
+            kind = "a number" if float in numeric else "an integer"
+            hint = " (a quoted number is a string: drop the quotes)" if isinstance(value, str) else ""
+            raise TypeError(f"{item.name}={value!r} is not {kind}{hint}.")
 
 
 @dataclass
@@ -27,8 +45,9 @@ class UnlearnConfig(TrainingArguments):
             Retain term Ret(R) added to the forget loss: `"none"`, `"nll"` (token-mean NLL on the retain batch) or
             `"kl"` (KL(π_ref ‖ π_θ) averaged over the retain batch's labelled positions; the reference averages over
             all positions including padding, we mask).
-        retain_loss_weight (`float`, *optional*, defaults to `1.0`):
-            α: weight of the retain term.
+        retain_loss_weight (`float` or `None`, *optional*, defaults to `None`):
+            α: weight of the retain term; None is 1.0 with a retain term. Setting it with `retain_loss="none"` is
+            refused (it would be ignored).
         reference (`str`, *optional*, defaults to `"precomputed"`):
             How methods that need the frozen initial model get its forget-set log-probs: `"precomputed"` (one pass
             before training, no reference model in memory) or `"live"` (a frozen copy, or the PEFT model with its
@@ -81,7 +100,9 @@ class UnlearnConfig(TrainingArguments):
             "help": "Retain term Ret(R): 'none', 'nll' (CE on the retain batch) or 'kl' (KL(π_ref‖π_θ), masked)."
         },
     )
-    retain_loss_weight: float = field(default=1.0, metadata={"help": "α: weight of the retain term."})
+    retain_loss_weight: float | None = field(
+        default=None, metadata={"help": "α: weight of the retain term (None: 1.0 with a retain term)."}
+    )
     reference: str = field(
         default="precomputed",
         metadata={"help": "Reference log-probs: 'precomputed' once before training, or 'live' from a frozen model."},
@@ -153,8 +174,24 @@ class UnlearnConfig(TrainingArguments):
             from .influence_weighting import InfluenceWeighting
 
             self.influence_weighting = InfluenceWeighting.from_value(self.influence_weighting).to_dict()
-        if self.retain_loss_weight < 0:
+        check_numeric_fields(self)
+        if self.retain_loss == "none" and self.retain_loss_weight is not None:
+            raise ValueError(
+                f"retain_loss_weight={self.retain_loss_weight} has no effect with retain_loss='none': set "
+                "retain_loss ('nll' or 'kl') to use a retain term, or drop retain_loss_weight."
+            )
+        if self.retain_loss != "none" and self.retain_loss_weight is None:
+            self.retain_loss_weight = 1.0
+        if self.retain_loss_weight is not None and self.retain_loss_weight < 0:
             raise ValueError(f"retain_loss_weight must be >= 0, got {self.retain_loss_weight}.")
+        if self.max_steps == 0:
+            raise ValueError("max_steps=0 would train nothing: set max_steps >= 1, or -1 to train num_train_epochs.")
+        if self.max_steps < 0 and self.num_train_epochs <= 0:
+            raise ValueError(
+                f"num_train_epochs={self.num_train_epochs} would train nothing: set num_train_epochs > 0 or max_steps."
+            )
+        if self.max_grad_norm is None:
+            raise TypeError("max_grad_norm=None is not a number: use 0 to turn gradient clipping off.")
         if self.remove_unused_columns:
             raise ValueError(
                 "remove_unused_columns must be False for unlearning trainers (nested forget/retain batches)."
@@ -169,8 +206,7 @@ class UnlearnConfig(TrainingArguments):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict or a JSON object, got {value!r}.")
         if self.dataloader_pin_memory is None:
-            accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
-            self.dataloader_pin_memory = accelerator.is_available() if accelerator else torch.cuda.is_available()
+            self.dataloader_pin_memory = has_accelerator()
         super().__post_init__()
 
     def set_push_to_hub(

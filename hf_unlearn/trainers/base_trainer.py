@@ -17,7 +17,7 @@ from transformers.utils import logging
 
 from ..callbacks import EvalMetricsCallback, LabelledPrinterCallback, LabelledProgressCallback
 from ..data.chat import prepare_lm_dataset
-from ..data.pairing import ForgetRetainDataset, UnlearnCollator, pad_examples
+from ..data.pairing import ForgetRetainDataset, UnlearnCollator, check_token_rows, count_shared_rows, pad_examples
 from ..hub import (
     ModelCardInfo,
     adapter_settings,
@@ -132,6 +132,7 @@ class UnlearnTrainer(Trainer):
             eval_dataset = {name: prepare(data, f"{name} evaluation") for name, data in eval_dataset.items()}
         else:
             eval_dataset = prepare(eval_dataset, "evaluation")
+        check_model_and_rows(model, {"forget": forget_dataset, "retain": retain_dataset})
         self.base_model_name = _model_name(model)  # before the adapter: what the unlearned model is made from
         if peft_config is not None:
             from peft import get_peft_model
@@ -501,6 +502,36 @@ def _frozen(model: torch.nn.Module) -> torch.nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def check_model_and_rows(model: torch.nn.Module, datasets: dict[str, Any]) -> None:
+    """Before any work: the model's weights are finite, every row fits its vocabulary and context, and a warning
+    counts the forget rows that the retain set holds too."""
+    broken = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not tensor.isfinite().all()
+    ]
+    if broken:
+        raise ValueError(
+            f"The model has non-finite weights (NaN or inf) in {len(broken)} tensor(s), e.g. {broken[0]!r}: "
+            "unlearning and influence scores need a working model; load another checkpoint."
+        )
+    config = getattr(model, "config", None)
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    vocab_size = getattr(embeddings, "num_embeddings", None) or getattr(config, "vocab_size", None)
+    # Learned absolute positions (GPT-2's n_positions) cannot go past the context; rotary models degrade instead.
+    max_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    for name, dataset in datasets.items():
+        if dataset is not None:
+            check_token_rows(dataset, name, vocab_size, max_positions)
+    if datasets.get("retain") is not None:
+        shared = count_shared_rows(datasets["forget"], datasets["retain"])
+        if shared:
+            logger.warning(
+                f"{shared} of the {len(datasets['forget'])} forget examples are also in the retain set (same tokens): "
+                "the retain term pulls them back. Remove them from the retain set unless this is intended."
+            )
 
 
 def _pad_token_id(model: torch.nn.Module, tokenizer: Any | None) -> int:

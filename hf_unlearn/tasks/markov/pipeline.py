@@ -19,10 +19,11 @@ from datasets import concatenate_datasets
 from ...data.pairing import pad_examples
 from ...recipe import build_method_config
 from ...reporting import plot_influence_weights
-from ...runtime.cache import cached_stage, commit_stage, open_scratch, per_step_settings
+from ...runtime.cache import cached_stage, commit_stage, open_scratch, per_step_settings, retire_previous_results
 from ...runtime.distributed import is_main_process, main_process_print, num_processes, require_num_processes
-from ...runtime.io import atomic_write_json
+from ...runtime.io import atomic_write_json, check_writable_folder
 from ...runtime.launch import method_batches, training_batch
+from ...runtime.lock import hold_output_lock
 from ...runtime.versions import environment_versions
 from .data import make_markov_datasets
 from .evaluation import MarkovEvalCallback, MarkovEvaluator
@@ -30,7 +31,10 @@ from .publish import check_hub, publish
 from .recipe import ORIGINAL_TRAINING_DATA, MarkovRecipe, gpt2_config, method_original, training_arguments
 from .report import markov_table, plot_markov_tradeoff
 
-__all__ = ["run_markov"]
+__all__ = ["RESULT_FILES", "run_markov"]
+
+# What one run writes at the top of its output folder; an earlier run's copies move to `previous/` when it starts.
+RESULT_FILES = ("results.json", "tradeoff.png")
 
 
 def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, Any]:
@@ -44,8 +48,24 @@ def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, An
     batches += method_batches(recipe.shared_unlearn, recipe.methods, classes, flags=True)
     require_num_processes(recipe.launch.num_processes, f"run {recipe_arg}", batches)
     output_dir = Path(recipe.output_dir)
-    started = time.perf_counter()
     check_hub(recipe)  # before anything trains: can the pushes happen? (one line when not)
+    if is_main_process():
+        check_writable_folder(output_dir)
+        check_writable_folder(recipe.models_path, "models folder")
+    with hold_output_lock(output_dir, recipe.models_path):
+        # The old results go before any work: an interrupted run must not leave them looking like its own.
+        retire_previous_results(output_dir, RESULT_FILES)
+        if is_main_process():
+            atomic_write_json(
+                output_dir / "results.json", {"task": "markov", "settings": recipe.settings(), "complete": False}
+            )
+        return _run_markov(recipe, output_dir)
+
+
+def _run_markov(recipe: MarkovRecipe, output_dir: Path) -> dict[str, Any]:
+    from ...trainers import METHODS
+
+    started = time.perf_counter()
     data = make_markov_datasets(recipe.data, seed=recipe.seed)
     max_length = max(len(data[f"{name}_train"][0]["input_ids"]) for name in ("retain", "forget1", "forget2"))
     pad_token_id = gpt2_config(recipe.model_settings, max_length).pad_token_id

@@ -189,7 +189,7 @@ def gpt2_config(settings: dict[str, Any], max_length: int):
         else value
         for key, value in settings.items()
     }
-    return GPT2Config(
+    config = GPT2Config(
         **{
             "vocab_size": 11,
             "n_positions": max_length,
@@ -199,16 +199,29 @@ def gpt2_config(settings: dict[str, Any], max_length: int):
             **typed,
         }
     )
+    if config.n_positions < max_length:  # GPT-2's learned positions end there: an IndexError inside torch
+        raise RecipeError(
+            f"model.n_positions: {config.n_positions} is shorter than the sequences ({max_length} states): raise it "
+            "or leave it out (it defaults to the sequence length)."
+        )
+    return config
 
 
 def training_arguments(settings: dict[str, Any], output_dir: Path):
     """`TrainingArguments` of the original and retrained models, every value type-checked."""
     from transformers import TrainingArguments
 
+    from ...utils import has_accelerator
+
     # Every GPT-2 parameter takes part in the loss: DDP need not search for unused ones (nor warn that it found none).
     return from_mapping(
         TrainingArguments,
-        {"remove_unused_columns": False, "ddp_find_unused_parameters": False, **settings},
+        {
+            "remove_unused_columns": False,
+            "ddp_find_unused_parameters": False,
+            "dataloader_pin_memory": has_accelerator(),  # no pin-memory warning on a CPU-only machine
+            **settings,
+        },
         "train (TrainingArguments)",
         output_dir=str(output_dir),
     )

@@ -33,11 +33,19 @@ from ...data.chat import tokenize_dataset
 from ...hub import write_model_card
 from ...recipe import build_method_config
 from ...reporting import plot_influence_weights
-from ...runtime.cache import StageLog, cached_stage, commit_stage, open_scratch, per_step_settings
+from ...runtime.cache import (
+    StageLog,
+    cached_stage,
+    commit_stage,
+    open_scratch,
+    per_step_settings,
+    retire_previous_results,
+)
 from ...runtime.distributed import is_main_process, join_process_group, main_process_print, require_num_processes
 from ...runtime.hashing import sha256_json
-from ...runtime.io import atomic_write_json, atomic_write_text
+from ...runtime.io import atomic_write_json, atomic_write_text, check_writable_folder
 from ...runtime.launch import TrainingBatch, method_batches, training_batch
+from ...runtime.lock import hold_output_lock
 from ...runtime.versions import environment_versions
 from ...trainers import METHODS
 from .data import describe_selections, select_rows
@@ -47,7 +55,10 @@ from .publish import check_hub, publish, unlearned_card_info
 from .recipe import ModelSpec, TofuPlan, build_lora_config, describe_plan, parse_tofu_recipe, selections_json
 from .report import format_tofu_samples, plot_tofu_tradeoff, tofu_table
 
-__all__ = ["METRICS", "memorisation_check", "run_finetune", "run_tofu"]
+__all__ = ["METRICS", "RESULT_FILES", "memorisation_check", "run_finetune", "run_tofu"]
+
+# What one run writes at the top of its output folder; an earlier run's copies move to `previous/` when it starts.
+RESULT_FILES = ("results.json", "table.md", "samples.md", "tradeoff.png")
 
 # Kept in results.json (numbers and fixed notices only; per-item values stay in each evaluation's items.json).
 METRICS = [*MAIN_METRICS, "privleak_reference_auc", *UTILITY_COMPONENTS, "num_items", "notices"]
@@ -77,10 +88,17 @@ def run_finetune(
     if not plan.train_data:
         print("Nothing to fine-tune: the recipe gives both models (models.target / models.retain name_or_path).")
         return {}
-    log = StageLog(plan.models_dir / "finetune_results.json", {"task": "tofu-finetune", "settings": plan.settings()})
     require_num_processes(plan.launch.num_processes, f"finetune {recipe_arg}", _batches(plan, "finetune"))
-    models = ensure_models(plan, log, device, roles=tuple(r for r in roles if r in plan.train_data))
-    log.save(complete=True)
+    if is_main_process():
+        check_writable_folder(plan.models_dir, "models folder")
+    with hold_output_lock(plan.models_dir):
+        retire_previous_results(plan.models_dir, ("finetune_results.json",))
+        log = StageLog(
+            plan.models_dir / "finetune_results.json", {"task": "tofu-finetune", "settings": plan.settings()}
+        )
+        log.save(complete=False)
+        models = ensure_models(plan, log, device, roles=tuple(r for r in roles if r in plan.train_data))
+        log.save(complete=True)
     for role, spec in models.items():
         main_process_print(f"{role} model: {spec.path}")
     return {role: spec.path for role, spec in models.items()}
@@ -104,6 +122,15 @@ def run_tofu(
     require_num_processes(plan.launch.num_processes, f"run {recipe_arg}", _batches(plan, "run"))
     if is_main_process():  # before anything loads or trains: can the pushes happen? (one line when not)
         check_hub(plan)
+        check_writable_folder(plan.output_dir)
+        check_writable_folder(plan.models_dir, "models folder")
+    with hold_output_lock(plan.output_dir, plan.models_dir):
+        # The old results go before any work: an interrupted run must not leave them looking like its own.
+        retire_previous_results(plan.output_dir, RESULT_FILES)
+        return _run_tofu(plan, device)
+
+
+def _run_tofu(plan: TofuPlan, device: str | None) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "task": "tofu",
         "settings": plan.settings(),
@@ -113,6 +140,7 @@ def run_tofu(
         "environment": {**environment_versions(), "threads": torch.get_num_threads(), "device": device or "cpu"},
     }
     log = StageLog(plan.output_dir / "results.json", payload)
+    log.save(complete=False)
     models = ensure_models(plan, log, device)
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {}  # in memory only: becomes samples.md
     reference = plan.output_dir / "eval" / "retain"
