@@ -25,7 +25,7 @@ KNOWN_ERRORS = (
     FileNotFoundError,
     NotADirectoryError,
     PermissionError,
-    ConnectionError,
+    OSError,  # includes missing files, permissions, full disks and connection errors: their message says it all
     FloatingPointError,
     KeyboardInterrupt,
 )
