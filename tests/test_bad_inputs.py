@@ -277,3 +277,40 @@ def test_a_tokenizer_without_pad_is_named(gpt2, tmp_path):
     gpt2.config.pad_token_id = None
     with pytest.raises(ValueError, match="No pad token"):
         GATrainer(gpt2, GAConfig(output_dir=str(tmp_path), **FAST), forget_dataset=FORGET)
+
+
+# ------------------------------------------------------------------------------------------------ TOFU: replaced target
+
+
+def test_replacing_the_target_weights_recomputes_every_dependent_stage(tmp_path, capsys):
+    """A given target overwritten by other weights of the same size: its evaluation, the unlearned model and that
+    model's evaluation are all recomputed; the retain model's evaluation (untouched) is reused."""
+    from .tofu_helpers import FIXTURE_DIR, make_model, make_tokenizer, save_tiny_model
+
+    target = save_tiny_model(tmp_path / "target")
+    retain = save_tiny_model(tmp_path / "retain")
+    recipe = {
+        "task": "tofu",
+        "data_dir": str(FIXTURE_DIR),
+        "forget_split": "forget05",
+        "seed": 0,
+        "models": {"target": {"name_or_path": str(target)}, "retain": {"name_or_path": str(retain)}},
+        "unlearn_data": {"forget": ["forget05"], "retain": ["retain_perturbed"]},
+        "unlearn": {"learning_rate": 1e-3, "max_steps": 1, "per_device_train_batch_size": 2, "disable_tqdm": True},
+        "methods": {"GA": {}},
+        "evaluation": {"batch_size": 8, "max_new_tokens": 2, "max_items": 3},
+        "report": {"samples": 1},
+    }
+    out = tmp_path / "out"
+    code, _, err = run_cli(tmp_path, recipe, capsys, out=out)
+    assert code == 0, err
+    first = json.loads((out / "results.json").read_text())
+    size = (target / "model.safetensors").stat().st_size
+    make_model(make_tokenizer(), seed=1).save_pretrained(target)  # other weights, same shapes
+    assert (target / "model.safetensors").stat().st_size == size
+
+    assert run_cli(tmp_path, recipe, capsys, out=out)[0] == 0
+    second = json.loads((out / "results.json").read_text())
+    reused = {name: stage["reused"] for name, stage in second["stages"].items()}
+    assert reused == {"eval/retain": True, "eval/target": False, "unlearn/GA": False, "eval/GA": False}
+    assert second["models"]["target"]["metrics"] != first["models"]["target"]["metrics"]
