@@ -20,22 +20,27 @@ from .recipe import ModelSpec, TofuPlan
 __all__ = ["check_model_sources", "check_tofu_data", "check_tofu_inputs"]
 
 
-def check_tofu_inputs(plan: TofuPlan, *, dry_run: bool = False) -> dict[str, Any]:
-    """Everything a TOFU run reads, checked now: the model sources (`check_model_sources`) and, unless the data is on
-    the Hub and this is a dry run (nothing is downloaded then), the data (`check_tofu_data`).
+def check_tofu_inputs(plan: TofuPlan, *, dry_run: bool = False, command: str = "run") -> dict[str, Any]:
+    """Everything a TOFU `command` reads, checked now: the model sources (`check_model_sources`) and, unless the data
+    is on the Hub and this is a dry run (nothing is downloaded then), the data (`check_tofu_data`). `finetune` reads
+    only the base model and the training selections (none when both models are given).
 
     Returns the data counts (empty when the data was not checked). Raises ValueError / FileNotFoundError naming the
     recipe key and the problem."""
-    check_model_sources(plan, dry_run=dry_run)
+    finetune_only = command == "finetune"
+    check_model_sources(plan, dry_run=dry_run, given=not finetune_only)
     if dry_run and (plan.data_dir is None or not Path(plan.data_dir).expanduser().is_dir()):
         return {}  # Hub data is not downloaded in a dry run; a missing local folder is stated by the plan
-    return check_tofu_data(plan)
+    if finetune_only and not plan.train_data:
+        return {}
+    return check_tofu_data(plan, training_only=finetune_only)
 
 
-def check_model_sources(plan: TofuPlan, *, dry_run: bool = False) -> None:
-    """Given models and the base exist: a local path (`./x`, `models/nope`, `/abs/path`) is a folder now, a `pkg:`
-    package is installed, and (in a real run, offline) a Hub id is in the local cache."""
-    sources = {f"models.{role}": spec for role, spec in plan.given.items()}
+def check_model_sources(plan: TofuPlan, *, dry_run: bool = False, given: bool = True) -> None:
+    """The base (when a model is fine-tuned) and, with `given`, the given models exist: a local path (`./x`,
+    `models/nope`, `/abs/path`) is a folder now, a `pkg:` package is installed, and (in a real run, offline) a Hub
+    id is in the local cache."""
+    sources = {f"models.{role}": spec for role, spec in plan.given.items()} if given else {}
     if plan.base is not None and plan.train_data:
         sources["models.base"] = plan.base
     for where, spec in sources.items():
@@ -56,13 +61,16 @@ def _check_spec(spec: ModelSpec, check_cache: bool) -> None:
         )
 
 
-def check_tofu_data(plan: TofuPlan) -> dict[str, Any]:
+def check_tofu_data(plan: TofuPlan, *, training_only: bool = False) -> dict[str, Any]:
     """Load every selection (fine-tuning and unlearning data) and every evaluation split as the run will: broken
     JSON lines (file and line), unknown configs, `rows` past the end, missing columns, empty sets. Warns when the
-    unlearning retain set shares questions with the forget set (a count only). Returns row counts per selection."""
+    unlearning retain set shares questions with the forget set (a count only). Returns row counts per selection.
+    `training_only`: the fine-tuning selections alone (`hf-unlearn finetune`)."""
     counts: dict[str, Any] = {}
     for role, selections in plan.train_data.items():
         counts[f"models.{role}.train_data"] = len(_rows(selections, plan, f"models.{role}.train_data"))
+    if training_only:
+        return counts
     rows = {name: _rows(selections, plan, f"unlearn_data.{name}") for name, selections in plan.unlearn_data.items()}
     for name, data in rows.items():
         counts[f"unlearn_data.{name}"] = len(data)

@@ -72,7 +72,9 @@ def run_finetune(
     plan = parse_tofu_recipe(
         recipe, output_dir=output_dir, models_dir=models_dir, data_dir=data_dir, require_methods=False, dry_run=dry_run
     )
-    check_tofu_inputs(plan, dry_run=dry_run)  # data, selections, model sources: before anything trains
+    check_tofu_inputs(
+        plan, dry_run=dry_run, command="finetune"
+    )  # data, selections, model sources: before anything trains
     if dry_run:
         print(describe_plan(plan, "finetune", recipe_arg) + _describe_data(plan))
         return {}
