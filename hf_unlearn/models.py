@@ -16,11 +16,16 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 __all__ = [
+    "check_model_source",
     "convert_gguf_to_safetensors",
     "dequantize_gguf_model",
     "ensure_pad_token",
+    "hub_model_patterns",
+    "hub_snapshot",
     "is_gguf_quantized",
+    "is_hub_offline",
     "load_model_and_tokenizer",
+    "looks_like_local_path",
     "resolve_model_path",
     "untie_output_embeddings",
 ]
@@ -43,15 +48,81 @@ def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
     return _DTYPES[dtype]
 
 
-def _check_source(name_or_path: str, gguf_file: str | None) -> None:
-    """Fail with a short message on a missing local path instead of a long Hub lookup error."""
+def is_hub_offline() -> bool:
+    """True when Hub access is switched off (`HF_HUB_OFFLINE=1` or `TRANSFORMERS_OFFLINE=1`, read now: the Hub
+    libraries read them once, when imported)."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any((f or "").upper() in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+def looks_like_local_path(name_or_path: str) -> bool:
+    """Whether `name_or_path` means a local path (existing or not) rather than a Hub id: it exists, starts with
+    `/ ./ ../ ~`, has more than one `/` (a Hub id has one), or its first component is an existing local folder
+    (`models/nope` when there is a `models/` here)."""
     path = Path(name_or_path).expanduser()
-    looks_local = path.exists() or name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1
-    if looks_local and not path.is_dir():
-        raise FileNotFoundError(f"Model folder {name_or_path!r} does not exist.")
+    if path.exists() or name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
+        return True
+    parts = Path(name_or_path).parts
+    return len(parts) > 1 and Path(parts[0]).is_dir()
+
+
+def check_model_source(name_or_path: str, gguf_file: str | None = None) -> None:
+    """Fail at once, with one line, on a local model path that does not exist (instead of a Hub lookup with retries)
+    and on a GGUF file missing from its folder.
+
+    Raises:
+        FileNotFoundError: naming the missing folder or file.
+    """
+    path = Path(name_or_path).expanduser()
+    if looks_like_local_path(name_or_path) and not path.is_dir():
+        what = "is a file, not a model folder" if path.exists() else f"does not exist ({path.absolute()})"
+        raise FileNotFoundError(f"Model folder {name_or_path!r} {what}.")
     if gguf_file is not None and path.is_dir() and not (path / gguf_file).is_file():
         ggufs = sorted(p.name for p in path.glob("*.gguf"))
         raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {name_or_path!r} (it has: {ggufs}).")
+
+
+def hub_model_patterns(gguf_file: str | None = None) -> list[str]:
+    """The files of a Hub model repository that loading it reads (weights, configs, tokenizer, chat template)."""
+    weights = [gguf_file] if gguf_file is not None else ["*.safetensors"]
+    return [*weights, "*.json", "*.model", "*.txt", "*.jinja"]
+
+
+def hub_snapshot(repo_id: str, gguf_file: str | None = None, *, download: bool = False) -> Path | None:
+    """The local snapshot folder (named by its commit hash) of a Hub model, or None when it is not in the cache.
+
+    With `download=True` (and the Hub reachable) the model's files (`hub_model_patterns`) are fetched first for the
+    current revision, so that the snapshot is the one `from_pretrained` loads next; offline it is the cached one."""
+    from huggingface_hub import snapshot_download
+
+    kwargs = {"allow_patterns": hub_model_patterns(gguf_file)}
+    if download and not is_hub_offline():
+        try:
+            return Path(snapshot_download(repo_id, **kwargs))
+        except Exception:  # no network, no such repository, gated: loading says so with its own message
+            pass
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+    except Exception:  # not cached (LocalEntryNotFoundError), or not a valid repository id
+        return None
+
+
+def _offline_message(name_or_path: str, error: BaseException) -> str | None:
+    """One line for a Hub model that cannot be fetched (offline, no network), saying what to pass instead."""
+    text = f"{type(error).__name__}: {error}"
+    offline = is_hub_offline() or any(
+        key in text for key in ("couldn't connect", "OfflineModeIsEnabled", "outgoing traffic has been disabled")
+    )
+    offline = offline or isinstance(error.__cause__ or error.__context__, ConnectionError)
+    if not offline:
+        return None
+    why = "HF_HUB_OFFLINE is set" if is_hub_offline() else "the Hub cannot be reached"
+    return (
+        f"Model {name_or_path!r} is not in the local Hugging Face cache and {why}: pass a local model folder "
+        f"instead, or download it first where there is a network (`hf download {name_or_path}`)."
+    )
 
 
 def is_gguf_quantized(model: PreTrainedModel) -> bool:
@@ -103,9 +174,11 @@ def load_model_and_tokenizer(
     Non-GGUF weights are loaded from safetensors only (`use_safetensors=True`): pickled `.bin` checkpoints can run code.
     """
     name_or_path = os.fspath(name_or_path)
-    _check_source(name_or_path, gguf_file)
+    check_model_source(name_or_path, gguf_file)
     torch_dtype = _resolve_dtype(dtype)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if is_hub_offline() and not Path(name_or_path).expanduser().is_dir():
+        kwargs["local_files_only"] = True  # the cache only, even when HF_HUB_OFFLINE was set after the import
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     try:
@@ -116,7 +189,10 @@ def load_model_and_tokenizer(
             kwargs["dtype"] = torch_dtype
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except OSError as error:
-        # Hub/offline errors span many lines; the first one names the problem.
+        offline = _offline_message(name_or_path, error)
+        if offline is not None:
+            raise FileNotFoundError(offline) from error
+        # Hub errors span many lines; the first one names the problem.
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise FileNotFoundError(f"Could not load {name_or_path!r}: {first_line}") from error
     if gguf_file is not None:

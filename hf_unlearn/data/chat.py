@@ -91,9 +91,14 @@ class ChatFormat:
 
 
 def chat_format_notice(tokenizer: Any, chat_format: ChatFormat) -> str | None:
-    """A sentence saying how the formatting differs from what was asked (e.g. the plain-text fallback), or None."""
-    if chat_format.use_chat_template is False or _template_source(tokenizer):
+    """A sentence saying how the formatting differs from what was asked (the plain-text fallback of a tokenizer
+    without a chat template, a system prompt that plain text cannot carry), or None."""
+    if _template_source(tokenizer) and chat_format.use_chat_template is not False:
         return None
+    if chat_format.use_chat_template is False:
+        if not chat_format.system_prompt:
+            return None
+        return "use_chat_template=False: prompts use the plain 'Question: ... Answer:' format and the system prompt is not used."
     return "The tokenizer has no chat template: prompts use the plain 'Question: ... Answer:' format" + (
         " and the system prompt is not used." if chat_format.system_prompt else "."
     )

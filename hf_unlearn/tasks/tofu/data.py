@@ -134,12 +134,12 @@ def load_tofu(name: str, data_dir: str | os.PathLike | None = None):
         FileNotFoundError: the config has no file in `data_dir` (the message lists the configs found there).
         ValueError: an unknown config name (Hub), or a file without rows.
     """
-    from datasets import Dataset, load_dataset
+    from datasets import Dataset
 
     if data_dir is None:
         if name not in TOFU_CONFIGS:
             raise ValueError(f"Unknown TOFU config {name!r}; known configs: {', '.join(TOFU_CONFIGS)}.")
-        return load_dataset(TOFU_HUB_ID, name, split="train")
+        return _load_from_hub(name)
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"TOFU data folder {str(folder)!r} does not exist.")
@@ -154,6 +154,22 @@ def load_tofu(name: str, data_dir: str | os.PathLike | None = None):
     raise FileNotFoundError(f"TOFU config {name!r} not found in {str(folder)!r} (configs there: {found or 'none'}).")
 
 
+def _load_from_hub(name: str):
+    """`load_dataset("locuslab/TOFU", name)`; offline or unreachable, one line saying to pass a local folder."""
+    from datasets import load_dataset
+
+    from ...models import is_hub_offline
+
+    try:
+        return load_dataset(TOFU_HUB_ID, name, split="train")
+    except OSError as error:  # ConnectionError (offline, no network), DatasetNotFoundError, a broken cache
+        why = "HF_HUB_OFFLINE is set" if is_hub_offline() else str(error).strip().splitlines()[0]
+        raise FileNotFoundError(
+            f"TOFU config {name!r} could not be loaded from the Hub ({TOFU_HUB_ID}; {why}): pass a local TOFU folder "
+            "instead (--data-dir DIR, or data_dir in the recipe), one <config>.jsonl per config."
+        ) from error
+
+
 def _read_json_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON array or a JSON Lines file; a broken line is reported with its line number in the file."""
     text = path.read_text(encoding="utf-8")
@@ -164,7 +180,9 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path} is not valid JSON: {error}") from None
     else:
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # Lines end at "\n" only: str.splitlines() would also split at U+2028 and other separators that JSON strings
+        # may hold unescaped, breaking rows apart and shifting the line numbers reported.
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

@@ -650,6 +650,8 @@ def evaluate_tofu(
     # The main process hashed the weights and decided; every process returns the same result.
     previous, parts = broadcast_object((previous, parts))
     if previous is not None:
+        for notice in previous["summary"].get("notices") or []:  # a reused result keeps its caveats in the log
+            say(f"Note: {notice}")
         return dict(previous["summary"], reused=True, items=previous["items"])
 
     tic = time.perf_counter()
@@ -667,6 +669,7 @@ def evaluate_tofu(
     items = item_values(plan, scored, generations, tokenizer, args)
     summary, notices = aggregate(items, retain_ref, args)
     formatting_notice = chat_format_notice(tokenizer, args.chat_format())
+    formatting_used = _formatting_used(tokenizer, args)
     if formatting_notice:
         notices.append(formatting_notice)
     timing["metrics"] = time.perf_counter() - tic
@@ -687,8 +690,10 @@ def evaluate_tofu(
                 "configs": configs,
                 "sha256": parts["data"],
             },
-            "settings": settings,
-            "formatting_used": _formatting_used(tokenizer, args),
+            # As applied: a system prompt the formatting did not use is not recorded (the fingerprint keeps what was
+            # asked, so the cache still matches the same request).
+            "settings": {**settings, "system_prompt": formatting_used["system_prompt"]},
+            "formatting_used": formatting_used,
             "versions": environment_versions(),
             "world_size": num_processes(),
             "fingerprint": sha256_json(parts),

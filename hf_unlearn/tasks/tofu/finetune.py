@@ -21,9 +21,9 @@ from typing import Any
 from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
-from ...data.chat import tokenize_dataset
+from ...data.chat import chat_format_notice, tokenize_dataset
 from ...hub import ModelCardInfo, hub_id_or_none, write_model_card
-from ...models import ensure_pad_token, load_model_and_tokenizer
+from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer
 from ...runtime.cache import StageLog, cached_stage, commit_stage, open_scratch, per_step_settings
 from ...runtime.distributed import is_main_process, main_process_print, wait_for_everyone
 from ...runtime.hashing import sha256_json
@@ -34,7 +34,15 @@ from ...utils import IGNORE_INDEX
 from .data import TOFU_HUB_ID, TofuFormat, describe_selections, load_tofu, select_rows
 from .recipe import ROLES, ModelSpec, TofuPlan, build_lora_config, build_sft_config, selections_json
 
-__all__ = ["check_data_separation", "ensure_models", "finetune_model", "load_model", "public_name", "sft_dataset"]
+__all__ = [
+    "check_data_separation",
+    "ensure_models",
+    "fetch_hub_model",
+    "finetune_model",
+    "load_model",
+    "public_name",
+    "sft_dataset",
+]
 
 
 def load_model(spec: ModelSpec, device: str | None = None) -> tuple[Any, Any]:
@@ -50,6 +58,14 @@ def load_model(spec: ModelSpec, device: str | None = None) -> tuple[Any, Any]:
         model = PeftModel.from_pretrained(model, spec.adapter)
         model.eval()
     return model, tokenizer
+
+
+def fetch_hub_model(spec: ModelSpec) -> None:
+    """Download a Hub model's files (the current revision) before its identity enters a fingerprint, so that the
+    fingerprint names the snapshot that is then loaded (a model not yet cached would otherwise key by its name alone,
+    and by its files once cached: a needless recompute). A no-op for local folders and offline."""
+    if not Path(spec.path).is_dir() and hub_id_or_none(spec.path) is not None:
+        hub_snapshot(spec.path, spec.gguf_file, download=True)
 
 
 def public_name(spec: ModelSpec) -> str:
@@ -89,6 +105,9 @@ def finetune_model(
     from trl import SFTTrainer
 
     model, tokenizer = load_model(base, device)
+    notice = chat_format_notice(tokenizer, plan.formatting.chat_format())
+    if notice:  # the fallback changes what the model is trained on: say it (the evaluations record it too)
+        main_process_print(f"Note: fine-tuning: {notice}")
     dataset = sft_dataset(rows, tokenizer, plan.formatting)
     args = build_sft_config(plan.finetune, scratch / "trainer")
     trainer_class, extra = SFTTrainer, {}
@@ -219,6 +238,7 @@ def ensure_models(
     models = {role: spec for role, spec in plan.given.items() if role in roles}
     if any(role in plan.train_data for role in roles):
         log.payload.setdefault("data_checks", check_data_separation(plan))
+        fetch_hub_model(plan.base)
     for role in roles:
         if role not in plan.train_data:
             continue

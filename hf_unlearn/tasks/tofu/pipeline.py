@@ -48,6 +48,7 @@ from ...runtime.launch import TrainingBatch, method_batches, training_batch
 from ...runtime.lock import hold_output_lock
 from ...runtime.versions import environment_versions
 from ...trainers import METHODS
+from .checks import check_tofu_inputs
 from .data import describe_selections, select_rows
 from .evaluation import MAIN_METRICS, UTILITY_COMPONENTS, evaluate_tofu
 from .finetune import check_data_separation, ensure_models, load_model
@@ -82,6 +83,9 @@ def run_finetune(
     plan = parse_tofu_recipe(
         recipe, output_dir=output_dir, models_dir=models_dir, data_dir=data_dir, require_methods=False, dry_run=dry_run
     )
+    check_tofu_inputs(
+        plan, dry_run=dry_run, command="finetune"
+    )  # data, selections, model sources: before anything trains
     if dry_run:
         print(describe_plan(plan, "finetune", recipe_arg) + _describe_data(plan))
         return {}
@@ -116,6 +120,7 @@ def run_tofu(
     """`hf-unlearn run` for `task: tofu`; returns the results (also in `output_dir/results.json`)."""
     device = None if dry_run else join_process_group()  # before any config is built: it creates accelerate's state
     plan = parse_tofu_recipe(recipe, output_dir=output_dir, models_dir=models_dir, data_dir=data_dir, dry_run=dry_run)
+    check_tofu_inputs(plan, dry_run=dry_run)  # data, selections, model sources: before anything trains
     if dry_run:
         print(describe_plan(plan, "run", recipe_arg) + _describe_data(plan))
         return None
