@@ -228,6 +228,7 @@ def test_the_plain_format_fallback_is_stated_everywhere(plain_model, tmp_path, c
         models={"target": {"name_or_path": str(plain_model)}, "retain": {"name_or_path": str(plain_model)}},
         finetune={},
         methods={"GA": {"max_steps": 1}},
+        evaluation={"batch_size": 8, "max_new_tokens": 2, "max_items": 2},
     )
     path = write(tmp_path / "r.yaml", recipe)
     code, stdout, stderr = cli(["run", path], capsys)
