@@ -1,5 +1,6 @@
-"""A Markov run killed with SIGKILL in the middle of each stage kind (a model's training, a method's unlearning)
-leaves no result that claims to be complete, and the next run finishes with the numbers of an uninterrupted run."""
+"""A run killed with SIGKILL in the middle of each stage kind (Markov: a model's training, a method's unlearning;
+TOFU: fine-tuning, an evaluation, an unlearning) leaves no result that claims to be complete, and the next run
+finishes with the numbers of an uninterrupted run."""
 
 import json
 import signal
@@ -30,6 +31,18 @@ CHILD = textwrap.dedent(
         return original(self, *args, **kwargs)
 
     transformers.Trainer.training_step = training_step
+    if target == "generate_answers":  # the TOFU evaluation: killed at its Nth generation pass
+        from hf_unlearn.tasks.tofu import evaluation
+
+        calls, generate = [0], evaluation.generate_answers
+
+        def generate_answers(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == at_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return generate(*args, **kwargs)
+
+        evaluation.generate_answers = generate_answers
     sys.exit(main(sys.argv[3:]))
     """
 )
@@ -89,3 +102,35 @@ def test_a_killed_run_never_claims_stale_results_and_the_rerun_finishes(tmp_path
     reference = finished_run(tmp_path, changed, tmp_path / "uninterrupted", capsys)
     assert resumed["complete"] is True
     assert_same_numbers(resumed, reference)
+
+
+def tofu_metrics(results):
+    rows = {role: results["models"][role]["metrics"] for role in ("target", "retain")}
+    rows.update({label: row["metrics"] for label, row in results["methods"].items()})
+    return {name: {k: v for k, v in row.items() if isinstance(v, float)} for name, row in rows.items()}
+
+
+@pytest.mark.parametrize(
+    "target, at_step",
+    [("SFTTrainer", 2), ("generate_answers", 2), ("GATrainer", 2)],
+    ids=["fine-tuning", "evaluation", "unlearning"],
+)
+def test_a_killed_tofu_run_never_claims_complete_and_the_rerun_matches(tmp_path, capsys, target, at_step):
+    from .test_tofu_pipeline import tiny_recipe
+    from .tofu_helpers import save_tiny_model
+
+    base = save_tiny_model(tmp_path / "base")
+    out = tmp_path / "out"
+    recipe = tiny_recipe(base, out, methods={"GA": {}})
+    recipe["evaluation"] = {**recipe["evaluation"], "max_items": 3}
+    killed_run(tmp_path, recipe, out, target, at_step)
+    left = out / "results.json"
+    assert not left.exists() or json.loads(left.read_text())["complete"] is False
+
+    resumed = finished_run(tmp_path, recipe, out, capsys)
+    reference = finished_run(tmp_path, {**recipe, "output_dir": str(tmp_path / "ref")}, tmp_path / "ref", capsys)
+    assert resumed["complete"] is True
+    expected = tofu_metrics(reference)
+    for name, row in tofu_metrics(resumed).items():
+        for key, value in row.items():
+            assert value == pytest.approx(expected[name][key], rel=1e-4, abs=1e-7), (name, key)
