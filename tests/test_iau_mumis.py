@@ -340,6 +340,41 @@ def test_markov_recipe_with_iau_gr_and_mumis(tmp_path, capsys):
     assert "needs the recipe's original_gradient_restriction" in capsys.readouterr().err
 
 
+def test_embedded_markov_recipe_runs_iau_iau_gr_and_mumis(tmp_path, capsys):
+    """`hf-unlearn run markov` plans IAU on both originals and the two MU-Mis rows, and the GR original."""
+    from hf_unlearn.cli import main
+
+    assert main(["run", "markov", "--dry-run", "--output-dir", str(tmp_path)]) == 0
+    plan = capsys.readouterr().out
+    assert "once more with the gradient-restricted loss" in plan
+    for label, original in (("IAU", "standard"), ("IAU+GR", "gradient_restricted"), ("MU-Mis", "standard")):
+        line = next(line for line in plan.splitlines() if line.strip().startswith(f"{label}:"))
+        assert f"original {original}" in line
+    assert "MU-Mis-logprob: MUMisConfig" in plan and "'sensitivity_output': 'logprob'" in plan
+    assert "IAUConfig(lr 0.3, max_steps 1, batch 512" in plan
+
+
+def test_markov_table_shows_the_gr_original_and_times():
+    from hf_unlearn.tasks.markov.report import markov_table
+
+    metrics = {"retain_loss": 2.0, "retain_kl": 0.1, "forget_loss": 3.0, "forget_kl": 1.0}
+    results = {
+        "original": metrics,
+        "retrained": metrics,
+        "original_gr": metrics,
+        "training": {"original": {"seconds": 30.0}, "retrained": {"seconds": 20.0}, "original_gr": {"seconds": 77.5}},
+        "methods": {"IAU+GR": {**metrics, "unlearn_seconds": 12.25}, "MU-Mis": {**metrics, "unlearn_seconds": 9.0}},
+    }
+    lines = markov_table(results).splitlines()
+    assert "unlearn (s)" in lines[0] and "train (s)" in lines[0]
+    gr = next(line for line in lines if line.startswith("| Original (GR)"))
+    assert "77.500" in gr
+    assert "12.250" in next(line for line in lines if line.startswith("| IAU+GR"))
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [
+        "Original", "Original (GR)", "Retrained", "IAU+GR", "MU-Mis"
+    ]  # fmt: skip
+
+
 # ----- `hf-unlearn finetune` with gradient restriction --------------------------------------------------------------
 
 
