@@ -17,8 +17,15 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from ..utils import IGNORE_INDEX, all_gather_objects, rank_and_world, token_logprobs
+from .generation import greedy_refill, supports_refill
 
-__all__ = ["generate_answers", "score_prompt_groups", "score_sequences", "supports_packed_prompts"]
+__all__ = [
+    "GENERATION_SCHEDULES",
+    "generate_answers",
+    "score_prompt_groups",
+    "score_sequences",
+    "supports_packed_prompts",
+]
 
 
 def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -133,6 +140,7 @@ def score_prompt_groups(
     pad_token_id: int,
     desc: str = "Scoring",
     show_progress: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """Like `score_sequences` for several answers to one prompt, computing the prompt only once.
 
@@ -140,12 +148,17 @@ def score_prompt_groups(
         groups: dicts with `prompt_ids`, `prompt_mask` and lists `answers` / `answer_masks` (token ids and attention
             mask of each answer, end-of-turn token included).
         batch_size: answers per forward pass.
+        stats: if given, this process's token counts are added to it: `prompt` and `answer` tokens, `positions`
+            (batch x length, padding included) and `logit_positions` (positions whose logits were computed).
 
     Each group is packed into one row, prompt then every answer, with a block attention mask (each answer sees the
     prompt and its own earlier tokens, never another answer) and position ids that restart after the prompt: the
     same computation as one sequence per answer, with the prompt's tokens computed once (TOFU items have 1-8 answers
     per question). Models whose attention does not take a 4D mask fall back to one sequence per answer.
     """
+    if stats is not None:
+        for key in ("prompt", "answer", "positions", "logit_positions"):
+            stats.setdefault(key, 0)
     if not supports_packed_prompts(model):
         flat = [(g, j) for g, group in enumerate(groups) for j in range(len(group["answers"]))]
         scored = score_sequences(
@@ -193,6 +206,11 @@ def score_prompt_groups(
             spans.append((pad + p - 1, starts))
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
         kwargs = {"logits_to_keep": keep} if keeps_logits else {}
+        if stats is not None:
+            stats["prompt"] += sum(len(groups[g]["prompt_ids"]) for g in batch)
+            stats["answer"] += sum(lengths[g] - len(groups[g]["prompt_ids"]) for g in batch)
+            stats["positions"] += input_ids.numel()
+            stats["logit_positions"] += len(batch) * (keep if keeps_logits else length)
         logits = model(
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
@@ -235,6 +253,12 @@ def _as_sequence(group: dict[str, Any], j: int) -> dict[str, Any]:
     }
 
 
+# Prompts per independent refill loop (in multiples of the batch size): blocks are formed globally and dealt to ranks,
+# so that every prompt is computed with the same companions whatever the number of processes.
+_REFILL_BLOCK = 2
+GENERATION_SCHEDULES = ("refill", "generate")
+
+
 @torch.inference_mode()
 def generate_answers(
     model: torch.nn.Module,
@@ -245,18 +269,54 @@ def generate_answers(
     max_new_tokens: int,
     stop_token_ids: Sequence[int],
     pad_token_id: int,
+    schedule: str = "refill",
+    reuse_prefix_cache: bool = True,
     desc: str = "Generating",
     show_progress: bool = True,
 ) -> list[str]:
-    """Greedy generation (left padding, KV cache) from each prompt (`input_ids`, `attention_mask`).
+    """Greedy generation (KV cache) from each prompt (`input_ids`, `attention_mask`).
 
     Stops at any of `stop_token_ids` (eos and the chat template's end-of-turn token) or after `max_new_tokens`; only
     the new tokens are decoded, up to the first stop token, skipping special tokens.
+
+    Args:
+        schedule: `"refill"` (`greedy_refill`: finished rows leave the batch and free slots take the next prompts;
+            models it does not support use `"generate"`) or `"generate"` (fixed length-sorted batches of
+            `batch_size` left-padded prompts through `model.generate`).
+        reuse_prefix_cache: with `"refill"`, compute the prompts' common prefix once and reuse its KV cache.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    if schedule not in GENERATION_SCHEDULES:
+        raise ValueError(f"schedule must be one of {GENERATION_SCHEDULES}, got {schedule!r}.")
     device = _device(model)
     stops = sorted({int(t) for t in stop_token_ids if t is not None})
+
+    def decode(new: list[int]) -> str:
+        cut = next((t for t, token in enumerate(new) if token in stops), len(new))
+        return tokenizer.decode(new[:cut], skip_special_tokens=True).strip()
+
+    lengths = [len(p["input_ids"]) for p in prompts]
+    if schedule == "refill" and supports_refill(model):
+        order = [i for batch in _batches(lengths, batch_size) for i in batch]  # longest first
+        block = _REFILL_BLOCK * batch_size
+        blocks = [order[start : start + block] for start in range(0, len(order), block)]
+
+        def refill(indices: list[int]) -> dict[int, str]:
+            new = greedy_refill(
+                model,
+                [prompts[i] for i in indices],
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+                stop_token_ids=stops,
+                pad_token_id=pad_token_id,
+                reuse_prefix_cache=reuse_prefix_cache,
+            )
+            return {i: decode(tokens) for i, tokens in zip(indices, new)}
+
+        results = _run_sharded(blocks, refill, desc, show_progress)
+        return [results[i] for i in range(len(prompts))]
+
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
@@ -273,12 +333,7 @@ def generate_answers(
         input_ids = _left_pad((row["input_ids"] for row in rows), pad_token_id, length).to(device)
         attention_mask = _left_pad((row["attention_mask"] for row in rows), 0, length).to(device)
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-        texts = {}
-        for r, i in enumerate(batch):
-            new = output[r, length:].tolist()
-            cut = next((t for t, token in enumerate(new) if token in stops), len(new))
-            texts[i] = tokenizer.decode(new[:cut], skip_special_tokens=True).strip()
-        return texts
+        return {i: decode(output[r, length:].tolist()) for r, i in enumerate(batch)}
 
-    results = _run_sharded(_batches([len(p["input_ids"]) for p in prompts], batch_size), work, desc, show_progress)
+    results = _run_sharded(_batches(lengths, batch_size), work, desc, show_progress)
     return [results[i] for i in range(len(prompts))]

@@ -36,7 +36,7 @@ from ...data.chat import (
     reference_mask,
 )
 from ...evaluation import metrics as M
-from ...evaluation.runner import generate_answers, score_prompt_groups
+from ...evaluation.runner import GENERATION_SCHEDULES, generate_answers, score_prompt_groups
 from ...runtime.distributed import broadcast_object, is_main_process, num_processes, wait_for_everyone
 from ...runtime.hashing import model_sha256, sha256_json
 from ...runtime.versions import environment_versions
@@ -127,7 +127,16 @@ class TofuEvalArguments(TofuFormat):
         batch_size (`int`, defaults to `16`):
             Answers per teacher-forced forward pass.
         generation_batch_size (`int` or `None`, defaults to `None`):
-            Prompts per `generate` call (None: `batch_size`).
+            Prompts generated together at most (None: `batch_size`).
+        generation_schedule (`str`, defaults to `"refill"`):
+            `"refill"`: a finished answer leaves the batch at once and its slot takes the next prompt (a manual
+            greedy loop over the KV cache; same tokens as `generate` up to float rounding, see
+            `docs/metrics.md#generation`). `"generate"`: the previous path, fixed length-sorted batches through
+            `model.generate`. Models `"refill"` does not support (sliding-window attention, encoder-decoders) use
+            `"generate"`.
+        reuse_prefix_cache (`bool`, defaults to `True`):
+            With `"refill"`: compute the head shared by every prompt (system prompt and template) once and start
+            every row from a copy of its KV cache.
         max_new_tokens (`int`, defaults to `200`):
             Greedy generation budget for ROUGE (the reference's 200).
         max_items (`int` or `None`, defaults to `None`):
@@ -150,7 +159,17 @@ class TofuEvalArguments(TofuFormat):
 
     forget_split: str = field(default="forget05", metadata={"help": "forget01, forget05 or forget10."})
     batch_size: int = field(default=16, metadata={"help": "Answers per teacher-forced forward pass."})
-    generation_batch_size: int | None = field(default=None, metadata={"help": "Prompts per generate call."})
+    generation_batch_size: int | None = field(default=None, metadata={"help": "Prompts generated together at most."})
+    generation_schedule: str = field(
+        default="refill",
+        metadata={
+            "help": "'refill' (finished rows leave, slots take the next prompt) or 'generate' (fixed batches).",
+            "choices": list(GENERATION_SCHEDULES),
+        },
+    )
+    reuse_prefix_cache: bool = field(
+        default=True, metadata={"help": "Compute the prompts' shared head once and reuse its KV cache."}
+    )
     max_new_tokens: int = field(default=200, metadata={"help": "Greedy generation budget for ROUGE."})
     max_items: int | None = field(default=None, metadata={"help": "First N items of every split only."})
     max_forget_items: int | None = field(default=None, metadata={"help": "First N forget items (overrides max_items)."})
@@ -182,6 +201,10 @@ class TofuEvalArguments(TofuFormat):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        if self.generation_schedule not in GENERATION_SCHEDULES:
+            raise ValueError(
+                f"generation_schedule must be one of {list(GENERATION_SCHEDULES)}, got {self.generation_schedule!r}."
+            )
         unknown = sorted(set(self.mia_attacks) - set(MIA_ATTACKS))
         if unknown:
             raise ValueError(f"Unknown MIA attack(s) {unknown}; use {list(MIA_ATTACKS)}.")
@@ -346,8 +369,10 @@ def score_plan(
     pad_token_id: int,
     timing: dict[str, float] | None = None,
     show_progress: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> list[TokenScores]:
-    """Teacher-forced scores of every sequence of the plan, split by split (for timing), each pair once."""
+    """Teacher-forced scores of every sequence of the plan, split by split (for timing), each pair once; `stats`
+    collects token counts (`score_prompt_groups`)."""
     scored: list[TokenScores | None] = [None] * len(plan.sequences)
     for split, split_items in plan.items.items():
         tic = time.perf_counter()
@@ -380,6 +405,7 @@ def score_plan(
             pad_token_id=pad_token_id,
             desc=f"Scoring {split}",
             show_progress=show_progress,
+            stats=stats,
         )
         for members, group_results in zip(by_prompt.values(), results):
             for i, (logps, preds) in zip(members, group_results):
@@ -417,6 +443,8 @@ def generate_plan(
             max_new_tokens=args.max_new_tokens,
             stop_token_ids=plan.stop_token_ids,
             pad_token_id=tokenizer.pad_token_id,
+            schedule=args.generation_schedule,
+            reuse_prefix_cache=args.reuse_prefix_cache,
             desc=f"Generating {split}",
             show_progress=show_progress,
         )
@@ -660,7 +688,8 @@ def evaluate_tofu(
     was_training = model.training
     model.eval()
     try:
-        scored = score_plan(model, plan, args, tokenizer.pad_token_id, timing, show_progress)
+        forward_tokens: dict[str, int] = {}
+        scored = score_plan(model, plan, args, tokenizer.pad_token_id, timing, show_progress, forward_tokens)
         generations = generate_plan(model, tokenizer, plan, args, timing, show_progress)
     finally:
         model.train(was_training)
@@ -699,6 +728,7 @@ def evaluate_tofu(
             "fingerprint": sha256_json(parts),
             "fingerprint_parts": parts,
             "timing_s": timing,
+            "forward_tokens": forward_tokens,
             "reused": False,
         }
     )
