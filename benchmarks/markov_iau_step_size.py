@@ -19,30 +19,48 @@ GRID = [0.1, 0.2, 0.3, 0.5, 1.0, 3.0, 10.0, 30.0, 100.0]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "outputs" / "markov" / "models")
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "markov.yaml"), help="The Markov recipe.")
+    parser.add_argument("--method", default="IAU", help="The recipe's IAU entry whose settings (but η) are used.")
+    parser.add_argument("--models-dir", type=Path, default=None, help="Default: the recipe's models folder.")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "markov_iau_step_size.json")
     args = parser.parse_args()
 
     from datasets import concatenate_datasets
     from transformers import GPT2LMHeadModel
 
-    from hf_unlearn import IAUConfig, IAUTrainer
+    from hf_unlearn import IAUTrainer
+    from hf_unlearn.recipe import build_method_config, load_recipe
     from hf_unlearn.reporting import format_table
     from hf_unlearn.runtime.io import atomic_write_json
     from hf_unlearn.tasks.markov.data import make_markov_datasets
     from hf_unlearn.tasks.markov.evaluation import MarkovEvaluator
+    from hf_unlearn.tasks.markov.recipe import gpt2_config, method_original, parse_markov_recipe
 
-    data = make_markov_datasets(seed=42)
-    original = GPT2LMHeadModel.from_pretrained(args.models_dir / "original")
-    original.config.pad_token_id = 10
-    retrained = GPT2LMHeadModel.from_pretrained(args.models_dir / "retrained")
+    # Everything but η comes from the recipe, so this grid and the recipe's IAU row cannot drift apart.
+    recipe = parse_markov_recipe(load_recipe(args.recipe))
+    _, spec = method_original(recipe.methods[args.method], f"methods.{args.method}")
+    if spec.get("method") != "IAU":
+        raise SystemExit(f"methods.{args.method} is {spec.get('method')!r}, not an IAU entry.")
+    models_dir = args.models_dir or recipe.models_path
+    data = make_markov_datasets(recipe.data, seed=recipe.seed)
+    max_length = max(len(data[f"{name}_train"][0]["input_ids"]) for name in ("retain", "forget1", "forget2"))
+    pad_token_id = gpt2_config(recipe.model_settings, max_length).pad_token_id
+    original = GPT2LMHeadModel.from_pretrained(models_dir / "original")
+    original.config.pad_token_id = pad_token_id
+    retrained = GPT2LMHeadModel.from_pretrained(models_dir / "retrained")
     tests = {name: data[f"{name}_test"] for name in ("retain", "forget1", "forget2")}
-    evaluate = MarkovEvaluator(tests, retrained, 10, leakage=0.2, num_states=10, batch_size=1024)
+    evaluate = MarkovEvaluator(
+        tests,
+        retrained,
+        pad_token_id,
+        leakage=recipe.data.leakage,
+        num_states=recipe.data.num_states,
+        batch_size=recipe.evaluation.batch_size,
+    )
     forget = concatenate_datasets([data["forget1_train"], data["forget2_train"]])
     stepped = copy.deepcopy(original)
-    config = IAUConfig(output_dir="/tmp/markov_iau_step_size", learning_rate=1.0, normalization="mean",
-                       per_device_train_batch_size=512, report_to="none", save_strategy="no", disable_tqdm=True,
-                       seed=42)  # fmt: skip
+    overrides = {"learning_rate": 1.0, "report_to": "none", "save_strategy": "no", "disable_tqdm": True}
+    config = build_method_config({**spec, **overrides}, recipe.shared_unlearn, Path("/tmp/markov_iau_step_size"))
     tick = time.perf_counter()
     IAUTrainer(stepped, config, forget_dataset=forget, retain_dataset=data["retain_train"]).train()
     seconds = time.perf_counter() - tick
@@ -58,7 +76,11 @@ def main() -> None:
                      r["forget2_loss"]])  # fmt: skip
     print(format_table(rows, ["η", "ℓ_r ↓", "ℓ_r^KL ↓", "ℓ_f ↑", "ℓ_f^KL ↑", "ℓ_f1", "ℓ_f2"]))
     step_norm = sum(float(value.pow(2).sum()) for value in step.values()) ** 0.5
-    atomic_write_json(args.output, {"pass_seconds": seconds, "step_norm_at_eta_1": step_norm, "eta": results})
+    settings = {"recipe_method": args.method, "config": {k: v for k, v in spec.items() if k != "learning_rate"}}
+    atomic_write_json(
+        args.output,
+        {"settings": settings, "pass_seconds": seconds, "step_norm_at_eta_1": step_norm, "eta": results},
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 KV cache generates the same tokens as batched `generate`, and the token accounting of the packed scorer does not
 change its numbers."""
 
+import importlib.util
 import random
 
 import numpy as np
@@ -104,6 +105,34 @@ def test_generate_answers_schedules_agree(tokenizer, model):
                 model, tokenizer, prompts, batch_size=batch_size, schedule="refill", reuse_prefix_cache=reuse, **kwargs
             )
             assert new == old, (batch_size, reuse)
+
+
+def test_static_cache_schedule_equals_generate(tokenizer, model):
+    """`static_compile`: every batch padded to one shape with a static KV cache gives `generate`'s tokens (the
+    compiled decoding step itself only runs on GPU-like devices; `generate` skips compiling on a CPU)."""
+    prompts = make_prompts(tokenizer, count=11, seed=4)
+    stops = [tokenizer.eos_token_id, frequent_token(model, prompts)]
+    kwargs = dict(max_new_tokens=10, stop_token_ids=stops, pad_token_id=tokenizer.pad_token_id, show_progress=False)
+    old = generate_answers(model, tokenizer, prompts, batch_size=4, schedule="generate", **kwargs)
+    assert generate_answers(model, tokenizer, prompts, batch_size=4, schedule="static_compile", **kwargs) == old
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_vllm_schedule_without_vllm_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"pip install 'hf-unlearn\[vllm\]'"):
+        TofuEvalArguments(generation_schedule="vllm")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(), reason="needs vLLM and a GPU"
+)
+def test_vllm_tokens_equal_generate(tokenizer):
+    model = make_model(tokenizer, seed=1).to("cuda")
+    prompts = make_prompts(tokenizer, count=9, seed=5)
+    stops = [tokenizer.eos_token_id, frequent_token(model, prompts)]
+    kwargs = dict(max_new_tokens=10, stop_token_ids=stops, pad_token_id=tokenizer.pad_token_id, show_progress=False)
+    old = generate_answers(model, tokenizer, prompts, batch_size=4, schedule="generate", **kwargs)
+    assert generate_answers(model, tokenizer, prompts, batch_size=4, schedule="vllm", **kwargs) == old
 
 
 def test_generation_arguments_validated():

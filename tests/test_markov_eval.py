@@ -68,3 +68,20 @@ def test_retain_kl_at_forget_kl_interpolates():
     assert retain_kl_at_forget_kl(history, 1.0) == pytest.approx(0.2)
     assert retain_kl_at_forget_kl(history, 0.0) == pytest.approx(0.0)
     assert retain_kl_at_forget_kl(history, 3.5) is None
+
+
+def test_value_at_level_on_a_falling_measure():
+    """Forget Q_A prob falls as a model forgets: `falling=True` reads the first crossing downwards (by hand)."""
+    from hf_unlearn.evaluation import value_at_level
+
+    history = [
+        {"forget_Q_A_Prob": 0.8, "utility": 0.4},
+        {"forget_Q_A_Prob": 0.5, "utility": 0.35},
+        {"forget_Q_A_Prob": 0.6, "utility": 0.3},
+        {"forget_Q_A_Prob": 0.2, "utility": 0.2},
+    ]
+    read = lambda level: value_at_level(history, "forget_Q_A_Prob", "utility", level, falling=True)
+    assert read(0.9) == pytest.approx(0.4)  # already below at the start
+    assert read(0.6) == pytest.approx(0.4 + (0.2 / 0.3) * (0.35 - 0.4))  # first crossing, not the later 0.6
+    assert read(0.3) == pytest.approx(0.3 + (0.3 / 0.4) * (0.2 - 0.3))  # 0.6 -> 0.2 crosses 0.3 three quarters along
+    assert read(0.1) is None

@@ -384,6 +384,8 @@ def test_finetune_dry_run_counts_rows_of_local_data(base_model, tmp_path, capsys
         ({"unlearn": {"max_steps": "ten"}}, "max_steps: 'ten' is not an integer"),
         ({"report": {"forget_samples": -1}}, "report: forget_samples must be >= 0"),
         ({"forget_split": "forget07"}, "Unknown forget split"),
+        ({"trajectory": {"eval_steps": 0}}, "eval_steps must be >= 1"),
+        ({"trajectory": {"stop_at": "forget prob below 0.1"}}, "Cannot read the condition"),
     ],
 )
 def test_bad_tofu_recipes_fail_with_a_clear_message(base_model, tmp_path, capsys, change, message):
@@ -487,3 +489,46 @@ def test_a_real_run_refuses_bf16_without_a_gpu_before_training(base_model, tmp_p
     capsys.readouterr()
     assert main(["finetune", path]) == 2
     assert "bf16" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_trajectory_records_cheap_evaluations_and_stops_at_target(base_model, tmp_path, capsys):
+    """`trajectory:` evaluates at step 0 and every `eval_steps`, on the first items only, with no generation; the
+    history lands in results.json; `stop_at` ends a method once its target holds; the final suite is unchanged."""
+    out = tmp_path / "out"
+    trajectory = {"eval_steps": 1, "max_forget_items": 3, "max_utility_items": 2}
+    recipe = tiny_recipe(
+        base_model,
+        out,
+        unlearn={"learning_rate": 1e-2, "max_steps": 4, "per_device_train_batch_size": 2, "disable_tqdm": True},
+        methods={"GA": {}},
+        trajectory=trajectory,
+    )
+    assert main(["run", write(tmp_path / "r.yaml", recipe)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    history = results["methods"]["GA"]["history"]
+    assert [entry["step"] for entry in history] == [0, 1, 2, 3, 4]
+    assert results["settings"]["trajectory"]["eval_steps"] == 1
+    target = results["models"]["target"]["metrics"]
+    first = history[0]
+    assert "forget_Q_A_ROUGE" not in first and "model_utility" not in first  # teacher-forced only
+    assert first["forget_Q_A_Prob"] != pytest.approx(target["forget_Q_A_Prob"])  # 3 of 5 items, not the suite's
+    assert history[-1]["forget_Q_A_Prob"] < first["forget_Q_A_Prob"]  # GA at a high lr forgets
+    for entry in history:  # the harmonic mean of the six retain / real-author / world-fact components
+        utility = [entry[name] for name in entry if name.startswith(("retain_", "ra_", "wf_"))]
+        expected = 0.0 if min(utility) == 0 else len(utility) / sum(1 / u for u in utility)
+        assert len(utility) == 6 and entry["model_utility_teacher_forced"] == pytest.approx(expected)
+    assert results["methods"]["GA"]["metrics"]["num_items"]["forget"] == 5  # the final suite: every item
+
+    # A target between the first and last value: the second method stops where it first holds, and both methods'
+    # histories agree up to there (same seed, same data, evaluations do not touch the training).
+    threshold = (first["forget_Q_A_Prob"] + history[-1]["forget_Q_A_Prob"]) / 2
+    stop_step = next(e["step"] for e in history if e["forget_Q_A_Prob"] <= threshold)
+    recipe["trajectory"] = {**trajectory, "stop_at": f"forget_Q_A_Prob <= {threshold!r}"}
+    recipe["methods"] = {"GA-stop": {"method": "GA"}}
+    assert main(["run", write(tmp_path / "r.yaml", recipe)]) == 0
+    stopped = json.loads((out / "results.json").read_text())["methods"]["GA-stop"]
+    assert stopped["unlearn_steps"] == stop_step < 4
+    assert stopped["stopped"]["step"] == stop_step
+    assert [e["step"] for e in stopped["history"]] == list(range(stop_step + 1))
+    for ours, theirs in zip(stopped["history"], history):
+        assert ours["forget_Q_A_Prob"] == pytest.approx(theirs["forget_Q_A_Prob"], rel=1e-5)

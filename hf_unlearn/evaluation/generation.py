@@ -21,6 +21,7 @@ falls back to `generate`.
 from __future__ import annotations
 
 import inspect
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["common_prefix_length", "greedy_refill", "supports_refill"]
+__all__ = ["common_prefix_length", "greedy_refill", "greedy_vllm", "supports_refill"]
 
 
 def supports_refill(model: torch.nn.Module) -> bool:
@@ -215,3 +216,44 @@ def greedy_refill(
         elif len(keep) < len(batch.rows):
             batch.select(keep)
     return outputs
+
+
+def greedy_vllm(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[dict[str, Any]],
+    max_new_tokens: int,
+    stop_token_ids: Sequence[int],
+    gpu_memory_utilization: float = 0.4,
+) -> list[list[int]]:
+    """Greedy new tokens of every prompt from vLLM (its own continuous batching and paged KV cache).
+
+    vLLM loads weights from a folder, so the model (as it is now, e.g. just unlearned) is saved as safetensors to a
+    temporary one first. It runs on the GPU beside the model already there, hence the modest memory share. Prompts
+    must be plain token lists: an attention mask with zeros inside a prompt (`reference_attention_mask`) has no vLLM
+    equivalent and is refused.
+    """
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as error:
+        raise ImportError("generation_schedule='vllm' needs vLLM: pip install 'hf-unlearn[vllm]'.") from error
+    if any(0 in p["attention_mask"] for p in prompts):
+        raise ValueError(
+            "generation_schedule='vllm' cannot mask tokens inside a prompt (reference_attention_mask); use 'refill'."
+        )
+    params = SamplingParams(
+        temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=list(stop_token_ids), detokenize=False
+    )
+    with tempfile.TemporaryDirectory(prefix="hf_unlearn_vllm_") as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        engine = LLM(
+            model=folder,
+            dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+            gpu_memory_utilization=gpu_memory_utilization,
+            trust_remote_code=False,
+            seed=0,
+        )
+        outputs = engine.generate([{"prompt_token_ids": list(p["input_ids"])} for p in prompts], params)
+        del engine
+    return [list(output.outputs[0].token_ids) for output in outputs]

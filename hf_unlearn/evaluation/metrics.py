@@ -212,16 +212,22 @@ def kl_per_position(target_logps: torch.Tensor, logps: torch.Tensor) -> torch.Te
     return (target_logps.exp() * (target_logps - logps)).sum(dim=-1)
 
 
-def value_at_level(history: Sequence[dict[str, float]], x_key: str, y_key: str, level: float) -> float | None:
+def value_at_level(
+    history: Sequence[dict[str, float]], x_key: str, y_key: str, level: float, falling: bool = False
+) -> float | None:
     """`history[y_key]` where `history[x_key]` first reaches `level` (linear between entries); None if it never does.
 
     A trajectory of evaluations (e.g. forget KL and retain KL after every step) read at a common forgetting level:
-    the fair comparison of two methods, since one that forgets less always keeps more.
+    the fair comparison of two methods, since one that forgets less always keeps more. `falling=True` for a measure
+    that forgetting lowers (forget Q_A prob): "reaches" is then `x <= level`.
     """
+    sign = -1.0 if falling else 1.0
+    target = sign * level
     for before, after in itertools.pairwise(history):
-        if before[x_key] >= level:
+        x_before, x_after = sign * before[x_key], sign * after[x_key]
+        if x_before >= target:
             return before[y_key]
-        if after[x_key] >= level:
-            fraction = (level - before[x_key]) / (after[x_key] - before[x_key])
+        if x_after >= target:
+            fraction = (target - x_before) / (x_after - x_before)
             return before[y_key] + fraction * (after[y_key] - before[y_key])
-    return history[-1][y_key] if history and history[-1][x_key] >= level else None
+    return history[-1][y_key] if history and sign * history[-1][x_key] >= target else None

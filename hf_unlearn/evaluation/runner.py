@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig
+from transformers import CompileConfig, GenerationConfig
 
 from ..utils import IGNORE_INDEX, all_gather_objects, rank_and_world, token_logprobs
-from .generation import greedy_refill, supports_refill
+from .generation import greedy_refill, greedy_vllm, supports_refill
 
 __all__ = [
     "GENERATION_SCHEDULES",
@@ -256,7 +256,7 @@ def _as_sequence(group: dict[str, Any], j: int) -> dict[str, Any]:
 # Prompts per independent refill loop (in multiples of the batch size): blocks are formed globally and dealt to ranks,
 # so that every prompt is computed with the same companions whatever the number of processes.
 _REFILL_BLOCK = 2
-GENERATION_SCHEDULES = ("refill", "generate")
+GENERATION_SCHEDULES = ("refill", "generate", "static_compile", "vllm")
 
 
 @torch.inference_mode()
@@ -281,8 +281,10 @@ def generate_answers(
 
     Args:
         schedule: `"refill"` (`greedy_refill`: finished rows leave the batch and free slots take the next prompts;
-            models it does not support use `"generate"`) or `"generate"` (fixed length-sorted batches of
-            `batch_size` left-padded prompts through `model.generate`).
+            models it does not support use `"generate"`), `"generate"` (fixed length-sorted batches of
+            `batch_size` left-padded prompts through `model.generate`), `"static_compile"` (the same batches, all
+            padded to one shape, through `generate` with a static KV cache and its `torch.compile`d decoding step:
+            one compilation, for GPUs) or `"vllm"` (`greedy_vllm`, the `hf-unlearn[vllm]` extra, one process).
         reuse_prefix_cache: with `"refill"`, compute the prompts' common prefix once and reuse its KV cache.
     """
     if max_new_tokens < 1:
@@ -316,7 +318,12 @@ def generate_answers(
 
         results = _run_sharded(blocks, refill, desc, show_progress)
         return [results[i] for i in range(len(prompts))]
+    if schedule == "vllm":
+        if rank_and_world()[1] > 1:
+            raise ValueError("generation_schedule='vllm' runs in one process (vLLM schedules the GPU itself).")
+        return [decode(tokens) for tokens in greedy_vllm(model, tokenizer, prompts, max_new_tokens, stops)]
 
+    static = schedule == "static_compile"
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
@@ -325,11 +332,18 @@ def generate_answers(
         eos_token_id=stops,
         pad_token_id=pad_token_id,
         bos_token_id=getattr(tokenizer, "bos_token_id", None),
+        # A static cache makes every decoding step one shape, which `generate` compiles once (on CUDA-like devices,
+        # or anywhere with `_compile_all_devices`); every batch gets the same rows and length, so nothing recompiles.
+        cache_implementation="static" if static else None,
+        compile_config=CompileConfig(fullgraph=False, dynamic=False) if static else None,
     )
+    longest = max(lengths, default=0)
 
     def work(batch: list[int]) -> dict[int, str]:
         rows = [prompts[i] for i in batch]
-        length = max(len(row["input_ids"]) for row in rows)
+        if static:  # full batches of the longest prompt's length (extra rows repeat the first and are dropped)
+            rows += [rows[0]] * (batch_size - len(rows))
+        length = longest if static else max(len(row["input_ids"]) for row in rows)
         input_ids = _left_pad((row["input_ids"] for row in rows), pad_token_id, length).to(device)
         attention_mask = _left_pad((row["attention_mask"] for row in rows), 0, length).to(device)
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)

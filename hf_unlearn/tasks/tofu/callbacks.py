@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...callbacks import EvalMetricsCallback
 from .evaluation import MAIN_METRICS, UTILITY_COMPONENTS, TofuEvalArguments, evaluate_tofu
+
+TF_UTILITY = "model_utility_teacher_forced"  # the utility signal left without generation
 
 __all__ = ["CHEAP_TOFU_EVAL", "TofuEvalCallback"]
 
@@ -37,8 +40,8 @@ class TofuEvalCallback(EvalMetricsCallback):
             limits to keep frequent evaluations cheap.
         data_dir: local TOFU folder (None: `locuslab/TOFU` from the Hub).
         retain_logs: a retain-model evaluation (gives `forget_quality` and privleak's reference AUC).
-        metrics: the summary keys to report (default: the headline metrics and model utility's components); those
-            that are None (e.g. ROUGE without generation) are left out.
+        metrics: the summary keys to report (default: the headline metrics, model utility's components and
+            `model_utility_teacher_forced`); those that are None (e.g. ROUGE without generation) are left out.
         score: optional `f(metrics) -> float`, reported as `eval_score`: a combined criterion for
             `metric_for_best_model="score"`, e.g. `lambda m: m["retain_Q_A_Prob"] - m["forget_Q_A_Prob"]`.
         evaluate_fn: the evaluation to call, `f(model, tokenizer, eval_args, data_dir=, retain_logs=, show_progress=,
@@ -46,7 +49,7 @@ class TofuEvalCallback(EvalMetricsCallback):
         tokenizer: default: the trainer's processing class.
         evaluate_kwargs: further keyword arguments of `evaluate_fn`.
 
-    `history` keeps `{"step", **metrics}` of every evaluation.
+    `history` keeps `{"step", **metrics}` of every evaluation; `seconds` their total wall time.
     """
 
     def __init__(
@@ -64,17 +67,19 @@ class TofuEvalCallback(EvalMetricsCallback):
         self.eval_args = eval_args if eval_args is not None else TofuEvalArguments(**CHEAP_TOFU_EVAL)
         self.data_dir = data_dir
         self.retain_logs = retain_logs
-        self.metrics = list(metrics) if metrics is not None else [*MAIN_METRICS, *UTILITY_COMPONENTS]
+        self.metrics = list(metrics) if metrics is not None else [*MAIN_METRICS, *UTILITY_COMPONENTS, TF_UTILITY]
         self.score = score
         self.evaluate_fn = evaluate_fn
         self.tokenizer = tokenizer
         self.evaluate_kwargs = evaluate_kwargs
         self.history: list[dict[str, float]] = []
+        self.seconds = 0.0
 
     def compute_metrics(self, model: Any, processing_class: Any, args: Any, state: Any) -> dict[str, float]:
         tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
         if tokenizer is None:
             raise ValueError("TofuEvalCallback needs a tokenizer: pass processing_class to the trainer or tokenizer=.")
+        tick = time.perf_counter()
         summary = self.evaluate_fn(
             model,
             tokenizer,
@@ -84,6 +89,7 @@ class TofuEvalCallback(EvalMetricsCallback):
             show_progress=False,
             **self.evaluate_kwargs,
         )
+        self.seconds += time.perf_counter() - tick
         values = {
             name: float(summary[name])
             for name in self.metrics

@@ -18,6 +18,7 @@ The metrics are the plain functions of `hf_unlearn.evaluation.metrics`, composed
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import sys
 import time
@@ -133,7 +134,9 @@ class TofuEvalArguments(TofuFormat):
             greedy loop over the KV cache; same tokens as `generate` up to float rounding, see
             `docs/metrics.md#generation`). `"generate"`: the previous path, fixed length-sorted batches through
             `model.generate`. Models `"refill"` does not support (sliding-window attention, encoder-decoders) use
-            `"generate"`.
+            `"generate"`. For GPUs: `"static_compile"` (`generate` with a static KV cache and a compiled decoding
+            step, every batch padded to one shape) and `"vllm"` (the `hf-unlearn[vllm]` extra; one process, not with
+            `reference_attention_mask`).
         reuse_prefix_cache (`bool`, defaults to `True`):
             With `"refill"`: compute the head shared by every prompt (system prompt and template) once and start
             every row from a copy of its KV cache.
@@ -163,7 +166,8 @@ class TofuEvalArguments(TofuFormat):
     generation_schedule: str = field(
         default="refill",
         metadata={
-            "help": "'refill' (finished rows leave, slots take the next prompt) or 'generate' (fixed batches).",
+            "help": "'refill' (finished rows leave, slots take the next prompt), 'generate' (fixed batches); "
+            "GPU backends 'static_compile' (static cache + torch.compile) and 'vllm' (the [vllm] extra).",
             "choices": list(GENERATION_SCHEDULES),
         },
     )
@@ -205,6 +209,14 @@ class TofuEvalArguments(TofuFormat):
             raise ValueError(
                 f"generation_schedule must be one of {list(GENERATION_SCHEDULES)}, got {self.generation_schedule!r}."
             )
+        if self.generation_schedule == "vllm":
+            if importlib.util.find_spec("vllm") is None:
+                raise ValueError("generation_schedule='vllm' needs vLLM: pip install 'hf-unlearn[vllm]'.")
+            if self.reference_attention_mask:
+                raise ValueError(
+                    "generation_schedule='vllm' cannot apply reference_attention_mask (it masks tokens inside a "
+                    "prompt); use 'refill' or 'generate'."
+                )
         unknown = sorted(set(self.mia_attacks) - set(MIA_ATTACKS))
         if unknown:
             raise ValueError(f"Unknown MIA attack(s) {unknown}; use {list(MIA_ATTACKS)}.")
@@ -565,6 +577,10 @@ def aggregate(
             [v["truth_ratio"] for v in items[split]], "true_better"
         )
     summary["model_utility"] = M.harmonic_mean(list(components.values())) if args.compute_rouge else None
+    # The six components that need no generation: a utility signal cheap enough for every few steps of unlearning.
+    summary["model_utility_teacher_forced"] = M.harmonic_mean(
+        [value for name, value in components.items() if not name.endswith("_ROUGE")]
+    )
     if not args.compute_rouge:
         notices.append("model_utility and ROUGE are None: generation was skipped (compute_rouge=False).")
     summary.update(components)

@@ -20,6 +20,7 @@ aggregates can be recomputed): keep `eval/` folders local.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import time
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from transformers.trainer_utils import get_last_checkpoint
 
+from ...callbacks import StopAtTargetCallback
 from ...data.chat import tokenize_dataset
 from ...hub import write_model_card
 from ...recipe import build_method_config
@@ -48,6 +50,7 @@ from ...runtime.launch import TrainingBatch, method_batches, training_batch
 from ...runtime.lock import hold_output_lock
 from ...runtime.versions import environment_versions
 from ...trainers import METHODS
+from .callbacks import TofuEvalCallback
 from .checks import check_tofu_inputs
 from .data import describe_selections, select_rows
 from .evaluation import MAIN_METRICS, UTILITY_COMPONENTS, evaluate_tofu
@@ -62,7 +65,14 @@ __all__ = ["METRICS", "RESULT_FILES", "memorisation_check", "run_finetune", "run
 RESULT_FILES = ("results.json", "table.md", "samples.md", "tradeoff.png")
 
 # Kept in results.json (numbers and fixed notices only; per-item values stay in each evaluation's items.json).
-METRICS = [*MAIN_METRICS, "privleak_reference_auc", *UTILITY_COMPONENTS, "num_items", "notices"]
+METRICS = [
+    *MAIN_METRICS,
+    "privleak_reference_auc",
+    *UTILITY_COMPONENTS,
+    "model_utility_teacher_forced",
+    "num_items",
+    "notices",
+]
 # The target must know the forget set far better than the retain model, or there is nothing to unlearn.
 MEMORISATION_MARGIN = 0.2
 PathLike = str | os.PathLike | None
@@ -174,6 +184,12 @@ def _run_tofu(plan: TofuPlan, device: str | None) -> dict[str, Any]:
             "unlearn_seconds": record.get("seconds"),
             "unlearn_steps": record.get("steps"),
         }
+        if "history" in record:  # with `trajectory:` (cheap evaluations during unlearning)
+            payload["methods"][label].update(
+                history=record["history"],
+                trajectory_eval_seconds=record.get("eval_seconds"),
+                stopped=record.get("stopped"),
+            )
         payload["methods"][label]["metrics"] = _evaluate(
             plan, log, label, unlearned, plan.output_dir / "methods" / label / "eval", reference, samples, device
         )
@@ -308,6 +324,8 @@ def _unlearn(
             "save_dtype": plan.save_dtype,
             "versions": environment_versions(),
         }
+        if plan.trajectory is not None:  # stop_at changes the model; the history is part of the stage's record
+            fingerprint["trajectory"] = dataclasses.asdict(plan.trajectory)
         stamp = cached_stage(path, fingerprint, f"{label} model")
         entry["reused"] = stamp is not None
         if stamp is None:
@@ -338,7 +356,10 @@ def _train_method(
     model, tokenizer = load_model(target, device)
     fmt = plan.formatting.chat_format().kwargs()
     forget, retain = tokenize_dataset(forget_rows, tokenizer, **fmt), tokenize_dataset(retain_rows, tokenizer, **fmt)
-    config = build_method_config(spec, plan.unlearn, scratch / "trainer", where=f"methods.{label}")
+    shared, callbacks, eval_dataset = plan.unlearn, [], None
+    if plan.trajectory is not None:
+        shared, callbacks, eval_dataset = _trajectory(plan, forget, retain)
+    config = build_method_config(spec, shared, scratch / "trainer", where=f"methods.{label}")
     checkpoint = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
     if checkpoint:
         main_process_print(f"Resuming {label} from {checkpoint}.")
@@ -352,6 +373,8 @@ def _train_method(
         retain_dataset=retain,
         processing_class=tokenizer,
         peft_config=build_lora_config(plan.unlearn_lora, "unlearn_lora"),
+        eval_dataset=eval_dataset,
+        callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - tick
@@ -363,9 +386,36 @@ def _train_method(
     if is_main_process():
         atomic_write_json(scratch / "train_log.json", trainer.state.log_history)  # numbers only
     record = {"seconds": seconds, "steps": trainer.state.global_step, "forget_rows": len(forget)}
+    if callbacks:  # the trajectory: metrics at each evaluation, and where a stop_at target stopped the run
+        record["history"] = callbacks[0].history
+        record["eval_seconds"] = callbacks[0].seconds
+        if len(callbacks) > 1:
+            record["stopped"] = callbacks[1].stopped
     del trainer, model
     _free()
     return record
+
+
+def _trajectory(plan: TofuPlan, forget, retain) -> tuple[dict[str, Any], list, dict]:
+    """Trainer settings, callbacks and loss datasets for the cheap evaluations during unlearning (`trajectory:`)."""
+    trajectory = plan.trajectory
+    shared = {**plan.unlearn, "eval_strategy": "steps", "eval_steps": trajectory.eval_steps, "eval_on_start": True}
+    callbacks = [
+        TofuEvalCallback(
+            trajectory.eval_arguments(plan.evaluation),
+            data_dir=plan.data_dir,
+            retain_logs=plan.output_dir / "eval" / "retain",
+        )
+    ]
+    if trajectory.stop_at is not None:
+        callbacks.append(StopAtTargetCallback(trajectory.stop_at))
+    # Forget and retain NLL on the same first items (the Trainer's own eval loss), not on the whole sets.
+    n_forget, n_retain = trajectory.max_forget_items, trajectory.max_utility_items
+    eval_dataset = {
+        "forget": forget.select(range(min(len(forget), n_forget or len(forget)))),
+        "retain": retain.select(range(min(len(retain), n_retain or len(retain)))),
+    }
+    return shared, callbacks, eval_dataset
 
 
 def _write_reports(plan: TofuPlan, log: StageLog, samples: dict) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..._compat import checkpointing_settings
+from ...callbacks import MetricCondition
 from ...hub import HubPush, describe_pushes, hub_id_or_none, plan_hub_pushes
 from ...models import hub_snapshot, resolve_model_path
 from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
@@ -30,6 +31,7 @@ __all__ = [
     "ModelSpec",
     "TofuPlan",
     "TofuRecipe",
+    "TrajectoryArguments",
     "build_lora_config",
     "build_sft_config",
     "describe_plan",
@@ -101,6 +103,48 @@ class ReportArguments:
 
 
 @dataclass
+class TrajectoryArguments:
+    """Cheap TOFU evaluations while each method unlearns (`trajectory:` in a recipe): teacher-forced metrics only (no
+    generation) on the first items of each split, at the start and every `eval_steps` optimizer steps, kept as
+    `history` in results.json. They give trade-off curves and comparisons at matched forgetting, and `stop_at`
+    ends a method's unlearning once a forgetting target is reached (`StopAtTargetCallback`)."""
+
+    eval_steps: int = field(default=10, metadata={"help": "Evaluate every this many optimizer steps (and at step 0)."})
+    max_forget_items: int | None = field(
+        default=50, metadata={"help": "First forget (and holdout) items scored per evaluation; null: all."}
+    )
+    max_utility_items: int | None = field(
+        default=25, metadata={"help": "First retain / real_authors / world_facts items per evaluation; null: all."}
+    )
+    stop_at: str | None = field(
+        default=None, metadata={"help": "Stop unlearning when this holds, e.g. 'forget_Q_A_Prob <= 0.1'."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.eval_steps < 1:
+            raise ValueError(f"eval_steps must be >= 1, got {self.eval_steps}.")
+        for name in ("max_forget_items", "max_utility_items"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or null, got {getattr(self, name)}.")
+        if self.stop_at is not None:
+            MetricCondition.parse(self.stop_at)  # a malformed condition fails now, not after the fine-tuning
+
+    def eval_arguments(self, evaluation: TofuEvalArguments) -> TofuEvalArguments:
+        """The recipe's evaluation settings, teacher-forced only and limited to the trajectory's items."""
+        forget, utility = self.max_forget_items, self.max_utility_items
+        return dataclasses.replace(
+            evaluation,
+            compute_rouge=False,
+            max_items=None,
+            max_forget_items=forget,
+            max_holdout_items=forget,
+            max_retain_items=utility,
+            max_real_authors_items=utility,
+            max_world_facts_items=utility,
+        )
+
+
+@dataclass
 class TofuRecipe:
     """A TOFU recipe's sections, typed (`recipes/tofu/*.yaml`)."""
 
@@ -121,6 +165,7 @@ class TofuRecipe:
     unlearn_lora: dict[str, Any] | None = None
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    trajectory: TrajectoryArguments | None = None
     report: ReportArguments = field(default_factory=ReportArguments)
     launch: LaunchArguments = field(default_factory=LaunchArguments)
     save_dtype: Literal["float32", "bfloat16", "float16"] | None = None
@@ -197,6 +242,7 @@ class TofuPlan:
     hub: dict[str, HubPush] = field(default_factory=dict)  # label -> its push (methods with push_to_hub)
     # The target's fine-tuning loss gets + α‖∇_θ ℓ‖ (IAU eq. 7); the retain model, the reference, stays plain.
     finetune_gradient_restriction: GradientRestriction | None = None
+    trajectory: TrajectoryArguments | None = None  # cheap evaluations during unlearning (and stop_at)
 
     @property
     def configs(self) -> dict[str, str]:
@@ -207,6 +253,8 @@ class TofuPlan:
         extra = {}
         if self.finetune_gradient_restriction is not None:  # only when set: existing results.json stay as they were
             extra["finetune_gradient_restriction"] = dataclasses.asdict(self.finetune_gradient_restriction)
+        if self.trajectory is not None:
+            extra["trajectory"] = dataclasses.asdict(self.trajectory)
         return {
             **extra,
             "forget_split": self.forget_split,
@@ -342,6 +390,7 @@ def parse_tofu_recipe(
         save_dtype=recipe.save_dtype,
         hub=hub,
         finetune_gradient_restriction=recipe.finetune_gradient_restriction,
+        trajectory=recipe.trajectory,
     )
 
 
@@ -451,6 +500,13 @@ def describe_plan(plan: TofuPlan, command: str, recipe_arg: str) -> str:
             f"Evaluation (target, retain, every method): {subsets}; max_new_tokens {ev.max_new_tokens}, "
             f"batch {ev.batch_size}",
         ]
+        if plan.trajectory is not None:
+            t = plan.trajectory
+            lines.append(
+                f"Trajectory: teacher-forced evaluation at step 0 and every {t.eval_steps} steps (forget/holdout first "
+                f"{t.max_forget_items or 'all'}, utility splits first {t.max_utility_items or 'all'})"
+                + (f"; stop at {t.stop_at}" if t.stop_at else "")
+            )
     lines += [
         "",
         "Launch:",
