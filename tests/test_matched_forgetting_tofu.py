@@ -1,26 +1,20 @@
 """benchmarks/imu_matched_forgetting_tofu.py end to end on the tiny TOFU fixture: trajectories, matched table, plot."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
 from hf_unlearn.evaluation import value_at_level
 
+from .conftest import load_benchmark
 from .test_tofu_pipeline import tiny_recipe, write
 from .tofu_helpers import save_tiny_model
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "imu_matched_forgetting_tofu.py"
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("imu_matched_forgetting_tofu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("imu_matched_forgetting_tofu")
 
 
 def test_grid_gives_each_parameter_set_its_learning_rates(benchmark):

@@ -1,24 +1,16 @@
 """benchmarks/mumis_premise_markov.py measures the quantities MU-Mis optimises: checked against brute force."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from .conftest import tiny_gpt2
+from .conftest import load_benchmark, tiny_gpt2
 from .test_iau_mumis import NO_DROPOUT, brute_force_sensitivity
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "mumis_premise_markov.py"
 
 
 @pytest.fixture(scope="module")
 def premise():
-    spec = importlib.util.spec_from_file_location("mumis_premise_markov", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("mumis_premise_markov")
 
 
 @pytest.mark.parametrize("output", ["logit", "logprob"])
