@@ -36,6 +36,7 @@ from hf_unlearn.runtime.distributed import is_main_process
 from hf_unlearn.runtime.io import atomic_write_json
 from hf_unlearn.runtime.versions import environment_versions
 from hf_unlearn.tasks.tofu import run_tofu
+from hf_unlearn.tasks.tofu.evaluation import TEACHER_FORCED_UTILITY as UTILITY
 
 ROOT = Path(__file__).resolve().parent.parent
 IMU_HEAD = {
@@ -68,7 +69,6 @@ METHODS = {
 # Learning rates per trained parameter set (the recipe unlearns at 2e-4; head-only IMU at 2e-4 barely moved there).
 LEARNING_RATES = {"all": [5e-5, 1e-4, 2e-4], "head": [5e-4, 1e-3, 2e-3]}
 LEVELS = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]  # forget Q_A prob (the SmolLM2 target: 0.75 on all items, retain model 0.11)
-UTILITY = "model_utility_teacher_forced"
 
 
 def grid(methods: list[str], learning_rates: list[float] | None) -> dict[str, dict]:

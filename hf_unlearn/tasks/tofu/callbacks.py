@@ -17,9 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...callbacks import EvalMetricsCallback
-from .evaluation import MAIN_METRICS, UTILITY_COMPONENTS, TofuEvalArguments, evaluate_tofu
-
-TF_UTILITY = "model_utility_teacher_forced"  # the utility signal left without generation
+from .evaluation import MAIN_METRICS, TEACHER_FORCED_UTILITY, UTILITY_COMPONENTS, TofuEvalArguments, evaluate_tofu
 
 __all__ = ["CHEAP_TOFU_EVAL", "TofuEvalCallback"]
 
@@ -67,7 +65,9 @@ class TofuEvalCallback(EvalMetricsCallback):
         self.eval_args = eval_args if eval_args is not None else TofuEvalArguments(**CHEAP_TOFU_EVAL)
         self.data_dir = data_dir
         self.retain_logs = retain_logs
-        self.metrics = list(metrics) if metrics is not None else [*MAIN_METRICS, *UTILITY_COMPONENTS, TF_UTILITY]
+        self.metrics = (
+            list(metrics) if metrics is not None else [*MAIN_METRICS, *UTILITY_COMPONENTS, TEACHER_FORCED_UTILITY]
+        )
         self.score = score
         self.evaluate_fn = evaluate_fn
         self.tokenizer = tokenizer

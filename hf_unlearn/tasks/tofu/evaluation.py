@@ -49,6 +49,7 @@ __all__ = [
     "MAIN_METRICS",
     "MIA_ATTACKS",
     "SPLITS",
+    "TEACHER_FORCED_UTILITY",
     "UTILITY_COMPONENTS",
     "EvalPlan",
     "TofuEvalArguments",
@@ -78,6 +79,9 @@ MAIN_METRICS = (
     "mia_loss",
     "mia_zlib",
 )
+# The harmonic mean of the six components below that need no generation: the utility signal left to cheap,
+# teacher-forced evaluations (callbacks, trajectories), always computed.
+TEACHER_FORCED_UTILITY = "model_utility_teacher_forced"
 UTILITY_COMPONENTS = (
     "retain_Q_A_Prob",
     "retain_Q_A_ROUGE",
@@ -577,8 +581,7 @@ def aggregate(
             [v["truth_ratio"] for v in items[split]], "true_better"
         )
     summary["model_utility"] = M.harmonic_mean(list(components.values())) if args.compute_rouge else None
-    # The six components that need no generation: a utility signal cheap enough for every few steps of unlearning.
-    summary["model_utility_teacher_forced"] = M.harmonic_mean(
+    summary[TEACHER_FORCED_UTILITY] = M.harmonic_mean(
         [value for name, value in components.items() if not name.endswith("_ROUGE")]
     )
     if not args.compute_rouge:

@@ -53,7 +53,7 @@ from ...trainers import METHODS
 from .callbacks import TofuEvalCallback
 from .checks import check_tofu_inputs
 from .data import describe_selections, select_rows
-from .evaluation import MAIN_METRICS, UTILITY_COMPONENTS, evaluate_tofu
+from .evaluation import MAIN_METRICS, TEACHER_FORCED_UTILITY, UTILITY_COMPONENTS, evaluate_tofu
 from .finetune import check_data_separation, ensure_models, load_model
 from .publish import check_hub, publish, unlearned_card_info
 from .recipe import ModelSpec, TofuPlan, build_lora_config, describe_plan, parse_tofu_recipe, selections_json
@@ -65,14 +65,7 @@ __all__ = ["METRICS", "RESULT_FILES", "memorisation_check", "run_finetune", "run
 RESULT_FILES = ("results.json", "table.md", "samples.md", "tradeoff.png")
 
 # Kept in results.json (numbers and fixed notices only; per-item values stay in each evaluation's items.json).
-METRICS = [
-    *MAIN_METRICS,
-    "privleak_reference_auc",
-    *UTILITY_COMPONENTS,
-    "model_utility_teacher_forced",
-    "num_items",
-    "notices",
-]
+METRICS = [*MAIN_METRICS, "privleak_reference_auc", *UTILITY_COMPONENTS, TEACHER_FORCED_UTILITY, "num_items", "notices"]
 # The target must know the forget set far better than the retain model, or there is nothing to unlearn.
 MEMORISATION_MARGIN = 0.2
 PathLike = str | os.PathLike | None
@@ -158,14 +151,14 @@ def _run_tofu(plan: TofuPlan, device: str | None) -> dict[str, Any]:
     log.save(complete=False)
     models = ensure_models(plan, log, device)
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {}  # in memory only: becomes samples.md
-    reference = plan.output_dir / "eval" / "retain"
+    reference = _model_eval_dir(plan, "retain")
     for role in ("retain", "target"):  # the retain model first: it is the reference of the others
         summary = _evaluate(
             plan,
             log,
             role,
             models[role],
-            plan.output_dir / "eval" / role,
+            _model_eval_dir(plan, role),
             None if role == "retain" else reference,
             samples,
             device,
@@ -386,14 +379,19 @@ def _train_method(
     if is_main_process():
         atomic_write_json(scratch / "train_log.json", trainer.state.log_history)  # numbers only
     record = {"seconds": seconds, "steps": trainer.state.global_step, "forget_rows": len(forget)}
-    if callbacks:  # the trajectory: metrics at each evaluation, and where a stop_at target stopped the run
-        record["history"] = callbacks[0].history
-        record["eval_seconds"] = callbacks[0].seconds
-        if len(callbacks) > 1:
-            record["stopped"] = callbacks[1].stopped
+    for callback in callbacks:  # the trajectory: metrics at each evaluation, and where a stop_at target stopped it
+        if isinstance(callback, TofuEvalCallback):
+            record.update(history=callback.history, eval_seconds=callback.seconds)
+        elif isinstance(callback, StopAtTargetCallback):
+            record["stopped"] = callback.stopped
     del trainer, model
     _free()
     return record
+
+
+def _model_eval_dir(plan: TofuPlan, role: str) -> Path:
+    """The evaluation folder of the target or retain model (the retain one is every other model's reference)."""
+    return plan.output_dir / "eval" / role
 
 
 def _trajectory(plan: TofuPlan, forget, retain) -> tuple[dict[str, Any], list, dict]:
@@ -404,7 +402,7 @@ def _trajectory(plan: TofuPlan, forget, retain) -> tuple[dict[str, Any], list, d
         TofuEvalCallback(
             trajectory.eval_arguments(plan.evaluation),
             data_dir=plan.data_dir,
-            retain_logs=plan.output_dir / "eval" / "retain",
+            retain_logs=_model_eval_dir(plan, "retain"),
         )
     ]
     if trajectory.stop_at is not None:
