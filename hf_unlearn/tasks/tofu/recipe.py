@@ -525,8 +525,10 @@ def _train_summary(config, processes: int) -> str:
     per_device, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
     precision = "bf16 autocast, fp32 weights" if config.bf16 else ("fp16 autocast" if config.fp16 else "fp32")
     optim, schedule = (getattr(value, "value", value) for value in (config.optim, config.lr_scheduler_type))
+    # max_steps > 0 overrides the epochs (Trainer's rule), as in IAU's single step
+    length = f"{config.max_steps} step(s)" if config.max_steps > 0 else f"{config.num_train_epochs:g} epochs"
     return (
-        f"lr {config.learning_rate:g}, {config.num_train_epochs:g} epochs, batch {per_device} x {accumulation} "
+        f"lr {config.learning_rate:g}, {length}, batch {per_device} x {accumulation} "
         f"accumulation x {processes} process(es) = {per_device * accumulation * processes}, {precision}, "
         f"optim {optim}, warmup {config.warmup_steps:g}, weight decay {config.weight_decay:g}, "
         f"{schedule} schedule"
