@@ -30,6 +30,20 @@ def matched_step(grid: dict[str, dict], reference: float) -> str:
     return min(grid, key=lambda eta: abs(math.log(max(grid[eta]["forget_Q_A_Prob"], 1e-300) / reference)))
 
 
+def one_process(raw: dict) -> dict:
+    """The recipe for this one-process script: the fine-tune's batch per process times the recipe's process count,
+    so the fingerprints (batch per optimizer step) find the models `hf-unlearn finetune` made in its launch."""
+    raw = copy.deepcopy(raw)
+    launch = raw.setdefault("launch", {})
+    processes = launch.get("num_processes", 1)
+    if processes > 1 and "finetune" in raw:
+        raw["finetune"]["per_device_train_batch_size"] = (
+            raw["finetune"].get("per_device_train_batch_size", 8) * processes
+        )
+    launch["num_processes"] = 1
+    return raw
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="tofu/forget05_smollm2", help="A TOFU recipe (embedded name or path).")
@@ -40,32 +54,37 @@ def main() -> None:
     parser.add_argument("--max-forget-items", type=int, default=50)
     parser.add_argument("--max-utility-items", type=int, default=25)
     parser.add_argument("--output", type=Path, default=None, help="Default: benchmarks/results/<script>_<name>.json")
-    parser.add_argument("--work-dir", type=Path, default=None, help="Trainer scratch (default: outputs/<script>_<name>).")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="Trainer scratch (default: outputs/<script>_<name>)."
+    )
     args = parser.parse_args()
 
     from hf_unlearn import IAUTrainer
     from hf_unlearn.data.chat import tokenize_dataset
     from hf_unlearn.recipe import build_method_config, load_recipe
     from hf_unlearn.reporting import format_table
-    from hf_unlearn.runtime.cache import StageLog
+    from hf_unlearn.runtime.cache import StageLog, cached_stage
     from hf_unlearn.runtime.io import atomic_write_json
     from hf_unlearn.runtime.versions import environment_versions
     from hf_unlearn.tasks.tofu.data import select_rows
     from hf_unlearn.tasks.tofu.evaluation import TEACHER_FORCED_UTILITY, evaluate_tofu
-    from hf_unlearn.tasks.tofu.finetune import ensure_models, load_model
+    from hf_unlearn.tasks.tofu.finetune import _finetune_fingerprint, ensure_models, load_model
     from hf_unlearn.tasks.tofu.recipe import TrajectoryArguments, parse_tofu_recipe
 
-    raw = load_recipe(args.recipe)
+    raw = one_process(load_recipe(args.recipe))
     name = Path(args.recipe).stem.split("_", 1)[-1]
     scratch = args.work_dir or ROOT / "outputs" / f"tofu_iau_step_size_{name}"
     plan = parse_tofu_recipe(raw, models_dir=args.models_dir, data_dir=args.data_dir)
     spec = plan.specs.get(args.method)
     if spec is None or spec.get("method") != "IAU":
         raise SystemExit(f"methods.{args.method} of {args.recipe} is not an IAU entry.")
-    missing = [role for role in plan.train_data if not (plan.models_dir / role).is_dir()]
-    if missing:  # fine-tuning here would run one process, not the recipe's launch
-        raise SystemExit(f"No fine-tuned {' and '.join(missing)} model in {plan.models_dir}: run hf-unlearn finetune.")
-    models = ensure_models(plan, StageLog(scratch / "stages.json", {}))  # the cached models (fingerprints checked)
+    for role in plan.train_data:  # fine-tuning here would run one process, not the recipe's launch: refuse instead
+        rows = select_rows(plan.train_data[role], plan.data_dir)
+        if cached_stage(plan.models_dir / role, _finetune_fingerprint(plan, role, rows), f"{role} model") is None:
+            raise SystemExit(
+                f"No fine-tuned {role} model of this recipe in {plan.models_dir}: run hf-unlearn finetune."
+            )
+    models = ensure_models(plan, StageLog(scratch / "stages.json", {}))  # the cached models, as checked above
     cheap = TrajectoryArguments(
         max_forget_items=args.max_forget_items, max_utility_items=args.max_utility_items
     ).eval_arguments(plan.evaluation)

@@ -66,3 +66,21 @@ def test_grid_rows_equal_a_real_iau_step_of_each_size(benchmark, tmp_path, monke
         for key in ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_truth_ratio"):
             assert row[key] == pytest.approx(summary[key], rel=1e-4), (eta, key)
     assert payload["eta"]["30"]["forget_Q_A_Prob"] != pytest.approx(payload["eta"]["0"]["forget_Q_A_Prob"], rel=1e-3)
+
+
+def test_one_process_keeps_the_fine_tune_batch_per_step(benchmark):
+    raw = {"finetune": {"per_device_train_batch_size": 4}, "launch": {"num_processes": 2}}
+    assert benchmark.one_process(raw) == {
+        "finetune": {"per_device_train_batch_size": 8},
+        "launch": {"num_processes": 1},
+    }
+    assert raw["finetune"]["per_device_train_batch_size"] == 4  # the caller's recipe is left as it was
+
+
+def test_refuses_to_fine_tune_models_it_does_not_find(benchmark, tmp_path, monkeypatch):
+    base = save_tiny_model(tmp_path / "base")
+    recipe = tiny_recipe(base, tmp_path / "out", methods={"IAU": IAU})  # target and retain are fine-tuned ones
+    monkeypatch.setattr(sys, "argv", ["x", "--recipe", write(tmp_path / "r.yaml", recipe), "--work-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="No fine-tuned target model of this recipe .*: run hf-unlearn finetune"):
+        benchmark.main()
+    assert not (tmp_path / "out" / "models" / "target").exists()
