@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GRID = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
+GRID = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]
 METRICS = ("forget_Q_A_Prob", "forget_truth_ratio", "retain_Q_A_Prob", "mia_min_k")
 
 

@@ -359,7 +359,7 @@ def test_dry_run_states_max_steps_over_epochs(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["run", "tofu/forget05_smollm2", "--dry-run", "--output-dir", str(tmp_path / "out")]) == 0
     lines = {line.split(":")[0].strip(): line for line in capsys.readouterr().out.splitlines() if ": " in line}
-    assert "lr 0.01, 1 step(s), batch" in lines["IAU"]
+    assert "lr 1, 1 step(s), batch" in lines["IAU"]
     assert "lr 0.0002, 2 epochs, batch" in lines["MU-Mis"]
 
 
