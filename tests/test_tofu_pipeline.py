@@ -354,13 +354,15 @@ def test_gpu_recipes_dry_run_without_network(recipe, tmp_path, capsys, monkeypat
     assert "Nothing to fine-tune" in capsys.readouterr().out
 
 
-def test_dry_run_states_max_steps_over_epochs(tmp_path, capsys, monkeypatch):
+def test_dry_run_states_max_steps_over_epochs(base_model, tmp_path, capsys):
     """IAU's single step (max_steps=1) overrides the shared 2 epochs: the plan says so, not "2 epochs"."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["run", "tofu/forget05_smollm2", "--dry-run", "--output-dir", str(tmp_path / "out")]) == 0
+    iau = {"method": "IAU", "max_steps": 1, "optim": "sgd", "learning_rate": 1.0, "max_grad_norm": 0.0}
+    unlearn = {"learning_rate": 1e-3, "num_train_epochs": 2, "per_device_train_batch_size": 2}
+    recipe = tiny_recipe(base_model, tmp_path / "out", unlearn=unlearn, methods={"IAU": iau, "GA": {}})
+    assert main(["run", write(tmp_path / "r.yaml", recipe), "--dry-run"]) == 0
     lines = {line.split(":")[0].strip(): line for line in capsys.readouterr().out.splitlines() if ": " in line}
     assert "lr 1, 1 step(s), batch" in lines["IAU"]
-    assert "lr 0.0002, 2 epochs, batch" in lines["MU-Mis"]
+    assert "lr 0.001, 2 epochs, batch" in lines["GA"]
 
 
 def test_finetune_dry_run_counts_rows_of_local_data(base_model, tmp_path, capsys):
