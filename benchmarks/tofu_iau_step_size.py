@@ -7,8 +7,9 @@ retain model's (on a log scale) is the "matched" step, the one to put in the rec
     python benchmarks/tofu_iau_step_size.py --data-dir ../shared/tofu     # after `hf-unlearn finetune` of the recipe
 
 Everything but η comes from the recipe (default `tofu/forget05_smollm2`, its `IAU` entry: the same normalisation and
-seeded retain subset), and the fine-tuned target and retain models from its models folder (fine-tuned first if
-missing). One process: the pass sums the same gradients as a multi-process run. Writes
+seeded retain subset), and the fine-tuned target and retain models from its models folder (it refuses to run when
+they are not there: fine-tuning here would not be the recipe's launch). One process: the pass sums the same
+gradients as a multi-process run. Writes
 `benchmarks/results/tofu_iau_step_size_<name>.json`.
 """
 
@@ -63,12 +64,12 @@ def main() -> None:
     from hf_unlearn.data.chat import tokenize_dataset
     from hf_unlearn.recipe import build_method_config, load_recipe
     from hf_unlearn.reporting import format_table
-    from hf_unlearn.runtime.cache import StageLog, cached_stage
+    from hf_unlearn.runtime.cache import StageLog
     from hf_unlearn.runtime.io import atomic_write_json
     from hf_unlearn.runtime.versions import environment_versions
     from hf_unlearn.tasks.tofu.data import select_rows
     from hf_unlearn.tasks.tofu.evaluation import TEACHER_FORCED_UTILITY, evaluate_tofu
-    from hf_unlearn.tasks.tofu.finetune import _finetune_fingerprint, ensure_models, load_model
+    from hf_unlearn.tasks.tofu.finetune import ensure_models, load_model
     from hf_unlearn.tasks.tofu.recipe import TrajectoryArguments, parse_tofu_recipe
 
     raw = one_process(load_recipe(args.recipe))
@@ -78,13 +79,10 @@ def main() -> None:
     spec = plan.specs.get(args.method)
     if spec is None or spec.get("method") != "IAU":
         raise SystemExit(f"methods.{args.method} of {args.recipe} is not an IAU entry.")
-    for role in plan.train_data:  # fine-tuning here would run one process, not the recipe's launch: refuse instead
-        rows = select_rows(plan.train_data[role], plan.data_dir)
-        if cached_stage(plan.models_dir / role, _finetune_fingerprint(plan, role, rows), f"{role} model") is None:
-            raise SystemExit(
-                f"No fine-tuned {role} model of this recipe in {plan.models_dir}: run hf-unlearn finetune."
-            )
-    models = ensure_models(plan, StageLog(scratch / "stages.json", {}))  # the cached models, as checked above
+    try:  # fine-tuning here would run one process, not the recipe's launch: only cached models are used
+        models = ensure_models(plan, StageLog(scratch / "stages.json", {}), train=False)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
     cheap = TrajectoryArguments(
         max_forget_items=args.max_forget_items, max_utility_items=args.max_utility_items
     ).eval_arguments(plan.evaluation)

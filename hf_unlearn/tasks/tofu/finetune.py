@@ -231,10 +231,18 @@ def _finetuned_card_info(plan: TofuPlan, role: str, rows: int, record: dict[str,
 
 
 def ensure_models(
-    plan: TofuPlan, log: StageLog, device: str | None = None, roles: tuple[str, ...] = ROLES
+    plan: TofuPlan,
+    log: StageLog,
+    device: str | None = None,
+    roles: tuple[str, ...] = ROLES,
+    *,
+    train: bool = True,
 ) -> dict[str, ModelSpec]:
     """The target and retain models: given ones as they are, fine-tuned ones from their cache (same fingerprint) or
-    trained now. Returns role -> ModelSpec to load them from."""
+    trained now. Returns role -> ModelSpec to load them from.
+
+    `train=False`: a model that is not cached raises FileNotFoundError instead of being fine-tuned (for tools that
+    run outside the recipe's launch, whose fine-tune would not be the recipe's)."""
     models = {role: spec for role, spec in plan.given.items() if role in roles}
     if any(role in plan.train_data for role in roles):
         log.payload.setdefault("data_checks", check_data_separation(plan))
@@ -249,6 +257,10 @@ def ensure_models(
             fingerprint = _finetune_fingerprint(plan, role, rows)
             stamp = cached_stage(path, fingerprint, f"{role} model")
             entry["reused"] = stamp is not None
+            if stamp is None and not train:
+                raise FileNotFoundError(
+                    f"No fine-tuned {role} model of this recipe in {plan.models_dir}: run hf-unlearn finetune."
+                )
             if stamp is None:
                 main_process_print(
                     f"Fine-tuning the {role} model on {describe_selections(plan.train_data[role])} ({len(rows)} rows)."
