@@ -31,8 +31,8 @@ from hf_unlearn.runtime.versions import environment_versions
 from hf_unlearn.tasks.markov import parse_markov_recipe, run_markov
 
 ROOT = Path(__file__).resolve().parent.parent
-IMU_HEAD = {"method": "IMU", "psi": "sqrt", "trainable": "head", "influence_batch_size": 512}
 WEIGHTING = {"psi": "sqrt", "batch_size": 512}
+IMU_HEAD = {"method": "IMU", "trainable": "head", "influence_weighting": WEIGHTING}
 NPO = {"method": "NPO", "beta": 1.0, "retain_loss": "none"}
 METHODS = {
     "GA": {"method": "GA"},
@@ -42,8 +42,8 @@ METHODS = {
     "IMU-head": IMU_HEAD,
     "IMU-all": {**IMU_HEAD, "trainable": "all"},
     "IMU-NPO": {**NPO, "influence_weighting": WEIGHTING},
-    "IMU-permuted": {**IMU_HEAD, "weight_permutation_seed": 0},
-    "IMU-uniform": {**IMU_HEAD, "uniform_weights": True},
+    "IMU-permuted": {**IMU_HEAD, "influence_weighting": {**WEIGHTING, "permutation_seed": 0}},
+    "IMU-uniform": {**IMU_HEAD, "influence_weighting": {**WEIGHTING, "uniform": True}},
 }
 REGIMES = {
     "laptop": ("markov", {}),

@@ -39,14 +39,8 @@ from hf_unlearn.tasks.tofu import run_tofu
 from hf_unlearn.tasks.tofu.evaluation import TEACHER_FORCED_UTILITY as UTILITY
 
 ROOT = Path(__file__).resolve().parent.parent
-IMU_HEAD = {
-    "method": "IMU",
-    "psi": "sqrt",
-    "trainable": "head",
-    "influence_update_epochs": 0,
-    "influence_batch_size": 8,
-}
 WEIGHTING = {"psi": "sqrt", "batch_size": 8}
+IMU_HEAD = {"method": "IMU", "trainable": "head", "influence_weighting": {**WEIGHTING, "update_epochs": 0}}
 NPO = {"method": "NPO", "beta": 0.1, "retain_loss": "nll", "retain_loss_weight": 1.0}
 METHODS = {
     "GA": {"method": "GA"},
@@ -63,8 +57,8 @@ METHODS = {
     "IMU-head": IMU_HEAD,
     "IMU-all": {**IMU_HEAD, "trainable": "all"},
     "IMU-NPO": {**NPO, "influence_weighting": WEIGHTING},
-    "IMU-permuted": {**IMU_HEAD, "weight_permutation_seed": 0},
-    "IMU-uniform": {**IMU_HEAD, "uniform_weights": True},
+    "IMU-permuted": {**IMU_HEAD, "influence_weighting": {**WEIGHTING, "permutation_seed": 0}},
+    "IMU-uniform": {**IMU_HEAD, "influence_weighting": {**WEIGHTING, "uniform": True}},
 }
 # Learning rates per trained parameter set (the recipe unlearns at 2e-4; head-only IMU at 2e-4 barely moved there).
 LEARNING_RATES = {"all": [5e-5, 1e-4, 2e-4], "head": [5e-4, 1e-3, 2e-3]}

@@ -36,9 +36,9 @@ REGIMES = {"spec4": (4, 50, 3), "epoch1": (32, 250, 3), "epoch5": (32, 1250, 1)}
 # label: (trainer, config class, config overrides); same lr and optimizer as the Markov recipe.
 METHODS = {
     "GA": (GATrainer, GAConfig, {}),
-    "IMU (head, ν=0)": (IMUTrainer, IMUConfig, {"trainable": "head", "influence_update_epochs": 0}),
-    "IMU (all, ν=0)": (IMUTrainer, IMUConfig, {"trainable": "all", "influence_update_epochs": 0}),
-    "IMU (head, ν=1)": (IMUTrainer, IMUConfig, {"trainable": "head", "influence_update_epochs": 1}),
+    "IMU (head, ν=0)": (IMUTrainer, IMUConfig, {"trainable": "head", "influence_weighting": {"update_epochs": 0}}),
+    "IMU (all, ν=0)": (IMUTrainer, IMUConfig, {"trainable": "all", "influence_weighting": {"update_epochs": 0}}),
+    "IMU (head, ν=1)": (IMUTrainer, IMUConfig, {"trainable": "head", "influence_weighting": {"update_epochs": 1}}),
 }
 SHARED = {
     "learning_rate": 5e-4,
@@ -60,7 +60,7 @@ def time_run(model_dir: Path, forget, trainer_class, config_class, overrides, ba
         output_dir=str(out), per_device_train_batch_size=batch_size, max_steps=steps, **SHARED, **overrides
     )
     if config_class is IMUConfig:
-        args.influence_batch_size = 512
+        args.influence_weighting["batch_size"] = 512
     trainer_class(model, args, forget_dataset=forget).train()
     return time.perf_counter() - started
 

@@ -248,7 +248,7 @@ def test_head_delta_push_and_load(fake_hub, tmp_path):
         max_steps=2,
         learning_rate=1e-1,
         per_device_train_batch_size=2,
-        influence_batch_size=4,
+        influence_weighting={"batch_size": 4},
         disable_tqdm=True,
         push_to_hub=True,
         hub_model_id="lab/imu-head",
@@ -395,7 +395,10 @@ def test_markov_pipeline_pushes_each_method(fake_hub, tmp_path, capsys):
     recipe = {
         **TINY,
         "unlearn": {**TINY["unlearn"], "push_to_hub": True, "hub_model_id": "me/markov"},
-        "methods": {"IMU": {"trainable": "head", "influence_batch_size": 64}, "GA": {"push_full_model": True}},
+        "methods": {
+            "IMU": {"trainable": "head", "influence_weighting": {"batch_size": 64}},
+            "GA": {"push_full_model": True},
+        },
     }
     out = tmp_path / "out"
     assert main(["run", write(tmp_path / "m.yaml", recipe), "--output-dir", str(out)]) == 0

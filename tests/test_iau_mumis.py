@@ -54,10 +54,11 @@ def explicit_iau_step(model, forget, retain, lr, normalization):
 
 
 def test_iau_loss_by_hand():
-    nll = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    is_forget = torch.tensor([True, False, False, True])
-    assert iau_loss(nll, is_forget, 10, 4, "sum").item() == pytest.approx(2 + 3 - 1 - 4)
-    assert iau_loss(nll, is_forget, 10, 4, "mean").item() == pytest.approx((2 + 3) / 10 - (1 + 4) / 4)
+    forget, retain = torch.tensor([1.0, 4.0]), torch.tensor([2.0, 3.0])
+    assert iau_loss(forget, retain, 4, 10, "sum").item() == pytest.approx(2 + 3 - 1 - 4)
+    assert iau_loss(forget, retain, 4, 10, "mean").item() == pytest.approx((2 + 3) / 10 - (1 + 4) / 4)
+    # A micro-batch holding one set only gives that set's share.
+    assert iau_loss(forget, retain[:0], 4, 10, "mean").item() == pytest.approx(-(1 + 4) / 4)
 
 
 @pytest.mark.parametrize("normalization", ["sum", "mean"])
@@ -204,6 +205,8 @@ def test_mumis_loss_by_hand():
     loss, per_example = mumis_loss(target, other, example, 3)
     torch.testing.assert_close(per_example, torch.tensor([1.0, 3.0, 2.0]))
     assert loss.item() == pytest.approx(2.0)
+    # Its share of a step of 6 sequences.
+    assert mumis_loss(target, other, example, 3, num_items_in_batch=6)[0].item() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("output", ["logit", "logprob"])
@@ -215,10 +218,9 @@ def test_mumis_objective_equals_brute_force_input_gradients(output, forget_datas
     trainer = MUMisTrainer(model, args, forget_dataset=forget_dataset)
     examples = [forget_dataset[i] for i in range(5)]
     batch = trainer.data_collator([{"forget": e, "index": i} for i, e in enumerate(examples)])["forget"]
-    state = trainer.generator.get_state()
-    rows, positions, targets, others = trainer.sample_rows(batch["labels"])
-    trainer.generator.set_state(state)
-    loss, per_example, *_ = trainer.objective(model, batch)
+    index = torch.arange(len(examples))
+    rows, positions, targets, others = trainer.sample_rows(batch["labels"], index)
+    loss, per_example, *_ = trainer.objective(model, batch, index)  # the same draws: (seed, step, index)
 
     answer_positions = [sum(label != -100 for label in e["labels"][1:]) for e in examples]
     assert torch.bincount(rows).tolist() == answer_positions  # every answer position, once
@@ -240,8 +242,11 @@ def test_mumis_cheap_variant_draws_k_positions_per_sequence(forget_dataset, tmp_
     args = MUMisConfig(output_dir=str(tmp_path), positions_per_sequence=2, **COMMON)
     trainer = MUMisTrainer(tiny_gpt2(), args, forget_dataset=forget_dataset)
     batch = trainer.data_collator([{"forget": forget_dataset[i], "index": i} for i in range(4)])["forget"]
-    rows, positions, targets, others = trainer.sample_rows(batch["labels"])
+    rows, positions, targets, others = trainer.sample_rows(batch["labels"], torch.arange(4))
     assert torch.bincount(rows).tolist() == [2, 2, 2, 2]
+    # Each sequence's draws depend on its index only, not on the rest of the batch.
+    alone = trainer.sample_rows(batch["labels"][2:3], torch.tensor([2]))
+    assert alone[1].tolist() == positions[rows == 2].tolist() and alone[3].tolist() == others[rows == 2].tolist()
     assert (batch["labels"][rows, positions + 1] == targets).all() and (targets != -100).all()
     assert (others != targets).all() and ((others >= 0) & (others < 11)).all()
 

@@ -106,7 +106,7 @@ def test_peft_head_only_trains_the_saved_head_copy(forget, tmp_path):
 
 
 def test_nu_recomputes_every_epoch(forget, tmp_path):
-    args = IMUConfig(output_dir=str(tmp_path), num_train_epochs=2, influence_update_epochs=1, **COMMON)
+    args = IMUConfig(output_dir=str(tmp_path), num_train_epochs=2, influence_weighting={"update_epochs": 1}, **COMMON)
     trainer = IMUTrainer(tiny_gpt2(), args, forget_dataset=forget)
     trainer.train()
     assert [entry["step"] for entry in trainer.influence_history] == [0, math.ceil(len(forget) / 4)]
@@ -151,11 +151,15 @@ def test_l1_head_penalty_is_added(forget, tmp_path):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="psi"):
-        IMUConfig(output_dir="x", psi="log")
+        IMUConfig(output_dir="x", influence_weighting={"psi": "log"})
     with pytest.raises(ValueError, match="top_ratio"):
-        IMUConfig(output_dir="x", top_ratio=0)
+        IMUConfig(output_dir="x", influence_weighting={"top_ratio": 0})
     with pytest.raises(ValueError, match="trainable"):
         IMUConfig(output_dir="x", trainable="body")
+    with pytest.raises(ValueError, match="IMU without influence weights is GA"):
+        IMUConfig(output_dir="x", influence_weighting=None)
+    with pytest.raises(ValueError, match="unknown keys \\['influence_batch_size'\\]"):
+        IMUConfig(output_dir="x", influence_weighting={"influence_batch_size": 4})
 
 
 def test_permutation_control_shuffles_weights(forget, tmp_path):
@@ -163,7 +167,7 @@ def test_permutation_control_shuffles_weights(forget, tmp_path):
     trainers = [
         IMUTrainer(
             tiny_gpt2(),
-            IMUConfig(output_dir=str(tmp_path), weight_permutation_seed=seed, **COMMON),
+            IMUConfig(output_dir=str(tmp_path), influence_weighting={"permutation_seed": seed}, **COMMON),
             forget_dataset=forget,
         )
         for seed in (None, 0)

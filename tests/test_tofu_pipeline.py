@@ -379,7 +379,7 @@ def test_finetune_dry_run_counts_rows_of_local_data(base_model, tmp_path, capsys
         ({"epochs": 3}, "Unknown key(s) in the TOFU recipe: 'epochs'"),
         ({"methods": {"GAA": {}}}, "Unknown method 'GAA'"),
         ({"methods": {"NPO": {"betta": 0.1}}}, "did you mean 'beta'"),
-        ({"methods": {"IMU": {"psi": "cube"}}}, "psi='cube'"),
+        ({"methods": {"IMU": {"influence_weighting": {"psi": "cube"}}}}, "psi='cube'"),
         ({"finetune": {"learning_rte": 1e-4}}, "did you mean 'learning_rate'"),
         ({"unlearn_lora": {"rank": 4}}, "LoraConfig fields"),
         ({"models": {"target": {"name_or_path": "x"}}}, "models.retain is missing"),

@@ -18,6 +18,7 @@ from ..utils import IGNORE_INDEX
 
 __all__ = [
     "ForgetRetainDataset",
+    "ForgetThenRetainDataset",
     "UnlearnCollator",
     "check_token_rows",
     "count_shared_rows",
@@ -130,6 +131,22 @@ class ForgetRetainDataset(Dataset):
         return item
 
 
+class ForgetThenRetainDataset(Dataset):
+    """Every forget example, then every retain example, each once (one full pass over Df ∪ Dr, as IAU's update needs):
+    items are `{"forget": example, "index": i}` or `{"retain": example}`."""
+
+    def __init__(self, forget: Any, retain: Any):
+        self.forget, self.retain = forget, retain
+
+    def __len__(self) -> int:
+        return len(self.forget) + len(self.retain)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        if position < len(self.forget):
+            return {"forget": self.forget[position], "index": position}
+        return {"retain": self.retain[position - len(self.forget)]}
+
+
 def pad_examples(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad `input_ids` (with `pad_token_id`), `labels` (with -100) and `attention_mask` (with 0)."""
     length = max(len(example["input_ids"]) for example in examples)
@@ -148,19 +165,22 @@ def pad_examples(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[
 
 
 class UnlearnCollator:
-    """Collates `ForgetRetainDataset` items into `{"forget": batch, "retain": batch, "index": (B,)}`, and plain
-    tokenized rows (evaluation datasets) into one padded batch."""
+    """Collates unlearning items into `{"forget": batch, "index": (B_f,), "retain": batch}` (a half is left out when
+    no item has it: a `ForgetThenRetainDataset` micro-batch may hold one set only), and plain tokenized rows
+    (evaluation datasets) into one padded batch."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        if "forget" not in items[0]:
+        if not any("forget" in item or "retain" in item for item in items):
             return pad_examples(items, self.pad_token_id)
-        batch = {
-            "forget": pad_examples([item["forget"] for item in items], self.pad_token_id),
-            "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
-        }
-        if "retain" in items[0]:
-            batch["retain"] = pad_examples([item["retain"] for item in items], self.pad_token_id)
+        batch: dict[str, Any] = {}
+        forget = [item for item in items if "forget" in item]
+        if forget:
+            batch["forget"] = pad_examples([item["forget"] for item in forget], self.pad_token_id)
+            batch["index"] = torch.tensor([item["index"] for item in forget], dtype=torch.long)
+        retain = [item["retain"] for item in items if "retain" in item]
+        if retain:
+            batch["retain"] = pad_examples(retain, self.pad_token_id)
         return batch

@@ -5,7 +5,7 @@
 keep scores with the arguments that produced them.
 """
 
-from .arguments import CURVATURES, InfluenceArguments
+from .arguments import CURVATURES, InfluenceArguments, InfluenceWeighting
 from .engine import InfluenceResult, compute_influence, lm_head_influence
 from .storage import (
     INFLUENCE_FILE_NAME,
@@ -28,6 +28,7 @@ __all__ = [
     "InfluenceMismatchError",
     "InfluenceRecord",
     "InfluenceResult",
+    "InfluenceWeighting",
     "compute_influence",
     "dataset_fingerprint",
     "influence_weights",

@@ -6,7 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CURVATURES", "InfluenceArguments"]
+from .weights import PSI_CHOICES
+
+__all__ = ["CURVATURES", "InfluenceArguments", "InfluenceWeighting"]
 
 CURVATURES = ("fisher_diag", "exact", "kfac")
 
@@ -101,3 +103,71 @@ class InfluenceArguments:
     def score_fields(self) -> dict[str, Any]:
         """The fields that change the scores: what a saved result must match to be reused."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("affects_scores")}
+
+
+@dataclass
+class InfluenceWeighting(InfluenceArguments):
+    """The `influence_weighting` option of every unlearning config: how the LM-head scores are computed (the fields of
+    [`InfluenceArguments`]) and how they become IMU's per-sample weights ŵ_i (`docs/methods.md#influence-weighting`).
+
+    Parameters:
+        psi (`str`, defaults to `"sqrt"`):
+            ψ applied to the positive scores before normalisation: `"none"`, `"sqrt"` (IMU paper), `"tanh"`, `"exp"`.
+        top_ratio (`float`, defaults to `1.0`):
+            r: keep only the top-r fraction of the forget set by score (IMU paper Table 3: 0.05 already forgets).
+        update_epochs (`int`, defaults to `0`):
+            ν: recompute the scores from the current model every ν epochs; 0 computes them once before the first
+            step and draws only samples with positive weight.
+        clip_quantile (`float` or `None`, defaults to `None`):
+            Cap the weights at this quantile (the IMU authors' code: 0.93; off in the paper).
+        permutation_seed (`int` or `None`, defaults to `None`):
+            Control, not a method: permute the weights across forget samples with this seed. Equal results mean the
+            scores carry no information about *which* samples matter.
+        uniform (`bool`, defaults to `False`):
+            Control, not a method: weight 1 for every kept sample (the same top-r subset of Df⁺), so the effect of
+            *how much* each sample weighs is separable from *which* samples are kept.
+
+    The scores' own fields (`curvature`, `damping`, `relative_damping`, `batch_size`, ...) are those of
+    [`InfluenceArguments`], declared there once.
+    """
+
+    psi: str = field(default="sqrt", metadata={"help": f"ψ on positive influence scores: one of {PSI_CHOICES}."})
+    top_ratio: float = field(default=1.0, metadata={"help": "r: keep the top-r fraction of samples by score."})
+    update_epochs: int = field(default=0, metadata={"help": "ν: recompute scores every ν epochs (0: once)."})
+    clip_quantile: float | None = field(default=None, metadata={"help": "Clip weights at this quantile; None: off."})
+    permutation_seed: int | None = field(default=None, metadata={"help": "Control: permute the weights."})
+    uniform: bool = field(default=False, metadata={"help": "Control: weight 1 on every kept sample."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.psi not in PSI_CHOICES:
+            raise ValueError(f"influence_weighting.psi={self.psi!r} is not one of {PSI_CHOICES}.")
+        if not 0 < self.top_ratio <= 1:
+            raise ValueError(f"influence_weighting.top_ratio must be in (0, 1], got {self.top_ratio}.")
+        if self.update_epochs < 0:
+            raise ValueError(f"influence_weighting.update_epochs must be >= 0, got {self.update_epochs}.")
+        if self.clip_quantile is not None and not 0 < self.clip_quantile <= 1:
+            raise ValueError(f"influence_weighting.clip_quantile must be in (0, 1] or None, got {self.clip_quantile}.")
+        if self.uniform and self.permutation_seed is not None:
+            raise ValueError("influence_weighting: choose one control, uniform or permutation_seed, not both.")
+
+    @classmethod
+    def from_value(cls, value: InfluenceWeighting | dict[str, Any] | None) -> InfluenceWeighting | None:
+        """From a config's mapping (unknown keys named), an instance, or None (no weighting)."""
+        if value is None or isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(f"influence_weighting must be a mapping of {cls.field_names()}, got {value!r}.")
+        unknown = sorted(set(value) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"influence_weighting: unknown keys {unknown}; the keys are {cls.field_names()}.")
+        return cls(**value)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def score_arguments(self, **overrides: Any) -> InfluenceArguments:
+        """The [`InfluenceArguments`] part (what `compute_influence` takes), with `overrides` (e.g. `progress_bar`)."""
+        names = {f.name for f in dataclasses.fields(InfluenceArguments)}
+        return InfluenceArguments(**{**{k: v for k, v in self.to_dict().items() if k in names}, **overrides})

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
+from ..influence.arguments import InfluenceWeighting
 from ..utils import has_accelerator
 
 __all__ = ["UnlearnConfig", "check_numeric_fields"]
@@ -171,8 +173,6 @@ class UnlearnConfig(TrainingArguments):
                 "trainable_patterns / trainable_last_layers / trainable_layers_at_depth need trainable='patterns'."
             )
         if self.influence_weighting is not None:  # checked now, kept as a plain mapping (serialisable args)
-            from .influence_weighting import InfluenceWeighting
-
             self.influence_weighting = InfluenceWeighting.from_value(self.influence_weighting).to_dict()
         check_numeric_fields(self)
         if self.retain_loss == "none" and self.retain_loss_weight is not None:
@@ -207,6 +207,10 @@ class UnlearnConfig(TrainingArguments):
                 raise ValueError(f"{name} must be a dict or a JSON object, got {value!r}.")
         if self.dataloader_pin_memory is None:
             self.dataloader_pin_memory = has_accelerator()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
+            # Under torchrun / accelerate launch on CPUs, accelerate joins the process group only when told to use the
+            # CPU; without it every process would train its own copy on its own batches (the CLI does the same).
+            self.use_cpu = True
         super().__post_init__()
 
     def set_push_to_hub(

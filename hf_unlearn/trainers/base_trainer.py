@@ -1,4 +1,5 @@
-"""A thin `Trainer` base for unlearning: forget/retain routing, the reference model, the retain term, logging."""
+"""A thin `Trainer` base for unlearning: forget/retain routing, the reference model, the retain term, losses
+normalised over the whole optimizer step, logging; a method fills in the hooks (`forget_loss`, ...)."""
 
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ from ..hub import (
     write_model_card,
 )
 from ..hub import save_for_hub as write_hub_folder
+from ..influence import InfluenceWeighting
 from ..models import load_model_and_tokenizer
-from ..utils import sequence_nll
+from ..utils import IGNORE_INDEX, sequence_nll
 from .base_config import UnlearnConfig
-from .influence_weighting import InfluenceWeighter, InfluenceWeighting
+from .influence_weighting import InfluenceWeighter
+from .step import ForgetBatch, StepCounts, normalized_sum
 from .trainable import apply_trainable
 
 __all__ = ["UnlearnTrainer", "retain_kl"]
@@ -44,17 +47,25 @@ __all__ = ["UnlearnTrainer", "retain_kl"]
 logger = logging.get_logger(__name__)
 
 
-def retain_kl(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """KL(π_ref ‖ π_θ) per next-token position, averaged over labelled positions (`docs/methods.md#retain-terms`).
+def retain_kl(
+    ref_logits: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """KL(π_ref ‖ π_θ) per next-token position, averaged over labelled positions (`docs/methods.md#retain-terms`):
+    summed over the batch's labelled positions and divided by `num_items_in_batch` (the optimizer step's count of
+    them), or by the batch's own count when it is None.
 
     Args:
         ref_logits, logits: `(B, T, V)`.
         labels: `(B, T)`, -100 where ignored; the causal shift is applied here.
     """
-    mask = labels[:, 1:].ne(-100)  # (B, T-1)
+    mask = labels[:, 1:].ne(IGNORE_INDEX)  # (B, T-1)
     ref_logps = F.log_softmax(ref_logits[:, :-1].float(), dim=-1)[mask]  # (M, V)
     logps = F.log_softmax(logits[:, :-1].float(), dim=-1)[mask]  # (M, V)
-    return F.kl_div(logps, ref_logps, log_target=True, reduction="batchmean")
+    per_position = F.kl_div(logps, ref_logps, log_target=True, reduction="none").sum(-1)  # (M,)
+    return normalized_sum(per_position, None, mask.sum() if num_items_in_batch is None else num_items_in_batch)
 
 
 class _EpochCallback(TrainerCallback):
@@ -68,7 +79,23 @@ class _EpochCallback(TrainerCallback):
 
 
 class UnlearnTrainer(Trainer):
-    """Base of every unlearning trainer. Subclasses override `compute_loss` only.
+    """Base of every unlearning trainer. A method is a config and a loss: it overrides `forget_loss` (and, if it needs
+    to, the other hooks below), never `__init__`, `train` or `compute_loss`.
+
+    Hooks (`docs/methods.md#adding-a-method`):
+        forget_loss(model, inputs): the forget term of a micro-batch, normalised over the whole optimizer step; most
+            methods call `forget_forward` (forward pass, per-sequence NLL, influence weights, reference NLL, logging)
+            and a pure loss function on its `ForgetBatch`.
+        retain_loss(model, inputs): the retain term (default: α·Ret(R) of the config's `retain_loss`).
+        regularizer(model): a term added once per optimizer step (not per item), e.g. IMU's L1 penalty on the head.
+        prepare_datasets(forget, retain, args): the training dataset and collator (default: forget examples paired
+            with random retain examples).
+        prepare_training(resume_from_checkpoint): work before the first step (default: the influence weights).
+        method_callbacks(): callbacks the method adds (e.g. a stopping rule).
+        steps_per_update(): micro-batches per optimizer step when the method fixes them (IAU: one full pass).
+
+    `compute_loss` adds the terms, scales them so that micro-batch × accumulation × processes give the same update
+    (`hf_unlearn.trainers.step`), and refuses a non-finite loss.
 
     Args:
         model: the model to unlearn (a `PreTrainedModel`, a PEFT model, or a Hub id / local path, loaded with
@@ -87,10 +114,10 @@ class UnlearnTrainer(Trainer):
             forget and retain sets. `EvalMetricsCallback`s (e.g. `TofuEvalCallback`) add their metrics.
     """
 
-    # Subclasses that need π_ref's summed NLL on the forget batch (NPO) set this.
+    # Methods that need π_ref's summed NLL on the forget batch (NPO) set this.
     needs_reference_nll = False
-    # Our losses are micro-batch means, so Trainer must divide them by the accumulation steps.
-    loss_is_scaled_for_ga = False
+    # Every term is normalised over the whole optimizer step here (`StepCounts`): Trainer must not divide it again.
+    loss_is_scaled_for_ga = True
 
     def __init__(
         self,
@@ -140,20 +167,21 @@ class UnlearnTrainer(Trainer):
             model = get_peft_model(model, peft_config)
 
         self.pad_token_id = _pad_token_id(model, processing_class)
-        seed = args.seed if args.pairing_seed is None else args.pairing_seed
-        use_retain = retain_dataset is not None and args.retain_loss != "none"
-        train_dataset = ForgetRetainDataset(forget_dataset, retain_dataset if use_retain else None, seed=seed)
+        train_dataset, data_collator = self.prepare_datasets(forget_dataset, retain_dataset, args)
+        epoch_callbacks = [_EpochCallback(train_dataset)] if hasattr(train_dataset, "set_epoch") else []
         super().__init__(
             model=model,
             args=args,
             train_dataset=train_dataset,
-            data_collator=UnlearnCollator(self.pad_token_id),
+            data_collator=data_collator,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
-            callbacks=[_EpochCallback(train_dataset), *(callbacks or [])],
+            callbacks=[*epoch_callbacks, *(callbacks or [])],
             **kwargs,
         )
         self.forget_dataset = forget_dataset
+        self.retain_dataset = getattr(train_dataset, "retain", retain_dataset)  # the retain rows training uses
+        self.step_counts: StepCounts | None = None  # the current optimizer step's counts (None outside training)
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._pending_eval_metrics: dict[str, float] | None = None
         label = type(self).__name__.removesuffix("Trainer") or "Unlearn"
@@ -188,6 +216,112 @@ class UnlearnTrainer(Trainer):
         )
         weighting = InfluenceWeighting.from_value(args.influence_weighting)
         self.weighter = InfluenceWeighter(self, weighting) if weighting is not None else None
+        for callback in self.method_callbacks():
+            self.add_callback(callback)
+
+    # ----- hooks of a method -----------------------------------------------------------------------------------
+
+    def forget_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """The forget term of the micro-batch, its share of a mean over the whole optimizer step (every method)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forget_loss(model, inputs).")
+
+    def retain_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """α·Ret(R) on the retain half of the micro-batch (zero when `retain_loss="none"`): the retain NLL per
+        labelled token, or KL(π_ref ‖ π_θ) per labelled position, normalised over the step's retain tokens."""
+        if self.args.retain_loss == "none" or "retain" not in inputs:
+            return torch.zeros((), device=self.args.device)
+        retain = inputs["retain"]
+        logits = model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"]).logits
+        count = retain["labels"][:, 1:].ne(IGNORE_INDEX).sum()
+        num_items = None if self.step_counts is None else self.step_counts.retain("token")
+        denominator = count if num_items is None else num_items
+        if self.args.retain_loss == "nll":
+            value = normalized_sum(sequence_nll(logits, retain["labels"])[0], None, denominator)
+        else:
+            value = retain_kl(self.reference_logits(model, retain), logits, retain["labels"], denominator)
+        self.record(f"retain_{self.args.retain_loss}", value.detach() * denominator / count)  # the micro-batch's mean
+        return self.args.retain_loss_weight * value
+
+    def regularizer(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """A term added once per optimizer step, whatever the step's split (None: none)."""
+        return None
+
+    def prepare_datasets(self, forget_dataset: Any, retain_dataset: Any | None, args: UnlearnConfig) -> tuple[Any, Any]:
+        """`(train_dataset, data_collator)`: each forget example with one random retain example per epoch (when the
+        config has a retain term), collated into `{"forget": ..., "retain": ..., "index": ...}`."""
+        seed = args.seed if args.pairing_seed is None else args.pairing_seed
+        use_retain = retain_dataset is not None and args.retain_loss != "none"
+        dataset = ForgetRetainDataset(forget_dataset, retain_dataset if use_retain else None, seed=seed)
+        return dataset, UnlearnCollator(self.pad_token_id)
+
+    def prepare_training(self, resume_from_checkpoint: str | bool | None) -> None:
+        """Work before the first step: compute (or, when resuming, reload) the influence weights if the method uses
+        them."""
+        if self.weighter is not None:
+            self.weighter.prepare(resume_from_checkpoint)
+
+    def method_callbacks(self) -> list[TrainerCallback]:
+        """Callbacks the method adds to the Trainer's."""
+        return []
+
+    def steps_per_update(self) -> int | None:
+        """Micro-batches per optimizer step when the method fixes them; None keeps `gradient_accumulation_steps`."""
+        return None
+
+    # ----- the shared forward pass and the step's normalisation ----------------------------------------------------
+
+    def forget_forward(self, model: torch.nn.Module, inputs: dict[str, Any]) -> ForgetBatch:
+        """Forward pass on the forget half, each sequence's summed answer NLL and token count, the influence weights
+        and (`needs_reference_nll`) π_ref's NLL; logs `forget_nll` (token mean of the micro-batch)."""
+        forget = inputs["forget"]
+        logits = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"]).logits
+        nll, num_tokens = sequence_nll(logits, forget["labels"])  # (B,), (B,)
+        weights = self.weighter.batch_weights(inputs["index"]) if self.weighter is not None else None
+        ref_nll = self.reference_nll(model, inputs) if self.needs_reference_nll else None
+        self.record("forget_nll", nll.detach().sum() / num_tokens.sum())
+        return ForgetBatch(logits, nll, num_tokens, weights, ref_nll, self.step_counts)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """forget_loss + retain_loss (+ the per-step regularizer), scaled so that the step's update is the gradient of
+        the step's mean whatever its split: each term is already its micro-batch's share of the mean over every
+        process's micro-batches (`num_items_in_batch`, a `StepCounts` from `get_batch_samples`); DDP averages the
+        processes' gradients, so the sum is multiplied back by their number. Outside a training step (no
+        `StepCounts`) the loss is the micro-batch's own mean."""
+        self.step_counts = num_items_in_batch if isinstance(num_items_in_batch, StepCounts) else None
+        loss = self.forget_loss(model, inputs) if "forget" in inputs else torch.zeros((), device=self.args.device)
+        loss = loss + self.retain_loss(model, inputs)
+        if self.step_counts is not None:
+            loss = loss * self.accelerator.num_processes
+        penalty = self.regularizer(model)
+        if penalty is not None:
+            loss = loss + penalty / (self.current_gradient_accumulation_steps if self.step_counts is not None else 1)
+        loss = self.check_finite(loss)
+        return (loss, None) if return_outputs else loss
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Trainer's micro-batches of one optimizer step, with their `StepCounts` (summed over processes) as
+        `num_items_in_batch`."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples and isinstance(batch_samples[0], dict) and {"forget", "retain"} & set(batch_samples[0]):
+            num_items_in_batch = self.count_step(batch_samples, device)
+        return batch_samples, num_items_in_batch
+
+    def count_step(self, batch_samples: list[dict[str, Any]], device: torch.device) -> StepCounts:
+        """The `StepCounts` of one optimizer step's micro-batches, summed over the launch's processes."""
+        local = torch.zeros(5, dtype=torch.float64)
+        for batch in batch_samples:
+            for offset, half in ((0, "forget"), (2, "retain")):
+                if half in batch:
+                    labelled = batch[half]["labels"][:, 1:].ne(IGNORE_INDEX)
+                    local[offset] += labelled.shape[0]
+                    local[offset + 1] += labelled.sum()
+            if "forget" in batch and self.weighter is not None:
+                local[4] += self.weighter.batch_weights(batch["index"]).double().sum()
+        total = local.to(device)
+        if self.accelerator.num_processes > 1:
+            total = self.accelerator.reduce(total, reduction="sum")
+        values = total.tolist()
+        return StepCounts(*values[:4], forget_weight=values[4] if self.weighter is not None else None)
 
     # ----- trainable parameters and influence weights ----------------------------------------------------------
 
@@ -213,14 +347,13 @@ class UnlearnTrainer(Trainer):
     def influence_history(self) -> list[dict[str, float]]:
         return self.weighter.history if self.weighter is not None else []
 
-    def forget_weights(self, inputs: dict[str, Any], device: torch.device) -> torch.Tensor | None:
-        """ŵ_i of the batch's forget samples, or None without influence weighting (the loss's plain mean)."""
-        return self.weighter.batch_weights(inputs, device) if self.weighter is not None else None
-
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
-        """Compute (or, when resuming, reload) the influence weights if the method uses them, then train as usual."""
-        if self.weighter is not None:
-            self.weighter.prepare(resume_from_checkpoint)
+        """The method's `prepare_training` (influence weights, ...) and `steps_per_update`, then `Trainer.train`."""
+        self.prepare_training(resume_from_checkpoint)
+        steps = self.steps_per_update()
+        if steps is not None and steps != self.args.gradient_accumulation_steps:
+            logger.info(f"{type(self).__name__}: {steps} micro-batches per optimizer step.")
+            self.args.gradient_accumulation_steps = steps
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     # ----- reference model -------------------------------------------------------------------------------------
@@ -265,22 +398,6 @@ class UnlearnTrainer(Trainer):
             values.append(sequence_nll(logits, batch["labels"])[0].float().cpu())
         self.model.train(was_training)
         return torch.cat(values)
-
-    # ----- retain term ---------------------------------------------------------------------------------------
-
-    def retain_term(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        """α·Ret(R) on the retain half of the batch (zero when `retain_loss="none"`)."""
-        if self.args.retain_loss == "none" or "retain" not in inputs:
-            return torch.zeros((), device=self.args.device)
-        retain = inputs["retain"]
-        outputs = model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"])
-        if self.args.retain_loss == "nll":
-            nll, count = sequence_nll(outputs.logits, retain["labels"])
-            value = nll.sum() / count.sum()
-        else:
-            value = retain_kl(self.reference_logits(model, retain), outputs.logits, retain["labels"])
-        self.record(f"retain_{self.args.retain_loss}", value)
-        return self.args.retain_loss_weight * value
 
     # ----- logging ---------------------------------------------------------------------------------------------
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
-from .influence_weighting import weighted_mean
+from .step import normalized_sum
 
 __all__ = ["GATrainer", "ga_loss"]
 
 
-def ga_loss(nll: torch.Tensor, num_tokens: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """L_GA = −CE(F): minus the token-mean NLL over every labelled token of the micro-batch (HF `outputs.loss`).
+def ga_loss(
+    nll: torch.Tensor,
+    num_tokens: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    num_items_in_batch: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L_GA = −CE(F): minus the token-mean NLL over every labelled token (HF `outputs.loss`, negated).
 
     With influence weights ŵ (IMU): L = −Σ_i ŵ_i ℓ̄_i / Σ_i ŵ_i, ℓ̄_i the token-mean NLL of sequence i
     (`docs/methods.md#influence-weighting`).
@@ -21,10 +25,12 @@ def ga_loss(nll: torch.Tensor, num_tokens: torch.Tensor, weights: torch.Tensor |
         nll: `(B,)` summed NLL of each forget sequence's labelled tokens.
         num_tokens: `(B,)` number of labelled tokens of each sequence.
         weights: `(B,)` ŵ_i ≥ 0, or None.
+        num_items_in_batch: the mean's denominator over the whole optimizer step (its labelled tokens, or Σ ŵ with
+            weights), so that the micro-batch gives its share; None: this batch's own.
     """
     if weights is not None:
-        return -weighted_mean(nll / num_tokens, weights)
-    return -nll.sum() / num_tokens.sum()
+        return -normalized_sum(nll / num_tokens, weights, num_items_in_batch)
+    return -normalized_sum(nll, None, num_tokens.sum() if num_items_in_batch is None else num_items_in_batch)
 
 
 class GATrainer(UnlearnTrainer):
@@ -41,11 +47,6 @@ class GATrainer(UnlearnTrainer):
     ```
     """
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        forget = inputs["forget"]
-        outputs = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"])
-        nll, num_tokens = sequence_nll(outputs.logits, forget["labels"])  # (B,), (B,)
-        forget_loss = ga_loss(nll, num_tokens, self.forget_weights(inputs, nll.device))
-        loss = self.check_finite(forget_loss + self.retain_term(model, inputs))
-        self.record("forget_nll", nll.sum() / num_tokens.sum())
-        return (loss, outputs) if return_outputs else loss
+    def forget_loss(self, model, inputs):
+        batch = self.forget_forward(model, inputs)
+        return ga_loss(batch.nll, batch.num_tokens, batch.weights, batch.num_items("token"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
 from .ga_trainer import ga_loss
 
@@ -14,19 +13,20 @@ __all__ = ["GradDiffTrainer", "graddiff_loss"]
 def graddiff_loss(
     forget_nll: torch.Tensor,
     forget_tokens: torch.Tensor,
-    retain_term: torch.Tensor,
     forget_loss_weight: float,
     weights: torch.Tensor | None = None,
+    num_items_in_batch: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L = γ·(−CE(F)) + α·Ret(R); `retain_term` arrives already weighted by α; the forget part is GA's loss
-    (influence-weighted with `weights`).
+    """The forget part of L = γ·(−CE(F)) + α·Ret(R): γ times GA's loss (influence-weighted with `weights`). The retain
+    part α·Ret(R) is the trainer's `retain_loss` (`docs/methods.md#retain-terms`).
 
     Args:
         forget_nll: `(B,)` summed NLL of each forget sequence; forget_tokens: `(B,)` their labelled-token counts.
-        retain_term: scalar α·Ret(R).
+        forget_loss_weight: γ.
         weights: `(B,)` ŵ_i ≥ 0, or None.
+        num_items_in_batch: as in `ga_loss`.
     """
-    return forget_loss_weight * ga_loss(forget_nll, forget_tokens, weights) + retain_term
+    return forget_loss_weight * ga_loss(forget_nll, forget_tokens, weights, num_items_in_batch)
 
 
 class GradDiffTrainer(UnlearnTrainer):
@@ -43,12 +43,8 @@ class GradDiffTrainer(UnlearnTrainer):
     ```
     """
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        forget = inputs["forget"]
-        outputs = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"])
-        nll, num_tokens = sequence_nll(outputs.logits, forget["labels"])  # (B,), (B,)
-        weights = self.forget_weights(inputs, nll.device)
-        loss = graddiff_loss(nll, num_tokens, self.retain_term(model, inputs), self.args.forget_loss_weight, weights)
-        loss = self.check_finite(loss)
-        self.record("forget_nll", nll.sum() / num_tokens.sum())
-        return (loss, outputs) if return_outputs else loss
+    def forget_loss(self, model, inputs):
+        batch = self.forget_forward(model, inputs)
+        return graddiff_loss(
+            batch.nll, batch.num_tokens, self.args.forget_loss_weight, batch.weights, batch.num_items("token")
+        )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from ..utils import IGNORE_INDEX
 from .base_trainer import UnlearnTrainer, _is_peft
 from .gradient_restriction import double_backward_attention
+from .step import normalized_sum
 
 __all__ = ["MUMisTrainer", "input_sensitivities", "mumis_loss"]
 
@@ -20,7 +21,11 @@ logger = logging.getLogger(__name__)
 
 
 def mumis_loss(
-    target_sensitivity: torch.Tensor, other_sensitivity: torch.Tensor, example: torch.Tensor, num_examples: int
+    target_sensitivity: torch.Tensor,
+    other_sensitivity: torch.Tensor,
+    example: torch.Tensor,
+    num_examples: int,
+    num_items_in_batch: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L = mean_x mean_{t∈x} (‖∇_x f_{c_t}‖² − ‖∇_x f_{c'_t}‖²) (MU-Mis eq. 1 per answer position, averaged).
 
@@ -28,15 +33,17 @@ def mumis_loss(
         target_sensitivity, other_sensitivity: `(M,)` squared norms of the input gradients of the labelled token's
             output and of the random other token's, one per (sequence, position) row.
         example: `(M,)` the sequence (0..num_examples-1) each row belongs to.
+        num_items_in_batch: the sequences of the whole optimizer step (the mean over x is over the step); None:
+            this batch's `num_examples`.
 
     Returns:
-        `(loss, per_example)`: the scalar loss and each sequence's mean over its positions, `(num_examples,)`.
+        `(loss, per_example)`: the loss and each sequence's mean over its positions, `(num_examples,)`.
     """
     difference = target_sensitivity - other_sensitivity  # (M,)
     totals = difference.new_zeros(num_examples).index_add(0, example, difference)  # (N,)
     counts = torch.bincount(example, minlength=num_examples).clamp(min=1).to(difference.dtype)  # (N,)
     per_example = totals / counts
-    return per_example.mean(), per_example
+    return normalized_sum(per_example, None, num_items_in_batch), per_example
 
 
 def input_sensitivities(
@@ -111,7 +118,8 @@ class _StoppingCallback(TrainerCallback):
 class MUMisTrainer(UnlearnTrainer):
     """MU-Mis (Cheng, Huang, Huang, "Machine Unlearning by Suppressing Sample Contribution": §3, eq. 1, Algorithm 1),
     for causal LMs: each answer position of a forget sequence is one classification, x its input embeddings, c the
-    labelled next token, c' a uniformly random other token redrawn every step. Minimising ‖∇_x f_c‖² − ‖∇_x f_{c'}‖²
+    labelled next token, c' a uniformly random other token redrawn every step (drawn per example from (seed, step,
+    example index), so the draws do not depend on how a step is split). Minimising ‖∇_x f_c‖² − ‖∇_x f_{c'}‖²
     makes the model's output at the labelled token less, and at other tokens more, sensitive to the input, as for data
     it never saw. Retain-free.
 
@@ -130,13 +138,18 @@ class MUMisTrainer(UnlearnTrainer):
     ```
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.generator = torch.Generator().manual_seed(self.args.seed)
-        self.initial_objective: float | None = None
+    initial_objective: float | None = None
+
+    def method_callbacks(self):
         self.stop_history: list[dict[str, float]] = []
         self._window: list[float] = []
-        self.add_callback(_StoppingCallback(self))
+        return [_StoppingCallback(self)]
+
+    def prepare_training(self, resume_from_checkpoint):
+        super().prepare_training(resume_from_checkpoint)
+        if self.args.stop_threshold is not None:
+            self.initial_objective = self.measure_initial_objective()
+            self.stop_history = [{"step": 0, "objective": self.initial_objective, "drop": 0.0}]
 
     @property
     def output_size(self) -> int:
@@ -145,28 +158,37 @@ class MUMisTrainer(UnlearnTrainer):
         weight = getattr(model.get_output_embeddings(), "weight", None)
         return int(weight.shape[0]) if weight is not None else int(model.config.vocab_size)
 
-    def sample_rows(self, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def sample_rows(self, labels: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The (sequence, position, c, c') rows of a batch: every answer position, or `positions_per_sequence` of
-        them drawn per sequence; c' uniform over the tokens other than c. All `(M,)`, on `labels`' device."""
+        them drawn per sequence; c' uniform over the tokens other than c. Each sequence's draws come from
+        `(seed, global step, its index in the forget set)`. All `(M,)`, on `labels`' device."""
         answer = labels[:, 1:].ne(IGNORE_INDEX).cpu()  # (B, T-1): position t predicts labels[:, t + 1]
-        rows, positions = [], []
-        for example, mask in enumerate(answer):
+        rows, positions, offsets = [], [], []
+        for example, (mask, position) in enumerate(zip(answer, index.tolist())):
+            rng = np.random.default_rng([self.args.seed, self.state.global_step, position])
             candidates = mask.nonzero().flatten()
             k = self.args.positions_per_sequence
             if k is not None and k < len(candidates):
-                candidates = candidates[torch.randperm(len(candidates), generator=self.generator)[:k]].sort().values
+                candidates = candidates[torch.from_numpy(rng.permutation(len(candidates))[:k])].sort().values
             rows.append(torch.full_like(candidates, example))
             positions.append(candidates)
+            offsets.append(torch.from_numpy(rng.integers(1, self.output_size, len(candidates))))
         rows, positions = torch.cat(rows), torch.cat(positions)
         targets = labels.cpu()[rows, positions + 1]
-        others = (
-            targets + torch.randint(1, self.output_size, targets.shape, generator=self.generator)
-        ) % self.output_size
+        others = (targets + torch.cat(offsets)) % self.output_size
         return tuple(t.to(labels.device) for t in (rows, positions, targets, others))
 
-    def objective(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], create_graph: bool = True):
-        """`(loss, per_example, target_sensitivity, other_sensitivity, token_nll)` of a forget batch."""
-        rows, positions, targets, others = self.sample_rows(batch["labels"])
+    def objective(
+        self,
+        model: torch.nn.Module,
+        batch: dict[str, torch.Tensor],
+        index: torch.Tensor,
+        create_graph: bool = True,
+        num_items_in_batch: float | None = None,
+    ):
+        """`(loss, per_example, target_sensitivity, other_sensitivity, token_nll)` of a forget batch whose rows are
+        the forget set's `index`."""
+        rows, positions, targets, others = self.sample_rows(batch["labels"], index)
         embedding = self.accelerator.unwrap_model(model).get_input_embeddings()
         with double_backward_attention():
             target, other, token_nll = input_sensitivities(
@@ -180,7 +202,7 @@ class MUMisTrainer(UnlearnTrainer):
                 self.args.sensitivity_output,
                 create_graph=create_graph,
             )
-        loss, per_example = mumis_loss(target, other, rows, len(batch["input_ids"]))
+        loss, per_example = mumis_loss(target, other, rows, len(batch["input_ids"]), num_items_in_batch)
         return loss, per_example, target, other, token_nll
 
     # ----- Algorithm 1's stopping rule ------------------------------------------------------------------------
@@ -195,9 +217,10 @@ class MUMisTrainer(UnlearnTrainer):
         total = 0.0
         self.model.train()
         for start in range(0, count, size):
-            examples = [self.forget_dataset[i] for i in range(start, min(count, start + size))]
+            index = torch.arange(start, min(count, start + size))
+            examples = [self.forget_dataset[i] for i in index.tolist()]
             batch = {k: v.to(self.args.device) for k, v in pad_examples(examples, self.pad_token_id).items()}
-            total += float(self.objective(self.model, batch, create_graph=False)[1].sum())
+            total += float(self.objective(self.model, batch, index, create_graph=False)[1].sum())
         value = torch.tensor([total / count], device=self.args.device)
         return float(self.accelerator.reduce(value, reduction="mean"))
 
@@ -223,20 +246,16 @@ class MUMisTrainer(UnlearnTrainer):
             )
             control.should_training_stop = True
 
-    def train(self, *args: Any, **kwargs: Any):
-        if self.args.stop_threshold is not None:
-            self.initial_objective = self.measure_initial_objective()
-            self.stop_history = [{"step": 0, "objective": self.initial_objective, "drop": 0.0}]
-        return super().train(*args, **kwargs)
-
     # ----- loss ------------------------------------------------------------------------------------------------
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, per_example, target, other, token_nll = self.objective(model, inputs["forget"])
-        loss = self.check_finite(loss + self.retain_term(model, inputs))
+    def forget_loss(self, model, inputs):
+        num_items = None if self.step_counts is None else self.step_counts.forget_sequences
+        loss, per_example, target, other, token_nll = self.objective(
+            model, inputs["forget"], inputs["index"], num_items_in_batch=num_items
+        )
         self._window.extend(per_example.detach().float().cpu().tolist())
         self.record("forget_nll", token_nll.mean())
         self.record("mumis/objective", per_example.detach().mean())
         self.record("mumis/target_sensitivity", target.detach().mean())
         self.record("mumis/other_sensitivity", other.detach().mean())
-        return (loss, None) if return_outputs else loss
+        return loss

@@ -5,15 +5,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
-from .influence_weighting import weighted_mean
+from .step import normalized_sum
 
 __all__ = ["NPOTrainer", "npo_loss"]
 
 
 def npo_loss(
-    policy_nll: torch.Tensor, ref_nll: torch.Tensor, beta: float, weights: torch.Tensor | None = None
+    policy_nll: torch.Tensor,
+    ref_nll: torch.Tensor,
+    beta: float,
+    weights: torch.Tensor | None = None,
+    num_items_in_batch: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_NPO = −(2/β)·mean_i log σ(β(ℓ_θ,i − ℓ_ref,i)) (Zhang et al., 2024, eq. 3 with log π = −ℓ); with influence
     weights ŵ the mean is Σ_i ŵ_i (·) / Σ_i ŵ_i (IMU-NPO).
@@ -22,8 +25,10 @@ def npo_loss(
         policy_nll: `(B,)` summed answer NLL of each forget sequence under π_θ.
         ref_nll: `(B,)` the same under the frozen initial model π_ref.
         weights: `(B,)` ŵ_i ≥ 0, or None.
+        num_items_in_batch: the mean's denominator over the whole optimizer step (its forget sequences, or Σ ŵ);
+            None: this batch's own.
     """
-    return -(2.0 / beta) * weighted_mean(F.logsigmoid(beta * (policy_nll - ref_nll)), weights)
+    return -(2.0 / beta) * normalized_sum(F.logsigmoid(beta * (policy_nll - ref_nll)), weights, num_items_in_batch)
 
 
 class NPOTrainer(UnlearnTrainer):
@@ -44,15 +49,7 @@ class NPOTrainer(UnlearnTrainer):
 
     needs_reference_nll = True
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        forget = inputs["forget"]
-        outputs = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"])
-        nll, num_tokens = sequence_nll(outputs.logits, forget["labels"])  # (B,), (B,)
-        ref_nll = self.reference_nll(model, inputs)  # (B,)
-        loss = self.check_finite(
-            npo_loss(nll, ref_nll, self.args.beta, self.forget_weights(inputs, nll.device))
-            + self.retain_term(model, inputs)
-        )
-        self.record("forget_nll", nll.sum() / num_tokens.sum())
-        self.record("log_ratio", ref_nll - nll.detach())
-        return (loss, outputs) if return_outputs else loss
+    def forget_loss(self, model, inputs):
+        batch = self.forget_forward(model, inputs)
+        self.record("log_ratio", batch.ref_nll - batch.nll.detach())
+        return npo_loss(batch.nll, batch.ref_nll, self.args.beta, batch.weights, batch.num_items("sequence"))

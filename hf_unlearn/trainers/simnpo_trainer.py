@@ -5,15 +5,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
-from .influence_weighting import weighted_mean
+from .step import normalized_sum
 
 __all__ = ["SimNPOTrainer", "simnpo_loss"]
 
 
 def simnpo_loss(
-    mean_nll: torch.Tensor, beta: float, delta: float, coefficient: float, weights: torch.Tensor | None = None
+    mean_nll: torch.Tensor,
+    beta: float,
+    delta: float,
+    coefficient: float,
+    weights: torch.Tensor | None = None,
+    num_items_in_batch: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_SimNPO = −(2/β)·mean_i log σ(β(ℓ̄_θ,i − δ))·c (Fan et al., 2024, eq. 4); with influence weights ŵ the mean
     is Σ_i ŵ_i (·) / Σ_i ŵ_i (IMU-SimNPO).
@@ -21,8 +25,11 @@ def simnpo_loss(
     Args:
         mean_nll: `(B,)` length-normalised answer NLL ℓ̄ (the count includes the end-of-turn token).
         weights: `(B,)` ŵ_i ≥ 0, or None.
+        num_items_in_batch: the mean's denominator over the whole optimizer step (its forget sequences, or Σ ŵ);
+            None: this batch's own.
     """
-    return -(2.0 / beta) * weighted_mean(F.logsigmoid(beta * (mean_nll - delta)), weights) * coefficient
+    terms = F.logsigmoid(beta * (mean_nll - delta))  # (B,)
+    return -(2.0 / beta) * normalized_sum(terms, weights, num_items_in_batch) * coefficient
 
 
 class SimNPOTrainer(UnlearnTrainer):
@@ -39,14 +46,14 @@ class SimNPOTrainer(UnlearnTrainer):
     ```
     """
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        forget = inputs["forget"]
-        outputs = model(input_ids=forget["input_ids"], attention_mask=forget["attention_mask"])
-        nll, num_tokens = sequence_nll(outputs.logits, forget["labels"])  # (B,), (B,)
-        weights = self.forget_weights(inputs, nll.device)
-        forget_loss = simnpo_loss(
-            nll / num_tokens, self.args.beta, self.args.delta, self.args.forget_loss_coefficient, weights
+    def forget_loss(self, model, inputs):
+        batch = self.forget_forward(model, inputs)
+        args = self.args
+        return simnpo_loss(
+            batch.mean_nll,
+            args.beta,
+            args.delta,
+            args.forget_loss_coefficient,
+            batch.weights,
+            batch.num_items("sequence"),
         )
-        loss = self.check_finite(forget_loss + self.retain_term(model, inputs))
-        self.record("forget_nll", nll.sum() / num_tokens.sum())
-        return (loss, outputs) if return_outputs else loss
