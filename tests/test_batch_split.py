@@ -11,8 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from batch_split_worker import CASES, one_step  # noqa: E402
+from .scripts.batch_split_worker import CASES, one_step
 
 REPO = Path(__file__).resolve().parent.parent
 SPLITS = [(4, 2), (2, 4)]
