@@ -277,7 +277,7 @@ def test_markov_runs_data_parallel_on_two_processes_and_shares_the_cache(tmp_pat
     """`torchrun --nproc_per_node 2` on the Markov pipeline: data-parallel training (half the rows per process),
     one log and one set of files, results shaped as a one-process run's, and models reused by a one-process run
     with the same batch per step."""
-    recipe = {**TINY, "methods": {"GA": {}, "IMU": {"psi": "sqrt", "trainable": "head"}}}
+    recipe = {**TINY, "methods": {"GA": {}, "IMU": {"trainable": "head", "influence_weighting": {"psi": "sqrt"}}}}
     path = write(tmp_path / "tiny.yaml", recipe)
     two, one = tmp_path / "two", tmp_path / "one"
     # TINY trains with batches of 16 and unlearns with 4: 8 and 2 per process keep both.
