@@ -21,7 +21,7 @@ from hf_unlearn.cli import main
 from hf_unlearn.trainers import GAConfig, GATrainer, IMUConfig, IMUTrainer, NPOConfig, NPOTrainer
 
 from .conftest import lm_dataset, tiny_gpt2
-from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
+from .tofu_helpers import CHATML, FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "push_adapter.py"
 FORGET_TEXT = [row[key] for row in fixture_rows("forget05") for key in ("question", "answer")]
@@ -355,6 +355,35 @@ def test_guard_texts_come_back_from_tokenized_rows():
         for row in rows:
             assert row["question"] in texts and row["answer"] in texts
     assert hub.forget_texts_of_rows([{"input_ids": [1, 2], "labels": [-100, 2]}], None) == []
+    # The formatting's own text is not the forget set's (it is in every pushed tokenizer config, or in the card):
+    # a system prompt given (not_private) or shared by every row, and a line of the chat template itself.
+    system = "You are a careful assistant for tests."
+    tokenizer.chat_template = CHATML.replace("Default system.", "A default system line of the template.")
+    one = tokenize_dataset(Dataset.from_list(rows[:1]), tokenizer, system_prompt=system)
+    assert system in hub.forget_texts_of_rows(one, tokenizer)
+    texts = hub.forget_texts_of_rows(one, tokenizer, not_private=[system])
+    assert system not in texts and rows[0]["question"] in texts and rows[0]["answer"] in texts
+    assert system not in hub.forget_texts_of_rows(
+        tokenize_dataset(Dataset.from_list(rows), tokenizer, system_prompt=system), tokenizer
+    )
+    one = tokenize_dataset(Dataset.from_list(rows[:1]), tokenizer)
+    texts = hub.forget_texts_of_rows(one, tokenizer)
+    assert rows[0]["question"] in texts and not any("default system line" in text for text in texts)
+
+
+def test_text_guard_reads_large_files_in_chunks_and_safetensors_headers(tmp_path):
+    from safetensors.torch import save_file
+
+    from hf_unlearn.hub.artifacts import _file_text_chunks
+
+    text = FORGET_TEXT[1]
+    (tmp_path / "notes.txt").write_text("x" * 37 + text + "y" * 50)
+    assert any(text in chunk for chunk in _file_text_chunks(tmp_path / "notes.txt", 4 * len(text), chunk=16))
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "weights.safetensors"), metadata={"note": text})
+    assert hub.find_texts(tmp_path, FORGET_TEXT) == ["notes.txt", "weights.safetensors"]
+    (tmp_path / "notes.txt").unlink()
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "weights.safetensors"))
+    assert hub.find_texts(tmp_path, FORGET_TEXT) == []
 
 
 def test_pipeline_push_refuses_forget_text_in_the_folder(fake_hub, tmp_path, monkeypatch, capsys):

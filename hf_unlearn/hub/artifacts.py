@@ -75,7 +75,7 @@ def _file_text_chunks(path: Path, overlap: int, chunk: int = 1 << 24) -> Iterabl
         previous = b""
         while block := handle.read(chunk):
             yield (previous + block).decode("utf-8", errors="ignore")
-            previous = block[-overlap:]
+            previous = (previous + block)[-overlap:]
 
 
 def find_texts(folder: str | os.PathLike, texts: Iterable[str], min_length: int = 16) -> list[str]:

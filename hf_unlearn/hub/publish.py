@@ -21,22 +21,38 @@ __all__ = ["check_forget_text", "forget_texts_of_rows", "publish_model", "write_
 _FIELD_LABEL = re.compile(r"^\w+:\s*")  # "Question: ..." in the plain prompt format
 
 
-def forget_texts_of_rows(rows: Iterable[dict[str, Any]], tokenizer: Any) -> list[str]:
+def forget_texts_of_rows(
+    rows: Iterable[dict[str, Any]], tokenizer: Any, *, not_private: Iterable[str] = ()
+) -> list[str]:
     """The text of tokenized forget rows, for the forget-text guard when the raw rows are gone: each row's answer
     (its labelled tokens) and each line of its prompt, decoded without special tokens (so the chat template's
-    markers fall away); a line `Question: ...` also without its label. [] without a tokenizer (token-id data)."""
+    markers fall away); a line `Question: ...` also without its label. [] without a tokenizer (token-id data).
+
+    Prompt lines that are the formatting's, not the row's, are left out (they are in every pushed tokenizer config
+    or card): lines found in the tokenizer's chat template or in `not_private` (e.g. the system prompt), and, with
+    several rows, lines every row's prompt has."""
     if tokenizer is None or not hasattr(tokenizer, "decode"):
         return []
-    texts = []
+    template = getattr(tokenizer, "chat_template", None)
+    templates = list(template.values()) if isinstance(template, dict) else [template or ""]
+    shared_text = [text for text in (*templates, *not_private) if text]
+    answers, prompts = [], []
     for row in rows:
         ids, labels = list(row["input_ids"]), list(row.get("labels") or [])
         labels += [-100] * (len(ids) - len(labels))
         answer = [token for token, label in zip(ids, labels) if label != -100]
         prompt = [token for token, label in zip(ids, labels) if label == -100]
-        texts.append(tokenizer.decode(answer, skip_special_tokens=True).strip())
-        for line in tokenizer.decode(prompt, skip_special_tokens=True).splitlines():
-            texts += [line.strip(), _FIELD_LABEL.sub("", line.strip())]
-    return [text for text in dict.fromkeys(texts) if text]
+        answers.append(tokenizer.decode(answer, skip_special_tokens=True).strip())
+        lines = tokenizer.decode(prompt, skip_special_tokens=True).splitlines()
+        prompts.append({piece for line in lines for piece in (line.strip(), _FIELD_LABEL.sub("", line.strip()))})
+    in_every_row = set.intersection(*prompts) if len(prompts) > 1 else set()
+    questions = [
+        piece
+        for pieces in prompts
+        for piece in sorted(pieces)
+        if piece not in in_every_row and not any(piece in text for text in shared_text)
+    ]
+    return [text for text in dict.fromkeys([*answers, *questions]) if text]
 
 
 def check_forget_text(folder: str | os.PathLike, forget_texts: Iterable[str]) -> None:

@@ -206,8 +206,11 @@ class HubMixin:
         )
 
     def _forget_texts(self, extra: Any) -> list[str]:
-        """The forget set's text, decoded from its rows (the raw rows are gone once tokenized), plus `extra`."""
-        return [*forget_texts_of_rows(self.forget_dataset, self.processing_class), *(extra or ())]
+        """The forget set's text, decoded from its rows (the raw rows are gone once tokenized), plus `extra`; the
+        formatting's own text (the system prompt of `dataset_kwargs`) is not the forget set's."""
+        formatting = [str(value) for value in (self.args.dataset_kwargs or {}).values() if isinstance(value, str)]
+        rows = forget_texts_of_rows(self.forget_dataset, self.processing_class, not_private=formatting)
+        return [*rows, *(extra or ())]
 
     def save_for_hub(self, folder: str | None = None, forget_texts: Any = None, **card_kwargs: Any) -> Path:
         """Write what `push_to_hub()` uploads into `folder` (default `output_dir/hub`, emptied first): the adapter,
