@@ -99,6 +99,7 @@ def check_card(text: str, library_name: str, method: str | None = None) -> Model
             validate_repo_id(repo)
             assert not Path(repo).exists()
     assert "hf_test_token" not in text
+    assert "{{" not in text and "{%" not in text  # the template fully rendered
     return card
 
 
@@ -231,6 +232,7 @@ def test_lora_adapter_push_with_a_runnable_card(fake_hub, tmp_path):
     card = check_card(files["README.md"].decode(), "peft", "NPO")
     assert card.data.base_model == "org/tiny-base" and "base_model:adapter:org/tiny-base" in card.data.tags
     assert "| beta | 0.1 |" in card.text and "| forget | the forget set (2 rows) |" in card.text
+    assert 'Load it with PEFT: the base model, then `PeftModel.from_pretrained(base, "me/npo-lora")`' in card.text
     namespace = run_snippet(
         card, {'"org/tiny-base"': repr(str(base_dir)), '"me/npo-lora"': repr(str(tmp_path / "npo" / "hub"))}
     )
