@@ -420,6 +420,7 @@ def test_card_license_from_the_base_model_card(fake_hub, tmp_path, monkeypatch):
     card = trainer.create_model_card(metrics={"forget_loss": 3.5, "undefined": None}, dataset_name="my/forget-set")
     card = check_card(str(card), "peft", "GA")
     assert card.data.license == "other" and card.data.license_name == "tiny-license"
+    assert str(tmp_path) not in str(card) and card.text.count("`base` after unlearning with GA") == 1
     (result,) = card.data.eval_results
     assert (result.metric_type, result.metric_value, result.dataset_type) == ("forget_loss", 3.5, "my/forget-set")
     # A local card names no repository: the loading code names this folder.

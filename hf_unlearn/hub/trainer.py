@@ -130,9 +130,10 @@ class HubMixin:
         if gguf and described:
             described = f"the GGUF file `{gguf}` of a local model, not on the Hub"
         index_dataset = dataset_name if hub_id_or_none(dataset_name) else "custom"
+        shown = hub_id_or_none(base) or (f"`{Path(base).name}`" if base else "A model")  # no local paths in a card
         return ModelCardInfo(
             title=model_name or (repo_id or Path(self.args.output_dir).absolute().name).split("/")[-1],
-            summary=f"{base or 'A model'} after unlearning with {method} (hf-unlearn), {self.state.global_step} steps.",
+            summary=f"{shown} after unlearning with {method} (hf-unlearn), {self.state.global_step} steps.",
             method=method,
             method_reference=method_reference(type(self)),
             artifact=artifact,
