@@ -475,6 +475,28 @@ def test_adapter_on_a_gguf_base_says_how_to_load_it(fake_hub, tmp_path, monkeypa
     assert torch.allclose(logits(namespace["model"]), logits(trainer.model.eval()), atol=1e-6)
 
 
+def test_tofu_card_of_an_adapter_on_a_gguf_target(tmp_path):
+    """The pipeline's card for a GGUF target: license from the target's card, gguf_file= in the loading code."""
+    from hf_unlearn.tasks.tofu.publish import unlearned_card_info
+    from hf_unlearn.tasks.tofu.recipe import parse_tofu_recipe
+
+    folder = tmp_path / "gguf-target"
+    folder.mkdir()
+    (folder / "target.Q8_0.gguf").write_bytes(b"GGUF")
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# A GGUF model\n")
+    lora = {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}
+    recipe = tofu_recipe(folder, tmp_path / "out", unlearn_lora=lora, methods={"NPO": {}})
+    recipe["models"]["target"]["gguf_file"] = "target.Q8_0.gguf"
+    plan = parse_tofu_recipe(recipe)
+    info = unlearned_card_info(
+        plan, "NPO", plan.specs["NPO"], plan.given["target"], {}, artifact="adapter", repo_id="me/npo"
+    )
+    card = check_card(str(hub.build_model_card(info)), "peft", "NPO")
+    assert card.data.license == "apache-2.0" and "arXiv:2404.05868" in card.text
+    assert 'from_pretrained("path/to/the/base/model", gguf_file="target.Q8_0.gguf")' in snippet(card)
+    assert "`AutoPeftModelForCausalLM.from_pretrained` cannot load this adapter on its own" in card.text
+
+
 def test_hub_imports_no_trainer():
     import ast
 
