@@ -21,7 +21,7 @@ from hf_unlearn.cli import main
 from hf_unlearn.trainers import GAConfig, GATrainer, IMUConfig, IMUTrainer, NPOConfig, NPOTrainer
 
 from .conftest import lm_dataset, tiny_gpt2
-from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
+from .tofu_helpers import CHATML, FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "push_adapter.py"
 FORGET_TEXT = [row[key] for row in fixture_rows("forget05") for key in ("question", "answer")]
@@ -99,6 +99,7 @@ def check_card(text: str, library_name: str, method: str | None = None) -> Model
             validate_repo_id(repo)
             assert not Path(repo).exists()
     assert "hf_test_token" not in text
+    assert "{{" not in text and "{%" not in text  # the template fully rendered
     return card
 
 
@@ -184,6 +185,7 @@ def test_card_keeps_peft_metadata_and_drops_a_local_base(tmp_path):
         data={"forget": "forget05 (200 rows)"},
         evaluation="| model | MU |\n|---|---|\n| NPO | 0.5 |",
         versions={"torch": "2.4"},
+        method_reference=hub.method_reference(NPOTrainer),
     )
     card = check_card(str(hub.build_model_card(info, existing)), "peft", "NPO")
     assert "base_model" not in card.data.to_dict()  # a local path is not Hub metadata
@@ -230,6 +232,7 @@ def test_lora_adapter_push_with_a_runnable_card(fake_hub, tmp_path):
     card = check_card(files["README.md"].decode(), "peft", "NPO")
     assert card.data.base_model == "org/tiny-base" and "base_model:adapter:org/tiny-base" in card.data.tags
     assert "| beta | 0.1 |" in card.text and "| forget | the forget set (2 rows) |" in card.text
+    assert 'Load it with PEFT: the base model, then `PeftModel.from_pretrained(base, "me/npo-lora")`' in card.text
     namespace = run_snippet(
         card, {'"org/tiny-base"': repr(str(base_dir)), '"me/npo-lora"': repr(str(tmp_path / "npo" / "hub"))}
     )
@@ -262,8 +265,10 @@ def test_head_delta_push_and_load(fake_hub, tmp_path):
     assert set(files) == {"README.md", hub.HEAD_DELTA_FILE}
     full_size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
     assert len(files[hub.HEAD_DELTA_FILE]) < full_size / 2
-    card = check_card(files["README.md"].decode(), "transformers", "IMU")
+    # Neither PEFT nor transformers loads a head delta: the card says hf-unlearn does, and how.
+    card = check_card(files["README.md"].decode(), "hf-unlearn", "IMU")
     assert "head-delta" in card.data.tags and "| trainable | head |" in card.text
+    assert "neither a PEFT adapter nor a transformers checkpoint" in card.text
     unlearned = trainer.model.eval()
     namespace = run_snippet(
         card, {'"path/to/the/base/model"': repr(str(base_dir)), '"lab/imu-head"': repr(str(tmp_path / "imu" / "hub"))}
@@ -291,6 +296,218 @@ def test_offline_writes_the_folder_and_a_full_model_needs_asking(fake_hub, tmp_p
     assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in folder.iterdir()}
     card = check_card((folder / "README.md").read_text(), "transformers", "GA")
     assert 'AutoModelForCausalLM.from_pretrained("me/ga")' in snippet(card)
+
+
+# ------------------------------------------------------------------------------------------------ one push path
+
+
+def test_upload_command_keeps_private_and_the_revision(tmp_path):
+    push = hub.HubPush("NPO", "NPO", "me/npo", "adapter", tmp_path / "my folder", private=True)
+    assert hub.upload_command(push) == f"hf upload me/npo '{tmp_path}/my folder' . --repo-type model --private"
+    push.private, push.revision = False, "v1"
+    assert hub.upload_command(push) == f"hf upload me/npo '{tmp_path}/my folder' . --repo-type model --revision v1"
+
+
+def qa_trainer(tmp_path, **config):
+    """GA on two TOFU forget rows given as raw question/answer text (tokenized by the trainer)."""
+    from datasets import Dataset
+
+    tokenizer = make_tokenizer()
+    rows = Dataset.from_list([{k: row[k] for k in ("question", "answer")} for row in fixture_rows("forget05")[:2]])
+    settings = {"max_steps": 1, "per_device_train_batch_size": 2, "disable_tqdm": True, "push_to_hub": True}
+    args = GAConfig(output_dir=str(tmp_path / "ga"), hub_model_id="me/ga", push_full_model=True, **settings, **config)
+    return GATrainer(make_model(tokenizer), args, forget_dataset=rows, processing_class=tokenizer)
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_python_push_offline_gives_the_upload_command_with_private(fake_hub, tmp_path, monkeypatch, caplog, private):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    trainer = qa_trainer(tmp_path, hub_private_repo=private)
+    with caplog.at_level("WARNING"):
+        assert trainer.push_to_hub() is None
+    command = hub.upload_command(
+        hub.HubPush("GA", "GA", "me/ga", "full", tmp_path / "ga" / "hub", private=private)
+    )  # the command the pipelines print
+    assert f"upload it with: {command}" in caplog.text
+    assert command.endswith(" --private") is private and not fake_hub.commits
+
+
+def test_python_push_refuses_forget_text_in_the_folder(fake_hub, tmp_path):
+    trainer = qa_trainer(tmp_path)
+    forget = fixture_rows("forget05")[:2]
+    with pytest.raises(ValueError, match="Refusing to push .*forget-set text found in README.md"):
+        trainer.push_to_hub(evaluation=f"| sample | {forget[1]['answer']} |")
+    with pytest.raises(ValueError, match="forget-set text found in README.md"):
+        trainer.push_to_hub(data={"forget": forget[0]["question"]})
+    assert not fake_hub.commits
+    # The texts are decoded from the tokenized rows: a forget answer of another row is not looked for.
+    assert trainer.push_to_hub(evaluation=f"| sample | {fixture_rows('forget05')[3]['answer']} |") is not None
+
+
+def test_guard_texts_come_back_from_tokenized_rows():
+    from datasets import Dataset
+
+    from hf_unlearn.data import tokenize_dataset
+
+    tokenizer = make_tokenizer()
+    rows = [{k: row[k] for k in ("question", "answer")} for row in fixture_rows("forget05")[:3]]
+    for template in (tokenizer.chat_template, None):  # ChatML, and the plain "Question: ... Answer:" format
+        tokenizer.chat_template = template
+        texts = hub.forget_texts_of_rows(tokenize_dataset(Dataset.from_list(rows), tokenizer), tokenizer)
+        for row in rows:
+            assert row["question"] in texts and row["answer"] in texts
+    assert hub.forget_texts_of_rows([{"input_ids": [1, 2], "labels": [-100, 2]}], None) == []
+    # The formatting's own text is not the forget set's (it is in every pushed tokenizer config, or in the card):
+    # a system prompt given (not_private) or shared by every row, and a line of the chat template itself.
+    system = "You are a careful assistant for tests."
+    tokenizer.chat_template = CHATML.replace("Default system.", "A default system line of the template.")
+    one = tokenize_dataset(Dataset.from_list(rows[:1]), tokenizer, system_prompt=system)
+    assert system in hub.forget_texts_of_rows(one, tokenizer)
+    texts = hub.forget_texts_of_rows(one, tokenizer, not_private=[system])
+    assert system not in texts and rows[0]["question"] in texts and rows[0]["answer"] in texts
+    assert system not in hub.forget_texts_of_rows(
+        tokenize_dataset(Dataset.from_list(rows), tokenizer, system_prompt=system), tokenizer
+    )
+    one = tokenize_dataset(Dataset.from_list(rows[:1]), tokenizer)
+    texts = hub.forget_texts_of_rows(one, tokenizer)
+    assert rows[0]["question"] in texts and not any("default system line" in text for text in texts)
+
+
+def test_text_guard_reads_large_files_in_chunks_and_safetensors_headers(tmp_path):
+    from safetensors.torch import save_file
+
+    from hf_unlearn.hub.artifacts import _file_text_chunks
+
+    text = FORGET_TEXT[1]
+    (tmp_path / "notes.txt").write_text("x" * 37 + text + "y" * 50)
+    assert any(text in chunk for chunk in _file_text_chunks(tmp_path / "notes.txt", 4 * len(text), chunk=16))
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "weights.safetensors"), metadata={"note": text})
+    assert hub.find_texts(tmp_path, FORGET_TEXT) == ["notes.txt", "weights.safetensors"]
+    (tmp_path / "notes.txt").unlink()
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "weights.safetensors"))
+    assert hub.find_texts(tmp_path, FORGET_TEXT) == []
+
+
+def test_pipeline_push_refuses_forget_text_in_the_folder(fake_hub, tmp_path, monkeypatch, capsys):
+    import hf_unlearn.tasks.tofu.publish as tofu_publish
+
+    answer = fixture_rows("forget05")[0]["answer"]
+    table = tofu_publish._evaluation_table
+    monkeypatch.setattr(tofu_publish, "_evaluation_table", lambda *a: table(*a) + f"\n\n{answer}")
+    base = save_tiny_model(tmp_path / "base")
+    out = tmp_path / "out"
+    recipe = tofu_recipe(base, out, methods={"IMU": {"trainable": "head"}})
+    assert main(["run", write(tmp_path / "r.yaml", recipe), "--push-to-hub", "me/tofu"]) != 0
+    assert "forget-set text found in README.md" in capsys.readouterr().err
+    assert not fake_hub.commits
+
+
+def test_card_license_from_the_base_model_card(fake_hub, tmp_path, monkeypatch):
+    from peft import LoraConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base_dir = save_tiny_model(tmp_path / "base")
+    assert hub.base_license(base_dir) == {}  # no card: no license
+    (base_dir / "README.md").write_text("---\nlicense: other\nlicense_name: tiny-license\n---\n# Tiny\n")
+    assert hub.base_license("not/cached-here", base_dir) == {"license": "other", "license_name": "tiny-license"}
+    tokenizer = make_tokenizer()
+    model = make_model(tokenizer)
+    model.config._name_or_path = str(base_dir)
+    forget = lm_dataset([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]], prompt_length=2)
+    config = GAConfig(output_dir=str(tmp_path / "ga"), max_steps=1, disable_tqdm=True, report_to=[])
+    lora = LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    trainer = GATrainer(model, config, forget_dataset=forget, processing_class=tokenizer, peft_config=lora)
+    card = trainer.create_model_card(metrics={"forget_loss": 3.5, "undefined": None}, dataset_name="my/forget-set")
+    card = check_card(str(card), "peft", "GA")
+    assert card.data.license == "other" and card.data.license_name == "tiny-license"
+    assert str(tmp_path) not in str(card) and card.text.count("`base` after unlearning with GA") == 1
+    (result,) = card.data.eval_results
+    assert (result.metric_type, result.metric_value, result.dataset_type) == ("forget_loss", 3.5, "my/forget-set")
+    # A local card names no repository: the loading code names this folder.
+    assert 'PeftModel.from_pretrained(base, "path/to/this/folder")' in snippet(card)
+    (base_dir / "README.md").unlink()
+    fresh = trainer.create_model_card(folder=str(tmp_path / "fresh"))  # (output_dir's card would keep its metadata)
+    assert "license" not in check_card(str(fresh), "peft").data.to_dict()
+
+
+def test_adapter_on_a_gguf_base_says_how_to_load_it(fake_hub, tmp_path, monkeypatch):
+    """The base folder holds a GGUF file and no config: the card's code loads the base with `gguf_file=`."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    real_base = save_tiny_model(tmp_path / "real")
+    gguf_dir = tmp_path / "gguf-base"
+    gguf_dir.mkdir()
+    (gguf_dir / "tiny.Q8_0.gguf").write_bytes(b"GGUF")
+    assert hub.gguf_file_of(gguf_dir) == "tiny.Q8_0.gguf" and hub.gguf_file_of(real_base) is None
+    tokenizer = make_tokenizer()
+    model = make_model(tokenizer)
+    model.config._name_or_path = str(gguf_dir)  # what a GGUF load leaves
+    forget = lm_dataset([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]], prompt_length=2)
+    config = GAConfig(
+        output_dir=str(tmp_path / "ga"),
+        max_steps=1,
+        learning_rate=1e-2,
+        disable_tqdm=True,
+        push_to_hub=True,
+        hub_model_id="me/gguf-adapter",
+    )
+    lora = LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    trainer = GATrainer(model, config, forget_dataset=forget, processing_class=tokenizer, peft_config=lora)
+    trainer.train()
+    trainer.push_to_hub()
+    card = check_card((tmp_path / "ga" / "hub" / "README.md").read_text(), "peft", "GA")
+    assert "AutoPeftModelForCausalLM.from_pretrained` cannot load this adapter on its own" in card.text
+    code = snippet(card)
+    assert 'from_pretrained("path/to/the/base/model", gguf_file="tiny.Q8_0.gguf")' in code
+    # The code works given a base loader that honours gguf_file (transformers' own needs the gguf package).
+    calls = []
+
+    def from_gguf(name, gguf_file=None, **kwargs):
+        calls.append((name, gguf_file))
+        return from_pretrained(real_base, **kwargs)
+
+    from_pretrained = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_gguf)
+    namespace = run_snippet(card, {'"me/gguf-adapter"': repr(str(tmp_path / "ga" / "hub"))})
+    assert calls == [("path/to/the/base/model", "tiny.Q8_0.gguf")]
+    assert torch.allclose(logits(namespace["model"]), logits(trainer.model.eval()), atol=1e-6)
+
+
+def test_tofu_card_of_an_adapter_on_a_gguf_target(tmp_path):
+    """The pipeline's card for a GGUF target: license from the target's card, gguf_file= in the loading code."""
+    from hf_unlearn.tasks.tofu.publish import unlearned_card_info
+    from hf_unlearn.tasks.tofu.recipe import parse_tofu_recipe
+
+    folder = tmp_path / "gguf-target"
+    folder.mkdir()
+    (folder / "target.Q8_0.gguf").write_bytes(b"GGUF")
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# A GGUF model\n")
+    lora = {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}
+    recipe = tofu_recipe(folder, tmp_path / "out", unlearn_lora=lora, methods={"NPO": {}})
+    recipe["models"]["target"]["gguf_file"] = "target.Q8_0.gguf"
+    plan = parse_tofu_recipe(recipe)
+    info = unlearned_card_info(
+        plan, "NPO", plan.specs["NPO"], plan.given["target"], {}, artifact="adapter", repo_id="me/npo"
+    )
+    card = check_card(str(hub.build_model_card(info)), "peft", "NPO")
+    assert card.data.license == "apache-2.0" and "arXiv:2404.05868" in card.text
+    assert 'from_pretrained("path/to/the/base/model", gguf_file="target.Q8_0.gguf")' in snippet(card)
+    assert "`AutoPeftModelForCausalLM.from_pretrained` cannot load this adapter on its own" in card.text
+
+
+def test_hub_imports_no_trainer():
+    import ast
+
+    for path in (Path(hub.__file__).parent).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                assert "trainers" not in module, f"{path.name} imports {module}"
+            elif isinstance(node, ast.Import):
+                assert not any("hf_unlearn.trainers" in alias.name for alias in node.names), path.name
+        assert "hf_unlearn.trainers" not in path.read_text(), path.name  # nor as a lazy import string
 
 
 # ------------------------------------------------------------------------------------------------ pipelines
@@ -338,7 +555,8 @@ def test_tofu_pipeline_pushes_each_method_after_its_evaluation(fake_hub, tmp_pat
     printed = capsys.readouterr().out
     assert printed.count("Hub: not pushing (HF_HUB_OFFLINE is set)") == 1
     assert printed.index("Hub: not pushing") < printed.index("Unlearning with GA")
-    assert "hf upload me/tofu-GA" in printed and not fake_hub.commits
+    assert f"hf upload me/tofu-GA {out / 'methods' / 'GA' / 'hub'} . --repo-type model --private" in printed
+    assert not fake_hub.commits
     results = json.loads((out / "results.json").read_text())
     assert results["methods"]["IMU"]["hub"]["pushed"] is False
     assert "push_to_hub" not in json.dumps(results["settings"])  # hub settings never shape a model
@@ -359,8 +577,14 @@ def test_tofu_pipeline_pushes_each_method_after_its_evaluation(fake_hub, tmp_pat
     for commit in fake_hub.commits:
         assert_no_forget_text(commit["files"], commit["repo_id"])
         assert str(tmp_path) not in commit["files"]["README.md"].decode()  # no local paths in a card
-    card = check_card(imu["README.md"].decode(), "transformers", "IMU")
+    card = check_card(imu["README.md"].decode(), "hf-unlearn", "IMU")
     assert card.data.datasets == ["locuslab/TOFU"] and "tofu" in card.data.tags
+    # The model-index holds the method's evaluation, as results.json has it.
+    metrics = json.loads((out / "results.json").read_text())["methods"]["IMU"]["metrics"]
+    indexed = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert indexed["forget_quality"] == pytest.approx(metrics["forget_quality"]) and "model_utility" in indexed
+    assert {r.dataset_type for r in card.data.eval_results} == {"locuslab/TOFU"}
+    assert card.data.eval_results[0].dataset_config == "forget05"
     for text in ("forget quality", "| IMU", "Target (full)", "TOFU forget05 (5 rows)", "| trainable | head |"):
         assert text in card.text
     # The pushed head delta on the target gives the unlearned model.
@@ -406,11 +630,13 @@ def test_markov_pipeline_pushes_each_method(fake_hub, tmp_path, capsys):
     assert len(fake_hub.commits) == 2 and set(pushed) == {"me/markov-IMU", "me/markov-GA"}
     imu, ga = pushed["me/markov-IMU"], pushed["me/markov-GA"]
     assert set(imu) == {"README.md", hub.HEAD_DELTA_FILE} and "model.safetensors" in ga
-    card = check_card(imu["README.md"].decode(), "transformers", "IMU")
+    card = check_card(imu["README.md"].decode(), "hf-unlearn", "IMU")
     assert "AutoTokenizer" not in snippet(card) and "ℓ_f" in card.text
+    results = json.loads((out / "results.json").read_text())
+    indexed = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert indexed["forget_kl"] == pytest.approx(results["methods"]["IMU"]["forget_kl"])
     original = GPT2LMHeadModel.from_pretrained(out / "models" / "original")
     hub.load_head_delta(original, out / "methods" / "IMU" / "hub")  # the base hash matches the run's original
-    results = json.loads((out / "results.json").read_text())
     assert results["methods"]["GA"]["hub"]["pushed"] is True and "push_to_hub" not in json.dumps(results["settings"])
 
 

@@ -64,16 +64,31 @@ def copy_model_files(source: str | os.PathLike, names: Iterable[str], folder: st
         shutil.copy2(Path(source) / name, Path(folder) / name)
 
 
+def _file_text_chunks(path: Path, overlap: int, chunk: int = 1 << 24) -> Iterable[str]:
+    """A file's text in overlapping chunks (a large file is never read whole); of a `.safetensors` file, the JSON
+    header only (its metadata: the rest is tensor bytes)."""
+    with path.open("rb") as handle:
+        if path.suffix == ".safetensors":
+            size = int.from_bytes(handle.read(8), "little")
+            yield handle.read(min(size, 1 << 27)).decode("utf-8", errors="ignore")
+            return
+        previous = b""
+        while block := handle.read(chunk):
+            yield (previous + block).decode("utf-8", errors="ignore")
+            previous = (previous + block)[-overlap:]
+
+
 def find_texts(folder: str | os.PathLike, texts: Iterable[str], min_length: int = 16) -> list[str]:
     """Files under `folder` that contain any of `texts` (those of at least `min_length` characters: a short answer
     such as "Yes." would match anywhere). Run on a push folder with the forget questions and answers."""
     texts = [text for text in set(texts) if len(text) >= min_length]
+    if not texts:
+        return []
+    overlap = 4 * max(len(text) for text in texts)  # bytes: a UTF-8 character takes at most 4
     found = []
     for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            content = path.read_bytes().decode("utf-8", errors="ignore")
-            if any(text in content for text in texts):
-                found.append(str(path.relative_to(folder)))
+        if path.is_file() and any(text in part for part in _file_text_chunks(path, overlap) for text in texts):
+            found.append(str(path.relative_to(folder)))
     return found
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from .artifacts import hub_artifact
 __all__ = [
     "HUB_SETTINGS",
     "HubPush",
+    "PushResult",
     "check_hub_access",
     "check_pushes",
     "create_repo",
@@ -235,8 +237,14 @@ def push_folder(
 
 
 def upload_command(push: HubPush) -> str:
-    """The command that pushes a folder written while the Hub was unavailable."""
-    return f"hf upload {push.repo_id} {push.folder} . --repo-type model" + (" --private" if push.private else "")
+    """The one command that uploads a folder written while the Hub was unavailable, as every push path prints it:
+    the repository created private when the push was private (`--private`), the revision kept, no token."""
+    parts = ["hf", "upload", push.repo_id, str(push.folder), ".", "--repo-type", "model"]
+    if push.revision:
+        parts += ["--revision", push.revision]
+    if push.private:
+        parts.append("--private")
+    return shlex.join(parts)
 
 
 def describe_pushes(pushes: Iterable[HubPush]) -> list[str]:
@@ -267,10 +275,20 @@ def check_pushes(pushes: Iterable[HubPush], *, network: bool = True) -> str | No
     return f"Hub: not pushing ({'; '.join(reasons)}); the folders that would be pushed are still written ({skipped})."
 
 
-def finish_push(push: HubPush, commit_message: str) -> tuple[dict[str, Any], str]:
+@dataclass
+class PushResult:
+    """What became of one push: the record kept in `results.json` (no token), the line to print or log, and
+    `upload_folder`'s answer (a `CommitInfo`, a Future with `blocking=False`, None when not pushed)."""
+
+    record: dict[str, Any]
+    message: str
+    commit: Any = field(default=None, repr=False)
+
+
+def finish_push(push: HubPush, commit_message: str, *, blocking: bool = True) -> PushResult:
     """Upload a written push folder, unless the push was found impossible at the start; a failed upload is
-    reported, not raised (the run's other results are worth keeping). Returns a record for `results.json` (no
-    token) and the line to print."""
+    reported, not raised (the run's other results are worth keeping). Not pushed, the message gives the folder and
+    `upload_command`."""
     record: dict[str, Any] = {
         "repo_id": push.repo_id,
         "artifact": push.artifact,
@@ -288,18 +306,15 @@ def finish_push(push: HubPush, commit_message: str) -> tuple[dict[str, Any], str
                 token=push.token,
                 revision=push.revision,
                 commit_message=commit_message,
+                blocking=blocking,
             )
         except Exception as error:  # the network, the Hub or the token failed mid-run
             reason = f"the upload failed: {_first_line(error)}"
         else:
             record.update(pushed=True, commit_url=getattr(info, "commit_url", None))
             visibility = "private" if push.private else "public"
-            return (
-                record,
-                f"{push.label}: pushed {push.artifact} to https://huggingface.co/{push.repo_id} ({visibility}).",
-            )
+            message = f"{push.label}: pushed {push.artifact} to https://huggingface.co/{push.repo_id} ({visibility})."
+            return PushResult(record, message, info)
     record["reason"] = reason
-    return (
-        record,
-        f"{push.label}: not pushed ({reason}); {push.folder} holds it; upload it with: {upload_command(push)}",
-    )
+    message = f"{push.label}: not pushed ({reason}); {push.folder} holds it; upload it with: {upload_command(push)}"
+    return PushResult(record, message)

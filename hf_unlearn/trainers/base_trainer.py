@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,21 +18,7 @@ from transformers.utils import logging
 from ..callbacks import EvalMetricsCallback, LabelledPrinterCallback, LabelledProgressCallback
 from ..data.chat import prepare_lm_dataset
 from ..data.pairing import ForgetRetainDataset, UnlearnCollator, check_token_rows, count_shared_rows, pad_examples
-from ..hub import (
-    ModelCardInfo,
-    adapter_settings,
-    check_hub_access,
-    config_hyperparameters,
-    create_repo,
-    default_versions,
-    head_sha256,
-    hub_artifact,
-    hub_id_or_none,
-    prepare_folder,
-    push_folder,
-    write_model_card,
-)
-from ..hub import save_for_hub as write_hub_folder
+from ..hub import HubMixin
 from ..influence import InfluenceWeighting
 from ..models import load_model_and_tokenizer
 from ..utils import IGNORE_INDEX, sequence_nll
@@ -78,7 +63,7 @@ class _EpochCallback(TrainerCallback):
         self.dataset.set_epoch(int(state.epoch or 0))
 
 
-class UnlearnTrainer(Trainer):
+class UnlearnTrainer(HubMixin, Trainer):
     """Base of every unlearning trainer. A method is a config and a loss: it overrides `forget_loss` (and, if it needs
     to, the other hooks below), never `__init__`, `train` or `compute_loss`.
 
@@ -160,7 +145,6 @@ class UnlearnTrainer(Trainer):
         else:
             eval_dataset = prepare(eval_dataset, "evaluation")
         check_model_and_rows(model, {"forget": forget_dataset, "retain": retain_dataset})
-        self.base_model_name = _model_name(model)  # before the adapter: what the unlearned model is made from
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -200,12 +184,7 @@ class UnlearnTrainer(Trainer):
         self.ref_forget_nll = None
         if self.needs_reference_nll and args.reference == "precomputed":
             self.ref_forget_nll = self.precompute_reference_nll(ref_model)
-        # A pushed head delta records the head it replaces, so that it is never applied to another base model.
-        self.base_head_sha256 = None
-        if args.push_to_hub:
-            artifact = self._hub_artifact(self.model)  # a full model nobody asked to push fails now, not after training
-            if artifact == "head":
-                self.base_head_sha256 = head_sha256(self.accelerator.unwrap_model(self.model))
+        self._init_hub()  # with push_to_hub: what will be pushed is checked now, not after training
         self.trainable_names = apply_trainable(
             self.accelerator.unwrap_model(self.model),
             args.trainable,
@@ -419,146 +398,6 @@ class UnlearnTrainer(Trainer):
             self._metrics.clear()
         super().log(logs, start_time)
 
-    # ----- Hub ---------------------------------------------------------------------------------------------------
-
-    hub_unavailable: str | None = None  # why push_to_hub() only writes its folder (offline, no token, ...)
-
-    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        """Trainer's repository set-up, checked first (`hf_unlearn.check_hub_access`): offline, without a token
-        or without the Hub, one warning says why, and `push_to_hub()` later writes its folder without uploading."""
-        if not self.is_world_process_zero():
-            return
-        repo_id = self.args.hub_model_id or Path(self.args.output_dir).absolute().name
-        token = token if token is not None else self.args.hub_token
-        self.push_in_progress = None
-        self.hub_unavailable = check_hub_access([repo_id], token)
-        if self.hub_unavailable is not None:
-            self.hub_model_id = repo_id
-            logger.warning(
-                f"push_to_hub: not pushing to {repo_id} ({self.hub_unavailable}); push_to_hub() writes "
-                f"{Path(self.args.output_dir) / 'hub'} instead."
-            )
-            return
-        private = private if private is not None else self.args.hub_private_repo
-        self.hub_model_id = create_repo(repo_id, private=private is not False, token=token)
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # Trainer's checkpoint push (hub_strategy other than "end"), skipped when the Hub was found unavailable.
-        if self.hub_unavailable is None:
-            super()._push_from_checkpoint(checkpoint_folder)
-
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | None = None,
-        tags: str | list[str] | None = None,
-        *,
-        folder: str | None = None,
-        finetuned_from: str | None = None,
-        data: dict[str, str] | None = None,
-        evaluation: str | None = None,
-        versions: dict[str, str | None] | None = None,
-    ):
-        """Write the model card (`huggingface_hub.ModelCard`) to `folder` (default `output_dir`), keeping PEFT's
-        metadata: method, hyperparameters, data by name and row count (`dataset_name`, or `data` as
-        `{"forget": "name (N rows)", ...}`), an evaluation table (markdown) if given, versions and a loading snippet.
-        Returns the card."""
-        if not self.is_world_process_zero():
-            return None
-        model = self.accelerator.unwrap_model(self.model)
-        artifact = self._hub_artifact(model)
-        method = type(self).__name__.removesuffix("Trainer")
-        repo_id = self.hub_model_id or self.args.hub_model_id or Path(self.args.output_dir).name
-        base = finetuned_from or self.base_model_name
-        if data is None:
-            name = dataset_name or "the forget set"
-            data = {"forget": f"{name} ({len(self.forget_dataset)} rows)"}
-            retain = getattr(self.train_dataset, "retain", None)
-            if retain is not None:
-                data["retain"] = f"the retain set ({len(retain)} rows)"
-        hyperparameters = config_hyperparameters(self.args)
-        if _is_peft(model):
-            hyperparameters["adapter"] = adapter_settings(model.peft_config[_active_adapter(model)])
-        info = ModelCardInfo(
-            title=model_name or repo_id.split("/")[-1],
-            summary=f"{base or 'A model'} after unlearning with {method} (hf-unlearn), {self.state.global_step} steps.",
-            method=method,
-            artifact=artifact,
-            repo_id=repo_id,
-            base_model=hub_id_or_none(base),
-            base_model_description=None if hub_id_or_none(base) else "a local model, not on the Hub",
-            library_name="peft" if artifact == "adapter" else "transformers",
-            tags=[tags] if isinstance(tags, str) else list(tags or []),
-            datasets=[dataset_name] if hub_id_or_none(dataset_name) else [],
-            hyperparameters=hyperparameters,
-            data=data,
-            evaluation=evaluation,
-            versions=versions or default_versions(),
-        )
-        return write_model_card(folder or self.args.output_dir, info)
-
-    def _hub_artifact(self, model: torch.nn.Module) -> str:
-        return hub_artifact(
-            is_peft=_is_peft(model), trainable=self.args.trainable, push_full_model=self.args.push_full_model
-        )
-
-    def save_for_hub(self, folder: str | None = None, **card_kwargs: Any) -> Path:
-        """Write what `push_to_hub()` uploads into `folder` (default `output_dir/hub`, emptied first): the adapter,
-        the head delta, or with `push_full_model` the full model, plus the tokenizer and the model card."""
-        model = self.accelerator.unwrap_model(self.model)
-        artifact = self._hub_artifact(model)
-        folder = prepare_folder(folder or Path(self.args.output_dir) / "hub")
-        write_hub_folder(
-            model,
-            folder,
-            artifact,
-            processing_class=None if artifact == "head" else self.processing_class,
-            base_model=self.base_model_name,
-            base_head_sha256=self.base_head_sha256,
-        )
-        self.create_model_card(folder=str(folder), **card_kwargs)
-        return folder
-
-    def push_to_hub(
-        self,
-        commit_message: str | None = "End of training",
-        blocking: bool = True,
-        token: str | None = None,
-        revision: str | None = None,
-        private: bool | None = None,
-        **kwargs: Any,
-    ):
-        """Push what unlearning changed to `args.hub_model_id` in one commit (private by default): the PEFT
-        adapter, the head delta (`trainable="head"`; loaded with `hf_unlearn.hub.load_head_delta`) or, with
-        `push_full_model`, the full model, with its model card (keyword arguments go to `create_model_card`).
-
-        The folder is written to `output_dir/hub` first. When the Hub is unavailable (offline, no token) it is only
-        written, and the log gives the command that uploads it later. Returns `upload_folder`'s answer, or None."""
-        self.callback_handler.on_push_begin(self.args, self.state, self.control)
-        token = token if token is not None else self.args.hub_token
-        if self.hub_model_id is None:
-            self.init_hf_repo(token=token, private=private)
-        if not self.is_world_process_zero():
-            return None
-        folder = self.save_for_hub(**kwargs)
-        if self.hub_unavailable is not None:
-            logger.warning(
-                f"Not pushed ({self.hub_unavailable}): {folder} holds what would have been pushed; upload it later "
-                f"with `hf upload {self.hub_model_id} {folder} .`"
-            )
-            return None
-        self._finish_current_push()
-        private = private if private is not None else self.args.hub_private_repo
-        return push_folder(
-            folder,
-            self.hub_model_id,
-            private=private is not False,
-            token=token,
-            revision=revision if revision is not None else self.args.hub_revision,
-            commit_message=commit_message or "Upload unlearned model (hf-unlearn)",
-            blocking=blocking,
-        )
-
     # ----- evaluation ------------------------------------------------------------------------------------------
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -596,18 +435,6 @@ class UnlearnTrainer(Trainer):
             nll, count = sequence_nll(logits, inputs["labels"])
             loss = (nll / count).mean().detach()
         return (loss, None, None) if prediction_loss_only else (loss, logits.detach(), inputs["labels"])
-
-
-def _active_adapter(model: torch.nn.Module) -> str:
-    active = model.active_adapter
-    return active if isinstance(active, str) else active[0]
-
-
-def _model_name(model: torch.nn.Module) -> str | None:
-    """What `model` was loaded from (a Hub id or a path), as recorded by transformers or PEFT."""
-    if _is_peft(model):
-        return getattr(model.peft_config[_active_adapter(model)], "base_model_name_or_path", None)
-    return getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
 
 
 def _is_peft(model: torch.nn.Module) -> bool:

@@ -1,7 +1,7 @@
 """Pushing the Markov benchmark's unlearned models (`push_to_hub` in the recipe, or `hf-unlearn run --push-to-hub
-REPO_ID`): after each method's evaluation, its folder `methods/<label>/hub/` is written from the model in memory (the
-head delta of a head-only method such as IMU, or the full GPT-2 with `push_full_model: true`), then uploaded in one
-commit. Repository names as in the TOFU pipeline: `REPO_ID` for one method, `REPO_ID-<label>` for several.
+REPO_ID`), through the one push path (`hf_unlearn.hub.publish_model`): after each method's evaluation, its folder
+`methods/<label>/hub/` is written from the model in memory (the head delta of a head-only method such as IMU, or the
+full GPT-2 with `push_full_model: true`) with its card and `model-index`, then uploaded in one commit. Repository names as in the TOFU pipeline: `REPO_ID` for one method, `REPO_ID-<label>` for several.
 
 The base of a head delta is the run's original model (`models/original`, not on the Hub): the same recipe rebuilds
 it bit for bit, and `load_head_delta` checks that it is that model.
@@ -16,11 +16,11 @@ from ...hub import (
     ModelCardInfo,
     check_pushes,
     config_hyperparameters,
-    finish_push,
     head_sha256,
-    prepare_folder,
+    method_reference,
+    publish_model,
     save_for_hub,
-    write_model_card,
+    unlearning_eval_results,
 )
 from ...runtime.distributed import main_process_print
 from ...runtime.versions import environment_versions
@@ -28,6 +28,9 @@ from .recipe import MarkovRecipe
 from .report import markov_table
 
 __all__ = ["check_hub", "publish"]
+
+# The benchmark's numbers (its table's columns), for the card's model-index.
+_METRICS = ("retain_loss", "retain_kl", "forget_loss", "forget_kl", "forget1_loss", "forget2_loss")
 
 
 def check_hub(recipe: MarkovRecipe) -> None:
@@ -48,8 +51,7 @@ def publish(
 ) -> dict[str, Any]:
     """Write and push one method's folder (main process only); returns the record kept in `results.json`."""
     model = trainer.accelerator.unwrap_model(trainer.model)
-    folder = prepare_folder(push.folder)
-    save_for_hub(model, folder, push.artifact, base_head_sha256=head_sha256(original))
+    base_hash = head_sha256(original)
     label, method = push.label, push.method
     table = markov_table(
         {
@@ -65,6 +67,7 @@ def publish(
             f"{'' if label == method else f' ({label})'} on its forget chains with hf-unlearn."
         ),
         method=method,
+        method_reference=method_reference(type(trainer)),
         artifact=push.artifact,
         repo_id=push.repo_id,
         base_model_description=(
@@ -77,11 +80,21 @@ def publish(
             "retain": f"Markov retain training sequences ({rows['retain']} rows)",
         },
         evaluation="Losses and KL divergences to the retrained model on held-out sequences of each chain.\n\n" + table,
+        eval_results=unlearning_eval_results(
+            {key: results["methods"][label].get(key) for key in _METRICS},
+            dataset_type="markov-chains",
+            dataset_name="Synthetic Markov chains (held-out sequences)",
+        ),
         versions=environment_versions(),
         notes=[f"{trainer.state.global_step} optimizer steps"],
         tokenizer=False,
     )
-    write_model_card(folder, info)
-    record, line = finish_push(push, f"Upload {label} ({method}) unlearned with hf-unlearn")
-    main_process_print(line)
-    return record
+    result = publish_model(
+        push,
+        lambda folder: save_for_hub(model, folder, push.artifact, base_head_sha256=base_hash),
+        info,
+        forget_texts=(),  # the forget set is Markov state ids: there is no text to leak
+        commit_message=f"Upload {label} ({method}) unlearned with hf-unlearn",
+    )
+    main_process_print(result.message)
+    return result.record
