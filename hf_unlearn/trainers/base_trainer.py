@@ -117,33 +117,15 @@ class UnlearnTrainer(HubMixin, Trainer):
         eval_dataset: Any | None = None,
         **kwargs: Any,
     ):
-        if not isinstance(args, UnlearnConfig):
-            raise TypeError(f"args must be an UnlearnConfig (or a method's config), got {type(args).__name__}.")
-        if forget_dataset is None:
-            given = "train_dataset=" if "train_dataset" in kwargs else "no forget_dataset"
-            raise TypeError(
-                f"{type(self).__name__} got {given}: unlearning trainers take forget_dataset= (what to forget) and "
-                "retain_dataset= (what to keep, for the retain term), not train_dataset=."
-            )
-        if args.retain_loss != "none" and retain_dataset is None:
-            raise ValueError(f"retain_loss={args.retain_loss!r} needs a retain_dataset (or set retain_loss='none').")
+        _check_call(type(self).__name__, args, forget_dataset, retain_dataset, kwargs)
         if isinstance(model, str):
             model, tokenizer = load_model_and_tokenizer(model, **(args.model_init_kwargs or {}))
             processing_class = tokenizer if processing_class is None else processing_class
         if isinstance(ref_model, str):
             ref_model = load_model_and_tokenizer(ref_model, **(args.model_init_kwargs or {}))[0]
-        prepare = lambda data, name: prepare_lm_dataset(data, processing_class, name, **(args.dataset_kwargs or {}))
-        forget_dataset = prepare(forget_dataset, "forget")
-        retain_dataset = prepare(retain_dataset, "retain") if retain_dataset is not None else None
-        if eval_dataset is None:
-            eval_dataset = {
-                "forget": forget_dataset,
-                **({"retain": retain_dataset} if retain_dataset is not None else {}),
-            }
-        elif isinstance(eval_dataset, dict):
-            eval_dataset = {name: prepare(data, f"{name} evaluation") for name, data in eval_dataset.items()}
-        else:
-            eval_dataset = prepare(eval_dataset, "evaluation")
+        forget_dataset, retain_dataset, eval_dataset = _prepare_text_datasets(
+            processing_class, args, forget_dataset, retain_dataset, eval_dataset
+        )
         check_model_and_rows(model, {"forget": forget_dataset, "retain": retain_dataset})
         if peft_config is not None:
             from peft import get_peft_model
@@ -168,6 +150,25 @@ class UnlearnTrainer(HubMixin, Trainer):
         self.step_counts: StepCounts | None = None  # the current optimizer step's counts (None outside training)
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._pending_eval_metrics: dict[str, float] | None = None
+        self._label_progress()
+        self._set_up_reference(ref_model)
+        self._init_hub()  # with push_to_hub: what will be pushed is checked now, not after training
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self.trainable_names = apply_trainable(
+            unwrapped,
+            args.trainable,
+            args.trainable_patterns,
+            args.trainable_last_layers,
+            args.trainable_layers_at_depth,
+            is_peft=_is_peft(unwrapped),
+        )
+        weighting = InfluenceWeighting.from_value(args.influence_weighting)
+        self.weighter = InfluenceWeighter(self, weighting) if weighting is not None else None
+        for callback in self.method_callbacks():
+            self.add_callback(callback)
+
+    def _label_progress(self) -> None:
+        """The progress bar and printed logs name the method."""
         label = type(self).__name__.removesuffix("Trainer") or "Unlearn"
         for default, labelled in (
             (ProgressCallback, LabelledProgressCallback),
@@ -176,27 +177,18 @@ class UnlearnTrainer(HubMixin, Trainer):
             if self.callback_handler.pop_callback(default) is not None:
                 self.add_callback(labelled(label))
 
+    def _set_up_reference(self, ref_model: torch.nn.Module | None) -> None:
+        """The frozen reference where the method needs one live (a `"kl"` retain term, `reference="live"`), or π_ref's
+        forget NLLs computed once (`reference="precomputed"`)."""
+        args = self.args
         self.ref_model = None
         needs_live = args.retain_loss == "kl" or (self.needs_reference_nll and args.reference == "live")
         if needs_live and (ref_model is not None or not _is_peft(self.model)):
             self.ref_model = _frozen(ref_model if ref_model is not None else copy.deepcopy(self.model))
-            self.ref_model.to(self.args.device)
+            self.ref_model.to(args.device)
         self.ref_forget_nll = None
         if self.needs_reference_nll and args.reference == "precomputed":
             self.ref_forget_nll = self.precompute_reference_nll(ref_model)
-        self._init_hub()  # with push_to_hub: what will be pushed is checked now, not after training
-        self.trainable_names = apply_trainable(
-            self.accelerator.unwrap_model(self.model),
-            args.trainable,
-            args.trainable_patterns,
-            args.trainable_last_layers,
-            args.trainable_layers_at_depth,
-            is_peft=_is_peft(self.accelerator.unwrap_model(self.model)),
-        )
-        weighting = InfluenceWeighting.from_value(args.influence_weighting)
-        self.weighter = InfluenceWeighter(self, weighting) if weighting is not None else None
-        for callback in self.method_callbacks():
-            self.add_callback(callback)
 
     # ----- hooks of a method -----------------------------------------------------------------------------------
 
@@ -446,6 +438,37 @@ def _frozen(model: torch.nn.Module) -> torch.nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def _check_call(name: str, args: Any, forget_dataset: Any, retain_dataset: Any, kwargs: dict[str, Any]) -> None:
+    """The trainer's arguments, before anything loads."""
+    if not isinstance(args, UnlearnConfig):
+        raise TypeError(f"args must be an UnlearnConfig (or a method's config), got {type(args).__name__}.")
+    if forget_dataset is None:
+        given = "train_dataset=" if "train_dataset" in kwargs else "no forget_dataset"
+        raise TypeError(
+            f"{name} got {given}: unlearning trainers take forget_dataset= (what to forget) and "
+            "retain_dataset= (what to keep, for the retain term), not train_dataset=."
+        )
+    if args.retain_loss != "none" and retain_dataset is None:
+        raise ValueError(f"retain_loss={args.retain_loss!r} needs a retain_dataset (or set retain_loss='none').")
+
+
+def _prepare_text_datasets(
+    processing_class: Any, args: Any, forget: Any, retain: Any | None, evaluation: Any | None
+) -> tuple[Any, Any | None, Any]:
+    """Forget, retain and evaluation sets as tokenized rows (text rows are tokenized with the chat template); the
+    evaluation default is the forget and retain sets."""
+    prepare = lambda data, name: prepare_lm_dataset(data, processing_class, name, **(args.dataset_kwargs or {}))
+    forget = prepare(forget, "forget")
+    retain = prepare(retain, "retain") if retain is not None else None
+    if evaluation is None:
+        evaluation = {"forget": forget, **({"retain": retain} if retain is not None else {})}
+    elif isinstance(evaluation, dict):
+        evaluation = {name: prepare(data, f"{name} evaluation") for name, data in evaluation.items()}
+    else:
+        evaluation = prepare(evaluation, "evaluation")
+    return forget, retain, evaluation
 
 
 def check_model_and_rows(model: torch.nn.Module, datasets: dict[str, Any]) -> None:
