@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from transformers import TrainingArguments
 from ..influence.arguments import InfluenceWeighting
 from ..utils import has_accelerator
 
-__all__ = ["UnlearnConfig", "check_numeric_fields"]
+__all__ = ["UnlearnConfig", "check_numeric_fields", "check_report_to", "check_training_numbers"]
 
 RETAIN_LOSSES = ("none", "nll", "kl")
 REFERENCES = ("precomputed", "live")
@@ -34,6 +36,48 @@ def check_numeric_fields(config: Any) -> None:
             kind = "a number" if float in numeric else "an integer"
             hint = " (a quoted number is a string: drop the quotes)" if isinstance(value, str) else ""
             raise TypeError(f"{item.name}={value!r} is not {kind}{hint}.")
+
+
+def check_training_numbers(config: Any) -> None:
+    """A ValueError naming the field for a training number that would fail late or train something else: epochs
+    that are not finite, no accumulation, a negative learning rate (ascent would become descent), empty batches."""
+    if config.max_steps < 0 and not math.isfinite(config.num_train_epochs):
+        raise ValueError(f"num_train_epochs={config.num_train_epochs} is not a finite number of epochs: set a number.")
+    if not math.isfinite(config.learning_rate) or config.learning_rate < 0:
+        raise ValueError(
+            f"learning_rate={config.learning_rate} must be a finite number >= 0 (the method's loss sets the "
+            "direction: a negative rate would turn its ascent into descent)."
+        )
+    for name in ("gradient_accumulation_steps", "per_device_train_batch_size", "per_device_eval_batch_size"):
+        value = getattr(config, name)
+        if value < 1:
+            raise ValueError(f"{name}={value} must be >= 1.")
+
+
+# report_to names whose package transformers imports only when training starts: checked before any work.
+_REPORTING_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "trackio": ("trackio",),
+    "mlflow": ("mlflow",),
+    "comet_ml": ("comet_ml",),
+    "neptune": ("neptune",),
+    "clearml": ("clearml",),
+    "dvclive": ("dvclive",),
+    "swanlab": ("swanlab",),
+    "codecarbon": ("codecarbon",),
+}
+
+
+def check_report_to(report_to: Any) -> None:
+    """A ValueError naming the package for a `report_to` integration that is not installed (transformers would fail
+    only when training starts, after the expensive preparation)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in names:
+        packages = _REPORTING_PACKAGES.get(name)
+        if packages and not any(importlib.util.find_spec(package) for package in packages):
+            extra = f" (`pip install 'hf-unlearn[{name}]'`)" if name in ("tensorboard", "trackio") else ""
+            raise ValueError(f"report_to={name!r} needs the {packages[0]} package, which is not installed{extra}.")
 
 
 @dataclass
@@ -184,6 +228,7 @@ class UnlearnConfig(TrainingArguments):
             self.retain_loss_weight = 1.0
         if self.retain_loss_weight is not None and self.retain_loss_weight < 0:
             raise ValueError(f"retain_loss_weight must be >= 0, got {self.retain_loss_weight}.")
+        check_training_numbers(self)
         if self.max_steps == 0:
             raise ValueError("max_steps=0 would train nothing: set max_steps >= 1, or -1 to train num_train_epochs.")
         if self.max_steps < 0 and self.num_train_epochs <= 0:
@@ -205,6 +250,7 @@ class UnlearnConfig(TrainingArguments):
                     raise ValueError(f"{name} must be a dict or a JSON object, got {value!r} ({error.msg}).") from None
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict or a JSON object, got {value!r}.")
+        check_report_to(self.report_to)
         if self.dataloader_pin_memory is None:
             self.dataloader_pin_memory = has_accelerator()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
