@@ -150,10 +150,13 @@ def test_progress_bars_are_labelled(tokenizer, tmp_path, capsys):
     assert lines and all(line.startswith("[NPO] {") for line in lines)
 
 
-def test_every_config_parses_from_the_command_line():
+def test_every_config_parses_from_the_command_line(monkeypatch):
     from transformers import HfArgumentParser
 
     from hf_unlearn import METHODS
+    from hf_unlearn.trainers import base_config
+
+    monkeypatch.setattr(base_config, "check_report_to", lambda report_to: None)  # tensorboard may not be installed
 
     for config_class, _ in METHODS.values():
         HfArgumentParser(config_class)  # report_to's type once made this fail
@@ -162,3 +165,35 @@ def test_every_config_parses_from_the_command_line():
     assert args.dataset_kwargs == {"system_prompt": "Be brief."} and args.report_to == ["tensorboard"]
     with pytest.raises(ValueError, match="model_init_kwargs must be a dict or a JSON object"):
         NPOConfig(output_dir="x", model_init_kwargs="{dtype: bf16}")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda rows: torch.zeros(2, 5, dtype=torch.long), r"forget dataset is a Tensor of shape \(2, 5\): give rows"),
+        (lambda rows: {"train": rows}, r"forget dataset is a dict with the splits \['train'\]: pass one split"),
+        (lambda rows: rows.to_iterable_dataset(), "forget dataset is an IterableDataset: unlearning needs random"),
+        (lambda rows: [1, 2], "forget dataset is a list but not a non-empty list of dict rows"),
+        (lambda rows: 7, "forget dataset is of type int"),
+    ],
+)
+def test_what_is_not_rows_is_refused_in_one_line(make, message, tokenizer, tmp_path):
+    from datasets import DatasetDict
+
+    rows = Dataset.from_list(QA)
+    with pytest.raises(TypeError, match=message):
+        GATrainer(make_model(tokenizer), GAConfig(output_dir=str(tmp_path), **COMMON), forget_dataset=make(rows),
+                  processing_class=tokenizer)  # fmt: skip
+    with pytest.raises(TypeError, match=r"is a DatasetDict with the splits \['train'\]: pass one split"):
+        GATrainer(make_model(tokenizer), GAConfig(output_dir=str(tmp_path), **COMMON),
+                  forget_dataset=DatasetDict({"train": rows}), processing_class=tokenizer)  # fmt: skip
+
+
+def test_a_list_of_dict_rows_is_a_dataset(tokenizer, tmp_path):
+    trainer = GATrainer(
+        make_model(tokenizer),
+        GAConfig(output_dir=str(tmp_path), **COMMON),
+        forget_dataset=QA,
+        processing_class=tokenizer,
+    )
+    assert len(trainer.forget_dataset) == 2 and "input_ids" in trainer.forget_dataset.column_names

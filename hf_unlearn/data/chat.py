@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
-from datasets import Dataset
+from datasets import Dataset, DatasetDict, IterableDataset
+from torch.utils.data import IterableDataset as TorchIterableDataset
 
 from ..utils import IGNORE_INDEX
 from .pairing import validate_lm_dataset
@@ -409,6 +410,40 @@ def tokenize_dataset(
     return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc=desc)
 
 
+def as_row_dataset(dataset: Any, name: str) -> Any:
+    """`dataset` as rows the trainers can index: a `datasets.Dataset` (or any sized, indexable set of dict rows) as it
+    is, a list of dicts as a `Dataset`; a clear error for what is not rows (None, a tensor, a streaming dataset, a
+    `DatasetDict`)."""
+    if dataset is None:
+        raise ValueError(f"The {name} dataset is None.")
+    kind = type(dataset).__name__
+    if hasattr(dataset, "shape") and hasattr(dataset, "dtype"):  # a torch tensor or a numpy array
+        raise TypeError(
+            f"The {name} dataset is a {kind} of shape {tuple(dataset.shape)}: give rows, e.g. "
+            "`Dataset.from_dict({'input_ids': ..., 'labels': ...})` or question/answer text columns."
+        )
+    if isinstance(dataset, DatasetDict) or (isinstance(dataset, dict) and dataset and all(
+        isinstance(v, Dataset) for v in dataset.values()
+    )):  # fmt: skip
+        raise TypeError(
+            f"The {name} dataset is a {kind} with the splits {sorted(dataset)}: pass one split, e.g. "
+            f"`dataset[{sorted(dataset)[0]!r}]`."
+        )
+    if isinstance(dataset, IterableDataset | TorchIterableDataset):
+        raise TypeError(
+            f"The {name} dataset is an {kind}: unlearning needs random access to its rows (pairing, per-example "
+            "weights and reference values are by index). Load it without `streaming=True`, or "
+            "`Dataset.from_list(list(dataset))`."
+        )
+    if isinstance(dataset, list):
+        if not dataset or not all(isinstance(row, dict) for row in dataset):
+            raise TypeError(f"The {name} dataset is a list but not a non-empty list of dict rows.")
+        return Dataset.from_list(dataset)
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(f"The {name} dataset is of type {kind}: give a `datasets.Dataset` (or a list of dict rows).")
+    return dataset
+
+
 def prepare_lm_dataset(
     dataset: Any, tokenizer: Any | None, name: str, skip_prepare_dataset: bool = False, **format_kwargs: Any
 ) -> Any:
@@ -416,8 +451,7 @@ def prepare_lm_dataset(
     `tokenize_dataset` accepts) tokenized with `tokenizer` and `format_kwargs` (arguments of `tokenize_dataset`),
     labels on the answer tokens only. `skip_prepare_dataset=True` (TRL's switch) only checks.
     """
-    if dataset is None:
-        raise ValueError(f"The {name} dataset is None.")
+    dataset = as_row_dataset(dataset, name)
     columns = getattr(dataset, "column_names", None)
     tokenized = "input_ids" in (columns if columns is not None else (dataset[0] if len(dataset) else {}))
     if not tokenized and not skip_prepare_dataset and isinstance(dataset, Dataset) and len(dataset):
