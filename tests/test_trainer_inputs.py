@@ -197,3 +197,17 @@ def test_a_list_of_dict_rows_is_a_dataset(tokenizer, tmp_path):
         processing_class=tokenizer,
     )
     assert len(trainer.forget_dataset) == 2 and "input_ids" in trainer.forget_dataset.column_names
+
+
+def test_padding_gives_trls_ids():
+    from trl.trainer.utils import pad
+
+    from hf_unlearn.data.pairing import pad_examples
+
+    rows = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8], "attention_mask": [1]}]
+    batch = pad_examples(rows, pad_token_id=3)
+    as_tensors = lambda key: [torch.tensor(row.get(key, [1] * len(row["input_ids"]))) for row in rows]
+    assert torch.equal(batch["input_ids"], pad(as_tensors("input_ids"), padding_value=3))
+    assert torch.equal(batch["labels"], pad(as_tensors("labels"), padding_value=IGNORE_INDEX))
+    assert torch.equal(batch["attention_mask"], pad(as_tensors("attention_mask"), padding_value=0))
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 3, 3]]
