@@ -150,8 +150,8 @@ class ForgetThenRetainDataset(Dataset):
 def pad_examples(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad `input_ids` (with `pad_token_id`), `labels` (with -100) and `attention_mask` (with 0).
 
-    The same ids as TRL's `pad` (`trl.trainer.utils`), written here because importing that module takes ~7 s (all
-    of TRL's trainers) for a few lines of padding."""
+    The same ids as TRL's `pad` (`trl.trainer.utils`; tested), written here because that module imports
+    `transformers.trainer` and TRL's trainers: seconds of start-up for the evaluation, which pads without them."""
     length = max(len(example["input_ids"]) for example in examples)
     batch = {
         "input_ids": torch.full((len(examples), length), pad_token_id, dtype=torch.long),
