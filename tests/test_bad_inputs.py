@@ -632,13 +632,16 @@ def test_a_hub_model_is_keyed_by_its_cached_snapshot(tmp_path, offline, monkeypa
     }
 
 
-def test_a_local_folder_identity_is_unchanged(base_model):
-    """Cached TOFU fine-tunes key their base by this: it must stay exactly as it was."""
-    assert ModelSpec(str(base_model)).identity() == {
-        "name_or_path": str(base_model),
+def test_a_local_folder_is_keyed_by_its_files_not_the_spelling_of_its_path(base_model, tmp_path, monkeypatch):
+    """Cached TOFU fine-tunes key their base by this: `./x`, `x`, `/abs/x` and a symlink are one model."""
+    expected = {
         "gguf_file": None,
         "dtype": "float32",
         "trust_remote_code": False,
         "adapter": None,
         "files_sha256": folder_sha256(base_model),
     }
+    (tmp_path / "link").symlink_to(base_model)
+    monkeypatch.chdir(Path(base_model).parent)
+    for spelling in (str(base_model), Path(base_model).name, f"./{Path(base_model).name}", str(tmp_path / "link")):
+        assert ModelSpec(spelling).identity() == expected, spelling

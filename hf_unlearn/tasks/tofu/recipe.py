@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 from ..._compat import checkpointing_settings
 from ...callbacks import MetricCondition
-from ...hub import HubPush, describe_pushes, hub_id_or_none, plan_hub_pushes
-from ...models import hub_snapshot, resolve_model_path
+from ...hub import HubPush, describe_pushes, plan_hub_pushes
+from ...models import resolve_model_path
 from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
-from ...runtime.hashing import folder_sha256
+from ...runtime.hashing import model_identity
 from ...trainers.gradient_restriction_config import GradientRestriction
 from .data import Selection, TofuFormat, describe_selections, tofu_split_configs
 from .evaluation import TofuEvalArguments
@@ -191,28 +191,15 @@ class ModelSpec:
         return text + (f" + adapter {self.adapter}" if self.adapter else "")
 
     def identity(self) -> dict[str, Any]:
-        """What fingerprints key this model by: the spec, and the content hash of every model file. A local folder
-        is hashed as it is; a Hub id by its cached snapshot (`hub_commit` and that snapshot's files: the weights
-        `from_pretrained` loads from the cache; `ensure_models` fetches a base model before fingerprinting it). A Hub
-        id not in the cache keys by its name only."""
-        identity: dict[str, Any] = dataclasses.asdict(self)
-        model_folder = self.path
-        if not Path(model_folder).is_dir() and hub_id_or_none(model_folder) is not None:
-            snapshot = hub_snapshot(model_folder, self.gguf_file)
-            if snapshot is not None:
-                identity["hub_commit"] = snapshot.name
-                model_folder = str(snapshot)
-        for key, folder in (("files_sha256", model_folder), ("adapter_sha256", self.adapter)):
-            if folder is not None and Path(folder).is_dir():
-                files = folder_sha256(folder)
-                if self.gguf_file is not None and key == "files_sha256":  # a GGUF folder: that file and its tokenizer
-                    files = {
-                        name: digest
-                        for name, digest in files.items()
-                        if not name.endswith(".gguf") or name == self.gguf_file
-                    }
-                identity[key] = files
-        return identity
+        """What fingerprints key this model by (`runtime.hashing.model_identity`): its load settings and the content
+        hash of every model file, never the spelling of its path."""
+        return model_identity(
+            self.name_or_path,
+            gguf_file=self.gguf_file,
+            dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code,
+            adapter=self.adapter,
+        )
 
 
 @dataclass
