@@ -19,7 +19,7 @@ from datasets import concatenate_datasets
 from ...data.pairing import pad_examples
 from ...recipe import build_method_config
 from ...reporting import plot_influence_weights
-from ...runtime.cache import cached_stage, commit_stage, open_scratch, per_step_settings, retire_previous_results
+from ...runtime.cache import cached_stage, commit_stage, fingerprint_settings, open_scratch, retire_previous_results
 from ...runtime.distributed import is_main_process, main_process_print, num_processes, require_num_processes
 from ...runtime.io import atomic_write_json, check_writable_folder
 from ...runtime.launch import method_batches, training_batch
@@ -175,7 +175,7 @@ def _train_or_load(recipe: MarkovRecipe, path: Path, chains: list[str], data, ma
         "model": recipe.model_settings,
         "max_length": max_length,
         "data": recipe.settings()["data"],
-        "train": per_step_settings(recipe.train_settings),  # 128 x 1 process and 64 x 2 share a model
+        "train": fingerprint_settings(recipe.train_settings),  # 128 x 1 process and 64 x 2 share a model
         "chains": chains,
         "versions": environment_versions(),
     }

@@ -24,7 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ...data.chat import chat_format_notice, tokenize_dataset
 from ...hub import ModelCardInfo, hub_id_or_none, write_model_card
 from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer
-from ...runtime.cache import StageLog, cached_stage, commit_stage, open_scratch, per_step_settings
+from ...runtime.cache import StageLog, cached_stage, commit_stage, fingerprint_settings, open_scratch
 from ...runtime.distributed import is_main_process, main_process_print, wait_for_everyone
 from ...runtime.hashing import sha256_json
 from ...runtime.io import atomic_write_json
@@ -193,7 +193,7 @@ def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str,
         "base": plan.base.identity(),
         "train_data": selections_json(plan.train_data[role]),
         "train_rows_sha256": sha256_json(rows.to_list()),
-        "finetune": per_step_settings(plan.finetune),
+        "finetune": fingerprint_settings(plan.finetune),
         "finetune_lora": plan.finetune_lora,
         # The fine-tune trains on end-of-turn labels whatever the label convention (`sft_dataset`).
         "formatting": {**plan.formatting.formatting(), "label_convention": "end_of_turn"},

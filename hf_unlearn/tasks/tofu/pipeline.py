@@ -39,8 +39,8 @@ from ...runtime.cache import (
     StageLog,
     cached_stage,
     commit_stage,
+    fingerprint_settings,
     open_scratch,
-    per_step_settings,
     retire_previous_results,
 )
 from ...runtime.distributed import is_main_process, join_process_group, main_process_print, require_num_processes
@@ -308,8 +308,8 @@ def _unlearn(
         retain_rows = select_rows(plan.unlearn_data["retain"], plan.data_dir)
         fingerprint = {
             "target": target.identity(),
-            "method": per_step_settings(spec, default_batch=None),
-            "unlearn": per_step_settings(plan.unlearn),
+            "method": fingerprint_settings(spec, default_batch=None),
+            "unlearn": fingerprint_settings(plan.unlearn),
             "unlearn_lora": plan.unlearn_lora,
             "unlearn_data": {k: selections_json(v) for k, v in plan.unlearn_data.items()},
             "data_sha256": sha256_json([forget_rows.to_list(), retain_rows.to_list()]),
