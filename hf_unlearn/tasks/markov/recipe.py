@@ -114,6 +114,10 @@ class MarkovRecipe:
         return {"seed": self.seed, **self.unlearn}
 
     @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir)
+
+    @property
     def models_path(self) -> Path:
         return Path(self.models_dir or Path(self.output_dir) / "models")
 

@@ -235,6 +235,14 @@ class TofuPlan:
     def configs(self) -> dict[str, str]:
         return tofu_split_configs(self.forget_split)
 
+    @property
+    def output_path(self) -> Path:
+        return self.output_dir
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir
+
     def settings(self) -> dict[str, Any]:
         """Everything that shapes the results, for `results.json` (no text)."""
         extra = {}
