@@ -46,7 +46,7 @@ def run_stages(recipe: MarkovRecipe, log: StageLog) -> None:
     original_chains = ORIGINAL_TRAINING_DATA[recipe.original_training_data]
     stages = [("original", original_chains, None), ("retrained", ["retain"], None)]
     # IAU's training phase (ℓ + α‖∇_θ ℓ‖): trained only when a method of this run unlearns that model.
-    if any(method_original(spec)[0] == "gradient_restricted" for spec in recipe.methods.values()):
+    if recipe.needs_gradient_restricted_original:
         stages.append(("original_gr", original_chains, recipe.original_gradient_restriction))
     for name, chains, restriction in stages:
         with log.stage(f"train/{name}") as entry:
