@@ -32,7 +32,7 @@ from ...runtime.versions import environment_versions
 from ...trainers.gradient_restriction_config import GradientRestriction
 from ...utils import IGNORE_INDEX
 from .data import TOFU_HUB_ID, TofuFormat, describe_selections, load_tofu, select_rows
-from .recipe import ROLES, ModelSpec, TofuPlan, build_lora_config, build_sft_config, selections_json
+from .recipe import ROLES, ModelSpec, TofuRecipe, build_lora_config, build_sft_config, selections_json
 
 __all__ = [
     "check_data_separation",
@@ -94,7 +94,7 @@ def sft_dataset(rows: Dataset, tokenizer: Any, formatting: TofuFormat) -> Datase
 def finetune_model(
     base: ModelSpec,
     rows: Dataset,
-    plan: TofuPlan,
+    plan: TofuRecipe,
     scratch: Path,
     device: str | None = None,
     restriction: GradientRestriction | None = None,
@@ -151,7 +151,7 @@ def finetune_model(
     }
 
 
-def check_data_separation(plan: TofuPlan) -> dict[str, Any]:
+def check_data_separation(plan: TofuRecipe) -> dict[str, Any]:
     """Refuse training data that would invalidate the benchmark: the retain model must never see a forget question,
     and no fine-tuned model a holdout question (holdout is the non-member side of the MIA). Also reports how much of
     the forget set the target saw and of retain_perturbed (model utility) each model saw. Counts only, no text."""
@@ -188,7 +188,7 @@ def check_data_separation(plan: TofuPlan) -> dict[str, Any]:
     return report
 
 
-def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str, Any]:
+def _finetune_fingerprint(plan: TofuRecipe, role: str, rows: Dataset) -> dict[str, Any]:
     fingerprint = {
         "base": plan.base.identity(),
         "train_data": selections_json(plan.train_data[role]),
@@ -205,12 +205,12 @@ def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str,
     return fingerprint
 
 
-def _gradient_restriction(plan: TofuPlan, role: str) -> GradientRestriction | None:
+def _gradient_restriction(plan: TofuRecipe, role: str) -> GradientRestriction | None:
     """The target's gradient restriction (the retain model, the reference of forget quality, is trained plainly)."""
     return plan.finetune_gradient_restriction if role == "target" else None
 
 
-def _finetuned_card_info(plan: TofuPlan, role: str, rows: int, record: dict[str, Any]) -> ModelCardInfo:
+def _finetuned_card_info(plan: TofuRecipe, role: str, rows: int, record: dict[str, Any]) -> ModelCardInfo:
     """The card of a fine-tuned TOFU model: base, data by name and count, SFT settings (never training text)."""
     base = hub_id_or_none(plan.base.name_or_path) if not plan.base.gguf_file else None
     settings = {**plan.finetune, "LoRA (merged)": plan.finetune_lora or "none", **plan.formatting.formatting()}
@@ -231,7 +231,7 @@ def _finetuned_card_info(plan: TofuPlan, role: str, rows: int, record: dict[str,
 
 
 def ensure_models(
-    plan: TofuPlan,
+    plan: TofuRecipe,
     log: StageLog,
     device: str | None = None,
     roles: tuple[str, ...] = ROLES,

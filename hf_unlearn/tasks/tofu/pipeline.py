@@ -54,7 +54,7 @@ from .data import describe_selections, select_rows
 from .evaluation import MAIN_METRICS, TEACHER_FORCED_UTILITY, UTILITY_COMPONENTS, evaluate_tofu
 from .finetune import check_data_separation, ensure_models, load_model
 from .publish import publish, unlearned_card_info
-from .recipe import ModelSpec, TofuPlan, build_lora_config, selections_json
+from .recipe import ModelSpec, TofuRecipe, build_lora_config, selections_json
 from .report import format_tofu_samples, plot_tofu_tradeoff, tofu_table
 
 __all__ = [
@@ -77,7 +77,7 @@ MEMORISATION_MARGIN = 0.2
 PathLike = str | os.PathLike | None
 
 
-def run_stages(plan: TofuPlan, log: StageLog, samples: dict, device: str | None) -> None:
+def run_stages(plan: TofuRecipe, log: StageLog, samples: dict, device: str | None) -> None:
     """Every stage of a TOFU run: target and retain models (given or fine-tuned), their evaluations, then each method's
     unlearning and evaluation, metrics added to `log.payload` and the reports rewritten after each; `samples` collects
     the generations shown in samples.md."""
@@ -102,7 +102,7 @@ def run_stages(plan: TofuPlan, log: StageLog, samples: dict, device: str | None)
     )
     log.save(complete=False)
     write_reports(plan, log, samples)
-    for label, spec in plan.specs.items():
+    for label, spec in plan.methods.items():
         unlearned, record = _unlearn(plan, log, label, spec, models["target"], device)
         payload["methods"][label] = {
             "method": spec["method"],
@@ -145,7 +145,7 @@ def memorisation_check(target: dict[str, Any], retain: dict[str, Any], margin: f
 # ------------------------------------------------------------------------------------------------ stages
 
 
-def training_batches(plan: TofuPlan, command: str) -> list[TrainingBatch]:
+def training_batches(plan: TofuRecipe, command: str) -> list[TrainingBatch]:
     """The batch of every training stage `command` runs (for the process-count check): the fine-tune when the recipe
     fine-tunes, the shared `unlearn` settings and each method that sets its own batch (`run` only)."""
     from trl import SFTConfig
@@ -154,12 +154,12 @@ def training_batches(plan: TofuPlan, command: str) -> list[TrainingBatch]:
     if plan.train_data:
         batches.append(training_batch("finetune", plan.finetune, SFTConfig, flags=command == "finetune"))
     if command == "run":
-        classes = {label: METHODS[spec["method"]][0] for label, spec in plan.specs.items()}
-        batches += method_batches(plan.unlearn, plan.specs, classes, flags=True)
+        classes = {label: METHODS[spec["method"]][0] for label, spec in plan.methods.items()}
+        batches += method_batches(plan.unlearn, plan.methods, classes, flags=True)
     return batches
 
 
-def describe_data(plan: TofuPlan) -> str:
+def describe_data(plan: TofuRecipe) -> str:
     """For a dry run with a local TOFU folder: row counts of every selection and the separation checks (counts only).
     Hub data is not downloaded in a dry run."""
     if plan.data_dir is None or not Path(plan.data_dir).is_dir():
@@ -186,7 +186,7 @@ def _free() -> None:
 
 
 def _evaluate(
-    plan: TofuPlan,
+    plan: TofuRecipe,
     log: StageLog,
     name: str,
     spec: ModelSpec,
@@ -220,7 +220,7 @@ def _evaluate(
 
 
 def _unlearn(
-    plan: TofuPlan, log: StageLog, label: str, spec: dict[str, Any], target: ModelSpec, device: str | None
+    plan: TofuRecipe, log: StageLog, label: str, spec: dict[str, Any], target: ModelSpec, device: str | None
 ) -> tuple[ModelSpec, dict[str, Any]]:
     """Unlearn the target with one method (cached by fingerprint); returns where to load the result from."""
     path = plan.output_dir / "methods" / label / "model"
@@ -259,7 +259,7 @@ def _unlearn(
 
 
 def _train_method(
-    plan: TofuPlan,
+    plan: TofuRecipe,
     label: str,
     spec: dict[str, Any],
     target: ModelSpec,
@@ -312,12 +312,12 @@ def _train_method(
     return record
 
 
-def _model_eval_dir(plan: TofuPlan, role: str) -> Path:
+def _model_eval_dir(plan: TofuRecipe, role: str) -> Path:
     """The evaluation folder of the target or retain model (the retain one is every other model's reference)."""
     return plan.output_dir / "eval" / role
 
 
-def _trajectory(plan: TofuPlan, forget, retain) -> tuple[dict[str, Any], list, dict]:
+def _trajectory(plan: TofuRecipe, forget, retain) -> tuple[dict[str, Any], list, dict]:
     """Trainer settings, callbacks and loss datasets for the cheap evaluations during unlearning (`trajectory:`)."""
     trajectory = plan.trajectory
     shared = {**plan.unlearn, "eval_strategy": "steps", "eval_steps": trajectory.eval_steps, "eval_on_start": True}
@@ -339,13 +339,13 @@ def _trajectory(plan: TofuPlan, forget, retain) -> tuple[dict[str, Any], list, d
     return shared, callbacks, eval_dataset
 
 
-def write_reports(plan: TofuPlan, log: StageLog, samples: dict) -> str | None:
+def write_reports(plan: TofuRecipe, log: StageLog, samples: dict) -> str | None:
     """table.md, samples.md and tradeoff.png of every model so far (main process only); returns the table."""
     if not is_main_process():
         return None
     table = tofu_table(log.payload)
     atomic_write_text(plan.output_dir / "table.md", table + "\n")
-    labels = ["target", "retain", *plan.specs]
+    labels = ["target", "retain", *plan.methods]
     atomic_write_text(
         plan.output_dir / "samples.md", format_tofu_samples(samples, labels, plan.report.forget_samples > 0)
     )

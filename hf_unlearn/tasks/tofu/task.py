@@ -13,7 +13,7 @@ from ...runtime.task import RunOptions, Task, run_prologue, run_task
 from . import pipeline
 from .checks import check_tofu_inputs
 from .finetune import ensure_models
-from .recipe import TofuPlan, describe_plan, parse_tofu_recipe
+from .recipe import TofuRecipe, describe_plan, parse_tofu_recipe
 
 __all__ = ["TofuTask", "run_finetune", "run_tofu"]
 
@@ -30,7 +30,7 @@ class TofuTask(Task):
     def __init__(self) -> None:
         self.samples: dict[str, dict[str, list[dict[str, Any]]]] = {}  # in memory only: becomes samples.md
 
-    def parse(self, raw: dict[str, Any], options: RunOptions) -> TofuPlan:
+    def parse(self, raw: dict[str, Any], options: RunOptions) -> TofuRecipe:
         return parse_tofu_recipe(
             raw,
             output_dir=options.output_dir,
@@ -39,19 +39,19 @@ class TofuTask(Task):
             dry_run=options.dry_run,
         )
 
-    def check_inputs(self, recipe: TofuPlan, options: RunOptions) -> None:
+    def check_inputs(self, recipe: TofuRecipe, options: RunOptions) -> None:
         check_tofu_inputs(recipe, dry_run=options.dry_run)  # data, selections, model sources
 
-    def describe(self, recipe: TofuPlan, options: RunOptions) -> str:
+    def describe(self, recipe: TofuRecipe, options: RunOptions) -> str:
         return describe_plan(recipe, "run", options.recipe_arg) + pipeline.describe_data(recipe)
 
-    def batches(self, recipe: TofuPlan) -> list[TrainingBatch]:
+    def batches(self, recipe: TofuRecipe) -> list[TrainingBatch]:
         return pipeline.training_batches(recipe, "run")
 
-    def run_stages(self, recipe: TofuPlan, log: StageLog, options: RunOptions) -> None:
+    def run_stages(self, recipe: TofuRecipe, log: StageLog, options: RunOptions) -> None:
         pipeline.run_stages(recipe, log, self.samples, options.device)
 
-    def write_reports(self, recipe: TofuPlan, log: StageLog) -> None:
+    def write_reports(self, recipe: TofuRecipe, log: StageLog) -> None:
         print(pipeline.write_reports(recipe, log, self.samples))
 
 
