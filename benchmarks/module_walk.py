@@ -2,7 +2,7 @@
 `hf-unlearn run RECIPE` runs a tiny TOFU recipe (fine-tuning, evaluations, two methods, the table), and how often the
 walk climbs back into a module it had already left.
 
-    python -m benchmarks.module_walk [--scope package|recipe] [--json FILE]
+    python -m benchmarks.module_walk [--verbose] [--json FILE]
 
 Counted as `docs/architecture.md#how-the-module-walk-is-counted` says:
 
@@ -16,9 +16,10 @@ Counted as `docs/architecture.md#how-the-module-walk-is-counted` says:
 - `entries` of a module: how often it appears in that sequence; `climbs back`: the entries after the first (a return
   into, or a new call into, a module already left). The only module left out is `_lazy.py` (the package's lazy
   attribute lookup, a step into `__getattr__` and straight back).
-- `--scope recipe` counts only the modules above the library core (`tasks/`, `runtime/`, `cli/`, `recipe.py`,
-  `reporting.py`); the core's modules (trainers, influence, data, evaluation, hub, models) are then as transparent as
-  transformers' are.
+- Four walks are counted from one run: `package` (every hf_unlearn module) and `recipe` (only the modules above the
+  library core: `tasks/`, `runtime/`, `cli/`, `recipe.py`, `reporting.py`; the core's modules are then as
+  transparent as transformers'), each with and without imports (`no imports`: the execution of a module's body when
+  it is first imported is not a step of the walk).
 
 The walk needs the test fixtures (`tests/fixtures/tofu`, `tests/tofu_helpers.py`): run it from the repository root.
 """
@@ -46,8 +47,9 @@ RECIPE_SCOPE = ("tasks/", "runtime/", "cli/", "recipe.py", "reporting.py")
 class ModuleWalk:
     """Records the reader's walk (see the module docstring) while active."""
 
-    def __init__(self, scope: tuple[str, ...] | None = None) -> None:
+    def __init__(self, scope: tuple[str, ...] | None = None, imports: bool = True) -> None:
         self.scope = scope
+        self.imports = imports
         self.seen: set = set()
         self.stack: list = []  # the frames read (first calls of their function), innermost last
         self.walk: list[str] = []
@@ -68,7 +70,7 @@ class ModuleWalk:
     def __call__(self, frame, event, arg) -> None:
         if event == "call":
             code = frame.f_code
-            if code in self.seen:
+            if code in self.seen or (not self.imports and code.co_name == "<module>"):
                 return
             module = self._module(code)
             if module is None:
@@ -125,7 +127,26 @@ def tiny_tofu_recipe(base: Path, out: Path) -> dict:
     }
 
 
-def walk_tofu_recipe(scope: tuple[str, ...] | None = None) -> dict:
+class Walks:
+    """Several walks recorded from one run (one profile function feeding each)."""
+
+    def __init__(self, **walks: ModuleWalk) -> None:
+        self.walks = walks
+
+    def __call__(self, frame, event, arg) -> None:
+        for walk in self.walks.values():
+            walk(frame, event, arg)
+
+    def __enter__(self) -> Walks:
+        sys.setprofile(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.setprofile(None)
+
+
+def walk_tofu_recipe() -> dict:
+    """The walks of one tiny TOFU run: every hf_unlearn module or the recipe scope, with or without imports."""
     from hf_unlearn.cli import main
     from tests.tofu_helpers import save_tiny_model
 
@@ -133,28 +154,33 @@ def walk_tofu_recipe(scope: tuple[str, ...] | None = None) -> dict:
         base = save_tiny_model(Path(tmp) / "base")
         path = Path(tmp) / "recipe.yaml"
         path.write_text(yaml.safe_dump(tiny_tofu_recipe(base, Path(tmp) / "out")))
-        with ModuleWalk(scope) as walk:
+        walks = Walks(
+            **{
+                f"{scope}{'' if imports else ', no imports'}": ModuleWalk(
+                    RECIPE_SCOPE if scope == "recipe" else None, imports
+                )
+                for scope in ("package", "recipe")
+                for imports in (True, False)
+            }
+        )
+        with walks:
             code = main(["run", str(path)])
         if code != 0:
             raise SystemExit(f"The tiny TOFU run failed (exit code {code}).")
-    return walk.summary()
+    return {name: walk.summary() for name, walk in walks.walks.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default=None, help="Also write the summary (and the whole walk) to this file.")
-    parser.add_argument(
-        "--scope",
-        choices=["package", "recipe"],
-        default="package",
-        help="package: every hf_unlearn module; recipe: tasks, runtime, cli, recipe.py and reporting.py only.",
-    )
+    parser.add_argument("--verbose", action="store_true", help="Print each walk's climbs back by module.")
     args = parser.parse_args(argv)
-    summary = walk_tofu_recipe(RECIPE_SCOPE if args.scope == "recipe" else None)
-    summary["scope"] = args.scope
-    print(f"\n{summary['modules']} modules, {summary['steps']} steps, {summary['climbs_back']} climbs back:")
-    for module, count in summary["climbs_back_by_module"].items():
-        print(f"  {module}: {count}")
+    summary = walk_tofu_recipe()
+    print()
+    for name, walk in summary.items():
+        print(f"{name}: {walk['modules']} modules, {walk['steps']} steps, {walk['climbs_back']} climbs back")
+        for module, count in walk["climbs_back_by_module"].items() if args.verbose else ():
+            print(f"  {module}: {count}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
     return 0
