@@ -20,8 +20,8 @@ from hf_unlearn.recipe import load_recipe
 from hf_unlearn.reporting import format_table
 from hf_unlearn.runtime.io import atomic_write_json
 from hf_unlearn.tasks.markov.evaluation import retain_kl_at_forget_kl
-from hf_unlearn.tasks.markov.pipeline import run_markov
 from hf_unlearn.tasks.markov.recipe import parse_markov_recipe
+from hf_unlearn.tasks.markov.task import run_markov
 
 ROOT = Path(__file__).resolve().parent.parent
 

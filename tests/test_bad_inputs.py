@@ -24,7 +24,7 @@ from hf_unlearn.cli import main
 from hf_unlearn.runtime import io as runtime_io
 from hf_unlearn.runtime.hashing import folder_sha256
 from hf_unlearn.runtime.lock import LOCK_FILE
-from hf_unlearn.tasks.markov import pipeline as markov_pipeline
+from hf_unlearn.tasks.markov import task as markov_task
 from hf_unlearn.tasks.tofu import data as tofu_data
 from hf_unlearn.tasks.tofu.data import load_tofu
 from hf_unlearn.tasks.tofu.recipe import ModelSpec
@@ -176,10 +176,10 @@ def test_an_interrupted_rerun_never_leaves_old_results_marked_complete(tmp_path,
     old = json.loads((out / "results.json").read_text())
     assert old["complete"] and (out / "tradeoff.png").is_file()
 
-    def interrupted(recipe, output_dir):
+    def interrupted(self, recipe, log, options):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(markov_pipeline, "_run_markov", interrupted)
+    monkeypatch.setattr(markov_task.MarkovTask, "run_stages", interrupted)
     changed = markov(unlearn={"learning_rate": 5e-3})
     assert run_cli(tmp_path, changed, capsys, out=out)[0] == 130
     now = json.loads((out / "results.json").read_text())
@@ -632,13 +632,16 @@ def test_a_hub_model_is_keyed_by_its_cached_snapshot(tmp_path, offline, monkeypa
     }
 
 
-def test_a_local_folder_identity_is_unchanged(base_model):
-    """Cached TOFU fine-tunes key their base by this: it must stay exactly as it was."""
-    assert ModelSpec(str(base_model)).identity() == {
-        "name_or_path": str(base_model),
+def test_a_local_folder_is_keyed_by_its_files_not_the_spelling_of_its_path(base_model, tmp_path, monkeypatch):
+    """Cached TOFU fine-tunes key their base by this: `./x`, `x`, `/abs/x` and a symlink are one model."""
+    expected = {
         "gguf_file": None,
         "dtype": "float32",
         "trust_remote_code": False,
         "adapter": None,
         "files_sha256": folder_sha256(base_model),
     }
+    (tmp_path / "link").symlink_to(base_model)
+    monkeypatch.chdir(Path(base_model).parent)
+    for spelling in (str(base_model), Path(base_model).name, f"./{Path(base_model).name}", str(tmp_path / "link")):
+        assert ModelSpec(spelling).identity() == expected, spelling

@@ -336,8 +336,13 @@ def test_markov_recipe_with_iau_gr_and_mumis(tmp_path, capsys):
     assert results["methods"]["IAU"]["steps"] == 1 and len(results["methods"]["IAU"]["history"]) == 2
     assert results["methods"]["IAU"]["forget_loss"] > results["original"]["forget_loss"]
     assert "Original (GR)" in capsys.readouterr().out
-    assert main(["run", str(path), "--output-dir", str(out), "--methods", "IAU"]) == 0
+    assert main(["run", str(path), "--output-dir", str(out), "--methods", "IAU+GR"]) == 0
     assert capsys.readouterr().out.count("Reusing the cached") == 3
+    # --methods runs only the stages the chosen methods need: plain IAU does not need the GR original.
+    assert main(["run", str(path), "--output-dir", str(out), "--methods", "IAU"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("Reusing the cached") == 2 and "original_gr" not in printed
+    assert set(json.loads((out / "results.json").read_text())["training"]) == {"original", "retrained"}
 
     recipe.pop("original_gradient_restriction")
     path.write_text(yaml.safe_dump(recipe))

@@ -8,15 +8,33 @@ sizes are per process: `--num-processes N --gradient-accumulation-steps K` adapt
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import shlex
 
 from ..recipe import RecipeError, embedded_recipes, load_recipe, parse_override, select_methods, set_override
 from ..runtime.launch import BATCH_FLAGS, NUM_PROCESSES_FLAG
 
-__all__ = ["add_recipe_arguments", "build_parser", "flag_overrides", "load_with_overrides", "main", "recipe_command"]
+__all__ = [
+    "add_recipe_arguments",
+    "build_parser",
+    "flag_overrides",
+    "load_task",
+    "load_with_overrides",
+    "main",
+    "recipe_command",
+]
 
-TASKS = ("markov", "tofu")
+# task name -> the module holding its `Task` (`hf_unlearn.runtime.task`), imported only when a recipe names it.
+TASKS = {
+    "markov": ("hf_unlearn.tasks.markov.task", "MarkovTask"),
+    "tofu": ("hf_unlearn.tasks.tofu.task", "TofuTask"),
+}
+
+
+def load_task(name: str):
+    """The `Task` of a recipe's `task:` key."""
+    module, cls = TASKS[name]
+    return getattr(importlib.import_module(module), cls)()
 
 
 def _positive_int(text: str) -> int:
@@ -143,31 +161,14 @@ def main(args: argparse.Namespace) -> int:
     task = recipe.get("task")
     if task not in TASKS:
         raise RecipeError(f"Recipe {args.recipe!r} has task={task!r}; supported tasks: {', '.join(TASKS)}.")
-    if task == "tofu":
-        from ..tasks.tofu.pipeline import run_tofu
+    from ..runtime.task import RunOptions, run_task
 
-        run_tofu(
-            recipe,
-            output_dir=args.output_dir,
-            models_dir=args.models_dir,
-            data_dir=args.data_dir,
-            dry_run=args.dry_run,
-            recipe_arg=recipe_command(args),
-        )
-        return 0
-    if args.models_dir or args.data_dir:
-        raise RecipeError("--models-dir and --data-dir apply to TOFU recipes only (a Markov recipe has models_dir).")
-    if not args.dry_run and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # before a config creates accelerate's state
-        from ..runtime.distributed import join_process_group
-
-        join_process_group()
-    from ..tasks.markov.recipe import describe_markov_recipe, parse_markov_recipe
-
-    parsed = parse_markov_recipe(recipe, output_dir=args.output_dir)
-    if args.dry_run:
-        print(describe_markov_recipe(parsed))
-        return 0
-    from ..tasks.markov.pipeline import run_markov
-
-    run_markov(parsed, recipe_arg=recipe_command(args))
+    options = RunOptions(
+        output_dir=args.output_dir,
+        models_dir=args.models_dir,
+        data_dir=args.data_dir,
+        dry_run=args.dry_run,
+        recipe_arg=recipe_command(args),
+    )
+    run_task(load_task(task), recipe, options)
     return 0

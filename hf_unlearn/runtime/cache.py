@@ -24,14 +24,15 @@ from .hashing import folder_sha256, sha256_json
 from .io import atomic_write_json
 
 __all__ = [
+    "NOT_RESULT_SETTINGS",
     "STAMP_FILE",
     "StageLog",
     "cached_stage",
     "commit_stage",
     "diff_fingerprints",
+    "fingerprint_settings",
     "normalise",
     "open_scratch",
-    "per_step_settings",
     "read_stamp",
     "retire_previous_results",
     "stage_status",
@@ -40,10 +41,57 @@ __all__ = [
 STAMP_FILE = "hf_unlearn_stage.json"
 
 
-def per_step_settings(settings: dict[str, Any], default_batch: int | None = 8) -> dict[str, Any]:
-    """Training settings for a fingerprint, with the batch per optimizer step instead of per process: batch 8 in one
-    process and 4 in each of two train alike and share a fingerprint; 8 in each of two do not. `default_batch`: the
-    per-process batch when `settings` name none (TrainingArguments' 8); None for overrides that may leave it out."""
+# Training settings that never change what a stage computes: how often and where it logs and saves, the progress
+# bar, the Hub. They stay out of fingerprints, so changing them reuses the stage (checkpoints matter only with
+# `load_best_model_at_end`, which picks the model among them: then the save settings stay in).
+NOT_RESULT_SETTINGS = frozenset(
+    {
+        "output_dir",
+        "overwrite_output_dir",
+        "logging_dir",
+        "logging_steps",
+        "logging_strategy",
+        "logging_first_step",
+        "logging_nan_inf_filter",
+        "log_level",
+        "log_level_replica",
+        "log_on_each_node",
+        "report_to",
+        "run_name",
+        "project",
+        "trackio_space_id",
+        "trackio_bucket_id",
+        "trackio_static_space_id",
+        "disable_tqdm",
+        "save_steps",
+        "save_strategy",
+        "save_total_limit",
+        "save_only_model",
+        "save_safetensors",
+        "save_on_each_node",
+        "skip_memory_metrics",
+        "include_tokens_per_second",
+        "include_num_input_tokens_seen",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_token",
+        "hub_private_repo",
+        "hub_always_push",
+        "hub_revision",
+        "dataloader_pin_memory",
+    }
+)
+_SAVE_SETTINGS = frozenset({"save_steps", "save_strategy", "save_total_limit", "save_only_model"})
+
+
+def fingerprint_settings(settings: dict[str, Any], default_batch: int | None = 8) -> dict[str, Any]:
+    """Training settings as a stage fingerprint holds them: only what changes the result (`NOT_RESULT_SETTINGS` left
+    out), and the batch per optimizer step instead of per process (batch 8 in one process and 4 in each of two train
+    alike and share a fingerprint; 8 in each of two do not). `default_batch`: the per-process batch when `settings`
+    name none (TrainingArguments' 8); None for overrides that may leave it out."""
+    keep = _SAVE_SETTINGS if settings.get("load_best_model_at_end") else frozenset()
+    settings = {key: value for key, value in settings.items() if key not in NOT_RESULT_SETTINGS or key in keep}
     world = num_processes()
     batch = settings.get("per_device_train_batch_size", default_batch)
     if world == 1 or batch is None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MODEL_FILE_SUFFIXES", "file_sha256", "folder_sha256", "model_sha256", "sha256_json"]
+__all__ = ["MODEL_FILE_SUFFIXES", "file_sha256", "folder_sha256", "model_identity", "model_sha256", "sha256_json"]
 
 # What makes up a model folder's content; reports, logs and stage stamps beside the weights are not part of it.
 MODEL_FILE_SUFFIXES = (".safetensors", ".gguf", ".json", ".jinja", ".model", ".txt")
@@ -83,3 +83,45 @@ def folder_sha256(folder: str | os.PathLike) -> dict[str, str]:
         and p.name not in _NOT_MODEL_FILES
     )
     return {p.name: file_sha256(p) for p in files}
+
+
+def model_identity(
+    name_or_path: str,
+    *,
+    gguf_file: str | None = None,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    adapter: str | None = None,
+) -> dict[str, Any]:
+    """What a stage fingerprint keys a model by: how it is loaded (dtype, GGUF file, remote code) and the content hash
+    of every model file. A local folder is keyed by its files alone, so `./x`, `x`, `/abs/x` and a symlink to it are
+    the same model, and a checkpoint replaced in place is not. A Hub id is keyed by its cached snapshot (`hub_commit`
+    and the snapshot's files: what `from_pretrained` loads from the cache); a Hub id not in the cache by its name.
+    `adapter`: a PEFT adapter folder applied on top, keyed by its files alike."""
+    from ..hub import hub_id_or_none
+    from ..models import hub_snapshot, resolve_model_path
+
+    identity: dict[str, Any] = {
+        "name_or_path": name_or_path,
+        "gguf_file": gguf_file,
+        "dtype": dtype,
+        "trust_remote_code": trust_remote_code,
+        "adapter": adapter,
+    }
+    folder = resolve_model_path(name_or_path)
+    if Path(folder).is_dir():  # a local folder is its files, however its path is spelled
+        del identity["name_or_path"]
+    elif hub_id_or_none(folder) is not None:
+        snapshot = hub_snapshot(folder, gguf_file)
+        if snapshot is not None:
+            identity["hub_commit"] = snapshot.name
+            folder = str(snapshot)
+    if Path(folder).is_dir():
+        files = folder_sha256(folder)
+        if gguf_file is not None:  # a GGUF folder: that file and its tokenizer
+            files = {name: digest for name, digest in files.items() if not name.endswith(".gguf") or name == gguf_file}
+        identity["files_sha256"] = files
+    if adapter is not None and Path(adapter).is_dir():
+        identity["adapter"] = None  # keyed by its files, not by where they are
+        identity["adapter_sha256"] = folder_sha256(adapter)
+    return identity

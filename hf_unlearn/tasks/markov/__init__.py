@@ -1,5 +1,5 @@
 """The synthetic Markov-chain unlearning task (SimNPO §7, IMU appendix B.4): data, evaluation, recipe, pipeline,
-report. A new benchmark starts as a copy of this folder."""
+report, and `task.py`, its side of the task contract (`hf_unlearn.runtime.task`)."""
 
 from ..._lazy import lazy_exports
 
@@ -14,7 +14,8 @@ _EXPORTS = {
     "retain_kl_at_forget_kl": ".evaluation",
     "MarkovRecipe": ".recipe",
     "parse_markov_recipe": ".recipe",
-    "run_markov": ".pipeline",
+    "MarkovTask": ".task",
+    "run_markov": ".task",
     "markov_table": ".report",
     "plot_markov_tradeoff": ".report",
 }

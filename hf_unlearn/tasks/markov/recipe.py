@@ -114,6 +114,15 @@ class MarkovRecipe:
         return {"seed": self.seed, **self.unlearn}
 
     @property
+    def needs_gradient_restricted_original(self) -> bool:
+        """Whether a method of this run unlearns the gradient-restricted original (only then is it trained)."""
+        return any(method_original(spec)[0] == "gradient_restricted" for spec in self.methods.values())
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir)
+
+    @property
     def models_path(self) -> Path:
         return Path(self.models_dir or Path(self.output_dir) / "models")
 
@@ -237,7 +246,7 @@ def describe_markov_recipe(recipe: MarkovRecipe) -> str:
         f"Original model trained on {' ∪ '.join(ORIGINAL_TRAINING_DATA[recipe.original_training_data])}"
         + (
             f" (and once more with the gradient-restricted loss, {recipe.original_gradient_restriction})"
-            if recipe.original_gradient_restriction
+            if recipe.needs_gradient_restricted_original
             else ""
         )
         + "; retrained model on retain",

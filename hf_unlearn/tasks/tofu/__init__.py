@@ -15,8 +15,9 @@ _EXPORTS = {
     "RetainReference": ".results",
     "load_retain_reference": ".results",
     "parse_tofu_recipe": ".recipe",
-    "run_tofu": ".pipeline",
-    "run_finetune": ".pipeline",
+    "TofuTask": ".task",
+    "run_tofu": ".task",
+    "run_finetune": ".task",
     "tofu_table": ".report",
 }
 __all__ = list(_EXPORTS)

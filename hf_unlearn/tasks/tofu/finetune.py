@@ -24,7 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ...data.chat import chat_format_notice, tokenize_dataset
 from ...hub import ModelCardInfo, hub_id_or_none, write_model_card
 from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer
-from ...runtime.cache import StageLog, cached_stage, commit_stage, open_scratch, per_step_settings
+from ...runtime.cache import StageLog, cached_stage, commit_stage, fingerprint_settings, open_scratch
 from ...runtime.distributed import is_main_process, main_process_print, wait_for_everyone
 from ...runtime.hashing import sha256_json
 from ...runtime.io import atomic_write_json
@@ -32,7 +32,7 @@ from ...runtime.versions import environment_versions
 from ...trainers.gradient_restriction_config import GradientRestriction
 from ...utils import IGNORE_INDEX
 from .data import TOFU_HUB_ID, TofuFormat, describe_selections, load_tofu, select_rows
-from .recipe import ROLES, ModelSpec, TofuPlan, build_lora_config, build_sft_config, selections_json
+from .recipe import ROLES, ModelSpec, TofuRecipe, build_lora_config, build_sft_config, selections_json
 
 __all__ = [
     "check_data_separation",
@@ -94,7 +94,7 @@ def sft_dataset(rows: Dataset, tokenizer: Any, formatting: TofuFormat) -> Datase
 def finetune_model(
     base: ModelSpec,
     rows: Dataset,
-    plan: TofuPlan,
+    plan: TofuRecipe,
     scratch: Path,
     device: str | None = None,
     restriction: GradientRestriction | None = None,
@@ -151,7 +151,7 @@ def finetune_model(
     }
 
 
-def check_data_separation(plan: TofuPlan) -> dict[str, Any]:
+def check_data_separation(plan: TofuRecipe) -> dict[str, Any]:
     """Refuse training data that would invalidate the benchmark: the retain model must never see a forget question,
     and no fine-tuned model a holdout question (holdout is the non-member side of the MIA). Also reports how much of
     the forget set the target saw and of retain_perturbed (model utility) each model saw. Counts only, no text."""
@@ -188,12 +188,12 @@ def check_data_separation(plan: TofuPlan) -> dict[str, Any]:
     return report
 
 
-def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str, Any]:
+def _finetune_fingerprint(plan: TofuRecipe, role: str, rows: Dataset) -> dict[str, Any]:
     fingerprint = {
         "base": plan.base.identity(),
         "train_data": selections_json(plan.train_data[role]),
         "train_rows_sha256": sha256_json(rows.to_list()),
-        "finetune": per_step_settings(plan.finetune),
+        "finetune": fingerprint_settings(plan.finetune),
         "finetune_lora": plan.finetune_lora,
         # The fine-tune trains on end-of-turn labels whatever the label convention (`sft_dataset`).
         "formatting": {**plan.formatting.formatting(), "label_convention": "end_of_turn"},
@@ -205,12 +205,12 @@ def _finetune_fingerprint(plan: TofuPlan, role: str, rows: Dataset) -> dict[str,
     return fingerprint
 
 
-def _gradient_restriction(plan: TofuPlan, role: str) -> GradientRestriction | None:
+def _gradient_restriction(plan: TofuRecipe, role: str) -> GradientRestriction | None:
     """The target's gradient restriction (the retain model, the reference of forget quality, is trained plainly)."""
     return plan.finetune_gradient_restriction if role == "target" else None
 
 
-def _finetuned_card_info(plan: TofuPlan, role: str, rows: int, record: dict[str, Any]) -> ModelCardInfo:
+def _finetuned_card_info(plan: TofuRecipe, role: str, rows: int, record: dict[str, Any]) -> ModelCardInfo:
     """The card of a fine-tuned TOFU model: base, data by name and count, SFT settings (never training text)."""
     base = hub_id_or_none(plan.base.name_or_path) if not plan.base.gguf_file else None
     settings = {**plan.finetune, "LoRA (merged)": plan.finetune_lora or "none", **plan.formatting.formatting()}
@@ -231,7 +231,7 @@ def _finetuned_card_info(plan: TofuPlan, role: str, rows: int, record: dict[str,
 
 
 def ensure_models(
-    plan: TofuPlan,
+    plan: TofuRecipe,
     log: StageLog,
     device: str | None = None,
     roles: tuple[str, ...] = ROLES,

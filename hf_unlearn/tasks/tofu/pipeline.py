@@ -39,27 +39,33 @@ from ...runtime.cache import (
     StageLog,
     cached_stage,
     commit_stage,
+    fingerprint_settings,
     open_scratch,
-    per_step_settings,
-    retire_previous_results,
 )
-from ...runtime.distributed import is_main_process, join_process_group, main_process_print, require_num_processes
+from ...runtime.distributed import is_main_process, main_process_print
 from ...runtime.hashing import sha256_json
-from ...runtime.io import atomic_write_json, atomic_write_text, check_writable_folder
+from ...runtime.io import atomic_write_json, atomic_write_text
 from ...runtime.launch import TrainingBatch, method_batches, training_batch
-from ...runtime.lock import hold_output_lock
+from ...runtime.task import trajectory_record
 from ...runtime.versions import environment_versions
 from ...trainers import METHODS
 from .callbacks import TofuEvalCallback
-from .checks import check_tofu_inputs
 from .data import describe_selections, select_rows
 from .evaluation import MAIN_METRICS, TEACHER_FORCED_UTILITY, UTILITY_COMPONENTS, evaluate_tofu
 from .finetune import check_data_separation, ensure_models, load_model
-from .publish import check_hub, publish, unlearned_card_info
-from .recipe import ModelSpec, TofuPlan, build_lora_config, describe_plan, parse_tofu_recipe, selections_json
+from .publish import publish, unlearned_card_info
+from .recipe import ModelSpec, TofuRecipe, build_lora_config, selections_json
 from .report import format_tofu_samples, plot_tofu_tradeoff, tofu_table
 
-__all__ = ["METRICS", "RESULT_FILES", "memorisation_check", "run_finetune", "run_tofu"]
+__all__ = [
+    "METRICS",
+    "RESULT_FILES",
+    "describe_data",
+    "memorisation_check",
+    "run_stages",
+    "training_batches",
+    "write_reports",
+]
 
 # What one run writes at the top of its output folder; an earlier run's copies move to `previous/` when it starts.
 RESULT_FILES = ("results.json", "table.md", "samples.md", "tradeoff.png")
@@ -71,86 +77,13 @@ MEMORISATION_MARGIN = 0.2
 PathLike = str | os.PathLike | None
 
 
-def run_finetune(
-    recipe: dict[str, Any],
-    *,
-    output_dir: PathLike = None,
-    models_dir: PathLike = None,
-    data_dir: PathLike = None,
-    dry_run: bool = False,
-    recipe_arg: str = "RECIPE",
-    roles: tuple[str, ...] = ("target", "retain"),
-) -> dict[str, str]:
-    """`hf-unlearn finetune`: only the fine-tuning stages of a TOFU recipe (each cached). Returns role -> folder."""
-    device = None if dry_run else join_process_group()  # before any config is built: it creates accelerate's state
-    plan = parse_tofu_recipe(
-        recipe, output_dir=output_dir, models_dir=models_dir, data_dir=data_dir, require_methods=False, dry_run=dry_run
-    )
-    check_tofu_inputs(
-        plan, dry_run=dry_run, command="finetune"
-    )  # data, selections, model sources: before anything trains
-    if dry_run:
-        print(describe_plan(plan, "finetune", recipe_arg) + _describe_data(plan))
-        return {}
-    if not plan.train_data:
-        print("Nothing to fine-tune: the recipe gives both models (models.target / models.retain name_or_path).")
-        return {}
-    require_num_processes(plan.launch.num_processes, f"finetune {recipe_arg}", _batches(plan, "finetune"))
-    if is_main_process():
-        check_writable_folder(plan.models_dir, "models folder")
-    with hold_output_lock(plan.models_dir):
-        retire_previous_results(plan.models_dir, ("finetune_results.json",))
-        log = StageLog(
-            plan.models_dir / "finetune_results.json", {"task": "tofu-finetune", "settings": plan.settings()}
-        )
-        log.save(complete=False)
-        models = ensure_models(plan, log, device, roles=tuple(r for r in roles if r in plan.train_data))
-        log.save(complete=True)
-    for role, spec in models.items():
-        main_process_print(f"{role} model: {spec.path}")
-    return {role: spec.path for role, spec in models.items()}
-
-
-def run_tofu(
-    recipe: dict[str, Any],
-    *,
-    output_dir: PathLike = None,
-    models_dir: PathLike = None,
-    data_dir: PathLike = None,
-    dry_run: bool = False,
-    recipe_arg: str = "RECIPE",
-) -> dict[str, Any] | None:
-    """`hf-unlearn run` for `task: tofu`; returns the results (also in `output_dir/results.json`)."""
-    device = None if dry_run else join_process_group()  # before any config is built: it creates accelerate's state
-    plan = parse_tofu_recipe(recipe, output_dir=output_dir, models_dir=models_dir, data_dir=data_dir, dry_run=dry_run)
-    check_tofu_inputs(plan, dry_run=dry_run)  # data, selections, model sources: before anything trains
-    if dry_run:
-        print(describe_plan(plan, "run", recipe_arg) + _describe_data(plan))
-        return None
-    require_num_processes(plan.launch.num_processes, f"run {recipe_arg}", _batches(plan, "run"))
-    if is_main_process():  # before anything loads or trains: can the pushes happen? (one line when not)
-        check_hub(plan)
-        check_writable_folder(plan.output_dir)
-        check_writable_folder(plan.models_dir, "models folder")
-    with hold_output_lock(plan.output_dir, plan.models_dir):
-        # The old results go before any work: an interrupted run must not leave them looking like its own.
-        retire_previous_results(plan.output_dir, RESULT_FILES)
-        return _run_tofu(plan, device)
-
-
-def _run_tofu(plan: TofuPlan, device: str | None) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "task": "tofu",
-        "settings": plan.settings(),
-        "models": {},
-        "methods": {},
-        "checks": {},
-        "environment": {**environment_versions(), "threads": torch.get_num_threads(), "device": device or "cpu"},
-    }
-    log = StageLog(plan.output_dir / "results.json", payload)
-    log.save(complete=False)
+def run_stages(plan: TofuRecipe, log: StageLog, samples: dict, device: str | None) -> None:
+    """Every stage of a TOFU run: target and retain models (given or fine-tuned), their evaluations, then each method's
+    unlearning and evaluation, metrics added to `log.payload` and the reports rewritten after each; `samples` collects
+    the generations shown in samples.md."""
+    payload = log.payload
+    payload.update(models={}, methods={}, checks={})
     models = ensure_models(plan, log, device)
-    samples: dict[str, dict[str, list[dict[str, Any]]]] = {}  # in memory only: becomes samples.md
     reference = _model_eval_dir(plan, "retain")
     for role in ("retain", "target"):  # the retain model first: it is the reference of the others
         summary = _evaluate(
@@ -167,8 +100,9 @@ def _run_tofu(plan: TofuPlan, device: str | None) -> dict[str, Any]:
     payload["checks"]["memorisation"] = memorisation_check(
         payload["models"]["target"]["metrics"], payload["models"]["retain"]["metrics"]
     )
-    table = _write_reports(plan, log, samples)
-    for label, spec in plan.specs.items():
+    log.save(complete=False)
+    write_reports(plan, log, samples)
+    for label, spec in plan.methods.items():
         unlearned, record = _unlearn(plan, log, label, spec, models["target"], device)
         payload["methods"][label] = {
             "method": spec["method"],
@@ -190,16 +124,8 @@ def _run_tofu(plan: TofuPlan, device: str | None) -> dict[str, Any]:
             payload["methods"][label]["hub"] = publish(
                 plan, label, plan.hub[label], payload, models["target"], unlearned, record, device
             )
-        table = _write_reports(plan, log, samples)  # an interrupted run keeps the table of what it finished
-    log.save(complete=True)
-    if is_main_process():
-        stages = payload["stages"]
-        print(
-            f"{table}\n\nWrote {plan.output_dir / 'results.json'}, table.md, samples.md and tradeoff.png "
-            f"({payload['total_seconds']:.0f} s this run; {sum(1 for s in stages.values() if s['reused'])} of "
-            f"{len(stages)} stages reused)."
-        )
-    return payload
+        log.save(complete=False)
+        write_reports(plan, log, samples)  # an interrupted run keeps the table of what it finished
 
 
 def memorisation_check(target: dict[str, Any], retain: dict[str, Any], margin: float = MEMORISATION_MARGIN) -> dict:
@@ -219,7 +145,7 @@ def memorisation_check(target: dict[str, Any], retain: dict[str, Any], margin: f
 # ------------------------------------------------------------------------------------------------ stages
 
 
-def _batches(plan: TofuPlan, command: str) -> list[TrainingBatch]:
+def training_batches(plan: TofuRecipe, command: str) -> list[TrainingBatch]:
     """The batch of every training stage `command` runs (for the process-count check): the fine-tune when the recipe
     fine-tunes, the shared `unlearn` settings and each method that sets its own batch (`run` only)."""
     from trl import SFTConfig
@@ -228,12 +154,12 @@ def _batches(plan: TofuPlan, command: str) -> list[TrainingBatch]:
     if plan.train_data:
         batches.append(training_batch("finetune", plan.finetune, SFTConfig, flags=command == "finetune"))
     if command == "run":
-        classes = {label: METHODS[spec["method"]][0] for label, spec in plan.specs.items()}
-        batches += method_batches(plan.unlearn, plan.specs, classes, flags=True)
+        classes = {label: METHODS[spec["method"]][0] for label, spec in plan.methods.items()}
+        batches += method_batches(plan.unlearn, plan.methods, classes, flags=True)
     return batches
 
 
-def _describe_data(plan: TofuPlan) -> str:
+def describe_data(plan: TofuRecipe) -> str:
     """For a dry run with a local TOFU folder: row counts of every selection and the separation checks (counts only).
     Hub data is not downloaded in a dry run."""
     if plan.data_dir is None or not Path(plan.data_dir).is_dir():
@@ -260,7 +186,7 @@ def _free() -> None:
 
 
 def _evaluate(
-    plan: TofuPlan,
+    plan: TofuRecipe,
     log: StageLog,
     name: str,
     spec: ModelSpec,
@@ -294,7 +220,7 @@ def _evaluate(
 
 
 def _unlearn(
-    plan: TofuPlan, log: StageLog, label: str, spec: dict[str, Any], target: ModelSpec, device: str | None
+    plan: TofuRecipe, log: StageLog, label: str, spec: dict[str, Any], target: ModelSpec, device: str | None
 ) -> tuple[ModelSpec, dict[str, Any]]:
     """Unlearn the target with one method (cached by fingerprint); returns where to load the result from."""
     path = plan.output_dir / "methods" / label / "model"
@@ -308,8 +234,8 @@ def _unlearn(
         retain_rows = select_rows(plan.unlearn_data["retain"], plan.data_dir)
         fingerprint = {
             "target": target.identity(),
-            "method": per_step_settings(spec, default_batch=None),
-            "unlearn": per_step_settings(plan.unlearn),
+            "method": fingerprint_settings(spec, default_batch=None),
+            "unlearn": fingerprint_settings(plan.unlearn),
             "unlearn_lora": plan.unlearn_lora,
             "unlearn_data": {k: selections_json(v) for k, v in plan.unlearn_data.items()},
             "data_sha256": sha256_json([forget_rows.to_list(), retain_rows.to_list()]),
@@ -333,7 +259,7 @@ def _unlearn(
 
 
 def _train_method(
-    plan: TofuPlan,
+    plan: TofuRecipe,
     label: str,
     spec: dict[str, Any],
     target: ModelSpec,
@@ -379,22 +305,19 @@ def _train_method(
     if is_main_process():
         atomic_write_json(scratch / "train_log.json", trainer.state.log_history)  # numbers only
     record = {"seconds": seconds, "steps": trainer.state.global_step, "forget_rows": len(forget)}
-    for callback in callbacks:  # the trajectory: metrics at each evaluation, and where a stop_at target stopped it
-        if isinstance(callback, TofuEvalCallback):
-            record.update(history=callback.history, eval_seconds=callback.seconds)
-        elif isinstance(callback, StopAtTargetCallback):
-            record["stopped"] = callback.stopped
+    # The trajectory: metrics at each evaluation, and where a stop_at target stopped it.
+    record.update(trajectory_record(callbacks))
     del trainer, model
     _free()
     return record
 
 
-def _model_eval_dir(plan: TofuPlan, role: str) -> Path:
+def _model_eval_dir(plan: TofuRecipe, role: str) -> Path:
     """The evaluation folder of the target or retain model (the retain one is every other model's reference)."""
     return plan.output_dir / "eval" / role
 
 
-def _trajectory(plan: TofuPlan, forget, retain) -> tuple[dict[str, Any], list, dict]:
+def _trajectory(plan: TofuRecipe, forget, retain) -> tuple[dict[str, Any], list, dict]:
     """Trainer settings, callbacks and loss datasets for the cheap evaluations during unlearning (`trajectory:`)."""
     trajectory = plan.trajectory
     shared = {**plan.unlearn, "eval_strategy": "steps", "eval_steps": trajectory.eval_steps, "eval_on_start": True}
@@ -416,15 +339,13 @@ def _trajectory(plan: TofuPlan, forget, retain) -> tuple[dict[str, Any], list, d
     return shared, callbacks, eval_dataset
 
 
-def _write_reports(plan: TofuPlan, log: StageLog, samples: dict) -> str | None:
-    """results.json with every metric so far (`complete: false`), then table.md, samples.md and tradeoff.png (main
-    process only); returns the table."""
-    log.save(complete=False)
+def write_reports(plan: TofuRecipe, log: StageLog, samples: dict) -> str | None:
+    """table.md, samples.md and tradeoff.png of every model so far (main process only); returns the table."""
     if not is_main_process():
         return None
     table = tofu_table(log.payload)
     atomic_write_text(plan.output_dir / "table.md", table + "\n")
-    labels = ["target", "retain", *plan.specs]
+    labels = ["target", "retain", *plan.methods]
     atomic_write_text(
         plan.output_dir / "samples.md", format_tofu_samples(samples, labels, plan.report.forget_samples > 0)
     )

@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 from ..._compat import checkpointing_settings
 from ...callbacks import MetricCondition
-from ...hub import HubPush, describe_pushes, hub_id_or_none, plan_hub_pushes
-from ...models import hub_snapshot, resolve_model_path
+from ...hub import HubPush, describe_pushes, plan_hub_pushes
+from ...models import resolve_model_path
 from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
-from ...runtime.hashing import folder_sha256
+from ...runtime.hashing import model_identity
 from ...trainers.gradient_restriction_config import GradientRestriction
 from .data import Selection, TofuFormat, describe_selections, tofu_split_configs
 from .evaluation import TofuEvalArguments
@@ -86,12 +86,6 @@ class RecipeModels:
 
 
 @dataclass
-class UnlearnData:
-    forget: list[Selection] | None = field(default=None, metadata={"help": "Default: the forget split."})
-    retain: list[Selection] | None = field(default=None, metadata={"help": "Default: retainYY of the forget split."})
-
-
-@dataclass
 class ReportArguments:
     samples: int = field(default=5, metadata={"help": "Retain questions shown in samples.md."})
     forget_samples: int = field(default=0, metadata={"help": "Forget questions in samples.md (opt-in: privacy)."})
@@ -144,33 +138,6 @@ class TrajectoryArguments:
         )
 
 
-@dataclass
-class TofuRecipe:
-    """A TOFU recipe's sections, typed (`recipes/tofu/*.yaml`)."""
-
-    task: Literal["tofu"] = "tofu"
-    output_dir: str | None = None
-    models_dir: str | None = None
-    seed: int = 42
-    data_dir: str | None = None
-    forget_split: str = "forget05"
-    formatting: TofuFormat = field(default_factory=TofuFormat)
-    models: RecipeModels = field(default_factory=RecipeModels)
-    finetune: dict[str, Any] = field(default_factory=dict)
-    finetune_lora: dict[str, Any] | None = None
-    # Optional: fine-tune the target with ℓ + α‖∇_θ ℓ‖ (IAU's training phase); unset, nothing changes.
-    finetune_gradient_restriction: GradientRestriction | None = None
-    unlearn_data: UnlearnData = field(default_factory=UnlearnData)
-    unlearn: dict[str, Any] = field(default_factory=dict)
-    unlearn_lora: dict[str, Any] | None = None
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    trajectory: TrajectoryArguments | None = None
-    report: ReportArguments = field(default_factory=ReportArguments)
-    launch: LaunchArguments = field(default_factory=LaunchArguments)
-    save_dtype: Literal["float32", "bfloat16", "float16"] | None = None
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """Where a model is loaded from. `identity()` is what enters fingerprints: for a local folder, the content hash of
@@ -191,62 +158,87 @@ class ModelSpec:
         return text + (f" + adapter {self.adapter}" if self.adapter else "")
 
     def identity(self) -> dict[str, Any]:
-        """What fingerprints key this model by: the spec, and the content hash of every model file. A local folder
-        is hashed as it is; a Hub id by its cached snapshot (`hub_commit` and that snapshot's files: the weights
-        `from_pretrained` loads from the cache; `ensure_models` fetches a base model before fingerprinting it). A Hub
-        id not in the cache keys by its name only."""
-        identity: dict[str, Any] = dataclasses.asdict(self)
-        model_folder = self.path
-        if not Path(model_folder).is_dir() and hub_id_or_none(model_folder) is not None:
-            snapshot = hub_snapshot(model_folder, self.gguf_file)
-            if snapshot is not None:
-                identity["hub_commit"] = snapshot.name
-                model_folder = str(snapshot)
-        for key, folder in (("files_sha256", model_folder), ("adapter_sha256", self.adapter)):
-            if folder is not None and Path(folder).is_dir():
-                files = folder_sha256(folder)
-                if self.gguf_file is not None and key == "files_sha256":  # a GGUF folder: that file and its tokenizer
-                    files = {
-                        name: digest
-                        for name, digest in files.items()
-                        if not name.endswith(".gguf") or name == self.gguf_file
-                    }
-                identity[key] = files
-        return identity
+        """What fingerprints key this model by (`runtime.hashing.model_identity`): its load settings and the content
+        hash of every model file, never the spelling of its path."""
+        return model_identity(
+            self.name_or_path,
+            gguf_file=self.gguf_file,
+            dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code,
+            adapter=self.adapter,
+        )
+
+
+UNLEARN_DATA_ROLES = ("forget", "retain")
 
 
 @dataclass
-class TofuPlan:
-    """A validated TOFU recipe with defaults filled in and paths resolved (CLI overrides applied)."""
+class TofuRecipe:
+    """A TOFU recipe (`recipes/tofu/*.yaml`), typed; `parse_tofu_recipe` checks it completely and fills it in: the
+    folders as paths (command-line overrides applied), the seed in `finetune` and `unlearn`, the default unlearning
+    data, the methods resolved, the evaluation arguments built, the Hub pushes taken out into `hub`."""
 
-    recipe: TofuRecipe
-    output_dir: Path
-    models_dir: Path
-    seed: int
-    data_dir: str | None
-    forget_split: str
-    formatting: TofuFormat
-    base: ModelSpec | None
-    given: dict[str, ModelSpec]  # role -> given model
-    train_data: dict[str, list[Selection]]  # role -> selections (fine-tuned models)
-    finetune: dict[str, Any]
-    finetune_lora: dict[str, Any] | None
-    unlearn_data: dict[str, list[Selection]]
-    unlearn: dict[str, Any]
-    unlearn_lora: dict[str, Any] | None
-    specs: dict[str, dict[str, Any]]
-    evaluation: TofuEvalArguments
-    report: ReportArguments
-    launch: LaunchArguments
-    save_dtype: str | None = None  # unlearned models are saved in this dtype (None: as trained, fp32)
-    hub: dict[str, HubPush] = field(default_factory=dict)  # label -> its push (methods with push_to_hub)
-    # The target's fine-tuning loss gets + α‖∇_θ ℓ‖ (IAU eq. 7); the retain model, the reference, stays plain.
+    task: Literal["tofu"] = "tofu"
+    output_dir: Path | None = field(default=None, metadata={"help": "Default: outputs/tofu/<forget_split>."})
+    models_dir: Path | None = field(default=None, metadata={"help": "Fine-tuned models; default: OUTPUT/models."})
+    seed: int = 42
+    data_dir: str | None = field(default=None, metadata={"help": "A local TOFU folder (default: the Hub)."})
+    forget_split: str = "forget05"
+    formatting: TofuFormat = field(default_factory=TofuFormat)
+    models: RecipeModels = field(default_factory=RecipeModels)
+    finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "SFTConfig fields."})
+    finetune_lora: dict[str, Any] | None = None
+    # Optional: fine-tune the target with ℓ + α‖∇_θ ℓ‖ (IAU's training phase); the retain model, the reference,
+    # stays plain.
     finetune_gradient_restriction: GradientRestriction | None = None
+    unlearn_data: dict[str, list[Selection]] = field(
+        default_factory=dict, metadata={"help": "forget (default: the forget split), retain (default: retainYY)."}
+    )
+    unlearn: dict[str, Any] = field(default_factory=dict, metadata={"help": "Settings shared by every method."})
+    unlearn_lora: dict[str, Any] | None = None
+    methods: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "label -> {method: NAME, **config fields}."}
+    )
+    evaluation: TofuEvalArguments = field(default_factory=TofuEvalArguments)
     trajectory: TrajectoryArguments | None = None  # cheap evaluations during unlearning (and stop_at)
+    report: ReportArguments = field(default_factory=ReportArguments)
+    launch: LaunchArguments = field(default_factory=LaunchArguments)
+    save_dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None: as trained (fp32)
+    # label -> its push, taken out of `unlearn`/`methods` by parse_tofu_recipe (not a recipe key).
+    hub: dict[str, HubPush] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def configs(self) -> dict[str, str]:
         return tofu_split_configs(self.forget_split)
+
+    @property
+    def output_path(self) -> Path:
+        return self.output_dir
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir
+
+    @property
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """The resolved methods (label -> {method, **config fields}); the name the publishing code uses."""
+        return self.methods
+
+    @property
+    def base(self) -> ModelSpec | None:
+        return None if self.models.base is None else _model_spec(self.models.base)
+
+    @property
+    def given(self) -> dict[str, ModelSpec]:
+        """role -> a given model (`name_or_path`)."""
+        sources = {role: getattr(self.models, role) for role in ROLES}
+        return {role: _model_spec(s) for role, s in sources.items() if s is not None and s.train_data is None}
+
+    @property
+    def train_data(self) -> dict[str, list[Selection]]:
+        """role -> the selections it is fine-tuned on (fine-tuned models only)."""
+        sources = {role: getattr(self.models, role) for role in ROLES}
+        return {role: s.train_data for role, s in sources.items() if s is not None and s.train_data is not None}
 
     def settings(self) -> dict[str, Any]:
         """Everything that shapes the results, for `results.json` (no text)."""
@@ -272,7 +264,7 @@ class TofuPlan:
             "unlearn_data": {k: describe_selections(v) for k, v in self.unlearn_data.items()},
             "unlearn": self.unlearn,
             "unlearn_lora": self.unlearn_lora,
-            "methods": self.specs,
+            "methods": self.methods,
             "evaluation": self.evaluation.settings(),
             "report": dataclasses.asdict(self.report),
             "save_dtype": self.save_dtype,
@@ -296,43 +288,48 @@ def parse_tofu_recipe(
     data_dir: str | os.PathLike | None = None,
     require_methods: bool = True,
     dry_run: bool = False,
-) -> TofuPlan:
+) -> TofuRecipe:
     """Check a TOFU recipe completely (keys, types, model sources, selections, SFT / LoRA / method configs) and fill
-    in defaults. Raises a RecipeError naming the bad key or value.
+    it in (see `TofuRecipe`). Raises a RecipeError naming the bad key or value.
 
     For a real run the configs are built as they will be used, so a setting this machine cannot honour (bf16 without
     a GPU) fails now, not after hours of fine-tuning; `dry_run=True` validates for any machine."""
+    if isinstance(raw, dict):  # the evaluation's formatting comes from `formatting` and `forget_split`, not from here
+        formatting_keys = set(TofuFormat.__dataclass_fields__) | {"forget_split"}
+        check_keys(
+            raw.get("evaluation") or {}, set(TofuEvalArguments.__dataclass_fields__) - formatting_keys, "evaluation"
+        )
+        check_keys(raw.get("unlearn_data") or {}, set(UNLEARN_DATA_ROLES), "unlearn_data")
     recipe: TofuRecipe = from_mapping(TofuRecipe, raw, "the TOFU recipe", root=True)
     try:
         tofu_split_configs(recipe.forget_split)
     except ValueError as error:
         raise RecipeError(f"forget_split: {error}") from None
     out = Path(output_dir or recipe.output_dir or f"outputs/tofu/{recipe.forget_split}")
-    data = data_dir if data_dir is not None else recipe.data_dir
+    recipe.output_dir = out
+    recipe.models_dir = Path(models_dir or recipe.models_dir or out / "models")
+    if data_dir is not None:
+        recipe.data_dir = str(data_dir)
 
-    given, train_data = {}, {}
     for role in ROLES:
-        source = getattr(recipe.models, role)
-        if source is None:
+        if getattr(recipe.models, role) is None:
             raise RecipeError(f"models.{role} is missing: give name_or_path, or train_data to fine-tune it.")
-        if source.train_data is not None:
-            train_data[role] = source.train_data
-        else:
-            given[role] = _model_spec(source)
     base_source = recipe.models.base
     if base_source is not None and base_source.train_data is not None:
         raise RecipeError("models.base takes name_or_path only (it is what the other models are fine-tuned from).")
-    base = _model_spec(base_source) if base_source is not None else None
-    if train_data and base is None:
+    train_data = recipe.train_data
+    if train_data and base_source is None:
         raise RecipeError(
             f"models.{next(iter(train_data))} has train_data but the recipe has no models.base to fine-tune."
         )
-    finetune = {"seed": recipe.seed, **recipe.finetune}
     if train_data:
-        build_sft_config(finetune, out / "_check", check_only=dry_run)
+        recipe.finetune = {"seed": recipe.seed, **recipe.finetune}
+        build_sft_config(recipe.finetune, out / "_check", check_only=dry_run)
         build_lora_config(recipe.finetune_lora, "finetune_lora")
     elif recipe.finetune or recipe.finetune_lora:
         raise RecipeError("The recipe has `finetune` settings but no model with train_data to fine-tune.")
+    else:
+        recipe.finetune = {"seed": recipe.seed}
     if recipe.finetune_gradient_restriction is not None and "target" not in train_data:
         raise RecipeError(
             "finetune_gradient_restriction applies to the target's fine-tuning, but models.target is given, not "
@@ -340,9 +337,9 @@ def parse_tofu_recipe(
         )
 
     percent = int(recipe.forget_split[len("forget") :])
-    unlearn_data = {
-        "forget": recipe.unlearn_data.forget or [Selection(recipe.forget_split)],
-        "retain": recipe.unlearn_data.retain or [Selection(f"retain{100 - percent:02d}")],
+    recipe.unlearn_data = {
+        "forget": recipe.unlearn_data.get("forget") or [Selection(recipe.forget_split)],
+        "retain": recipe.unlearn_data.get("retain") or [Selection(f"retain{100 - percent:02d}")],
     }
     specs = method_specs(recipe.methods) if require_methods or recipe.methods else {}
     shared = {"seed": recipe.seed, **recipe.unlearn}
@@ -351,47 +348,25 @@ def parse_tofu_recipe(
         _build_checked(
             spec, shared, out / "_check", check_only=dry_run or not require_methods, where=f"methods.{label}"
         )
-    # Where and whether to push never shapes a model: out of the training settings and fingerprints, into plan.hub.
-    specs, shared, hub = plan_hub_pushes(
+    # Where and whether to push never shapes a model: out of the training settings and fingerprints, into hub.
+    recipe.methods, recipe.unlearn, recipe.hub = plan_hub_pushes(
         specs,
         shared,
         lambda label, merged: _build_checked(merged, {}, out / "_check", where=f"methods.{label}"),
         lambda label: out / "methods" / label / "hub",
         is_peft=bool(recipe.unlearn_lora),
     )
+    try:
+        recipe.evaluation = dataclasses.replace(
+            recipe.evaluation, **recipe.formatting.formatting(), forget_split=recipe.forget_split
+        )
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"evaluation: {error}") from None
+    return recipe
 
-    formatting_keys = set(TofuFormat.__dataclass_fields__) | {"forget_split"}
-    check_keys(recipe.evaluation, set(TofuEvalArguments.__dataclass_fields__) - formatting_keys, "evaluation")
-    evaluation = from_mapping(
-        TofuEvalArguments,
-        {**recipe.evaluation, **recipe.formatting.formatting(), "forget_split": recipe.forget_split},
-        "evaluation",
-    )
-    return TofuPlan(
-        recipe=recipe,
-        output_dir=out,
-        models_dir=Path(models_dir or recipe.models_dir or out / "models"),
-        seed=recipe.seed,
-        data_dir=None if data is None else str(data),
-        forget_split=recipe.forget_split,
-        formatting=recipe.formatting,
-        base=base,
-        given=given,
-        train_data=train_data,
-        finetune=finetune,
-        finetune_lora=recipe.finetune_lora,
-        unlearn_data=unlearn_data,
-        unlearn=shared,
-        unlearn_lora=recipe.unlearn_lora,
-        specs=specs,
-        evaluation=evaluation,
-        report=recipe.report,
-        launch=recipe.launch,
-        save_dtype=recipe.save_dtype,
-        hub=hub,
-        finetune_gradient_restriction=recipe.finetune_gradient_restriction,
-        trajectory=recipe.trajectory,
-    )
+
+# The name `publish.py` and `checks.py` still use: the same class (the alias can go once they say TofuRecipe).
+TofuPlan = TofuRecipe
 
 
 def build_sft_config(settings: dict[str, Any], output_dir: str | os.PathLike, check_only: bool = False):
@@ -442,7 +417,7 @@ def _build_checked(
 # ------------------------------------------------------------------------------------------------ dry run
 
 
-def describe_plan(plan: TofuPlan, command: str, recipe_arg: str) -> str:
+def describe_plan(plan: TofuRecipe, command: str, recipe_arg: str) -> str:
     """What `run` / `finetune` would do, every config built (no weights loaded, no data downloaded)."""
     from ...trainers import METHODS
 
@@ -482,7 +457,7 @@ def describe_plan(plan: TofuPlan, command: str, recipe_arg: str) -> str:
             + (f", LoRA {plan.unlearn_lora}" if plan.unlearn_lora else ", full model")
             + (f", saved as {plan.save_dtype}" if plan.save_dtype else ""),
         ]
-        for label, spec in plan.specs.items():
+        for label, spec in plan.methods.items():
             config = _build_checked(spec, plan.unlearn, plan.output_dir / "_plan")
             extra = {k: v for k, v in spec.items() if k != "method"}
             lines.append(

@@ -3,7 +3,6 @@ reference values (forget quality, privleak)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -84,8 +83,6 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
         payload = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"Retain-model results {str(path)!r} are not valid JSON: {error}") from error
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-
     if "fingerprint" in payload and "settings" in payload:  # our own summary.json
         split = payload["settings"].get("forget_split")
         if split != forget_split:
@@ -95,8 +92,8 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
         if items_path.is_file():
             items = json.loads(items_path.read_text())["splits"]
             truth_ratios = [item["truth_ratio"] for item in items["forget"]]
-            digest = hashlib.sha256(path.read_bytes() + items_path.read_bytes()).hexdigest()
-        return RetainReference(truth_ratios, payload.get("mia_min_k"), f"hf-unlearn results {path}", digest)
+        auc = payload.get("mia_min_k")
+        return RetainReference(truth_ratios, auc, f"hf-unlearn results {path}", _reference_sha256(truth_ratios, auc))
 
     if "forget_truth_ratio" in payload or "mia_min_k" in payload:  # open-unlearning TOFU_EVAL.json
         truth_ratios = None
@@ -107,11 +104,18 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
         auc = (payload.get("mia_min_k") or {}).get("agg_value")
         if truth_ratios is None and auc is None:
             raise ValueError(f"{str(path)!r} has neither forget_truth_ratio.value_by_index nor mia_min_k.agg_value.")
+        auc = None if auc is None else float(auc)
         return RetainReference(
-            truth_ratios, None if auc is None else float(auc), f"open-unlearning results {path}", digest
+            truth_ratios, auc, f"open-unlearning results {path}", _reference_sha256(truth_ratios, auc)
         )
 
     raise ValueError(
         f"{str(path)!r} is not a retain-model evaluation (expected an hf-unlearn summary.json or an open-unlearning "
         "TOFU_EVAL.json)."
     )
+
+
+def _reference_sha256(truth_ratios: list[float] | None, auc: float | None) -> str:
+    """The reference's identity: the values the metrics read from it, not the bytes of its file (a re-run of the
+    retain evaluation with other timings or another path is the same reference)."""
+    return sha256_json({"truth_ratios": truth_ratios, "mia_auc": auc})

@@ -1,0 +1,173 @@
+"""The task contract: what a benchmark (Markov, TOFU, the next one) fills in, and the one run every task goes through.
+
+A task is a `Task` subclass in its own `hf_unlearn/tasks/<name>/pipeline.py`:
+
+- `parse(raw, options)`: the YAML mapping to the task's one typed recipe dataclass, checked completely (keys, types,
+  every config built) before anything loads or trains; raises `RecipeError` naming the bad key.
+- `describe(recipe, options)`: the resolved plan `--dry-run` prints.
+- `batches(recipe)`: the batch of every training stage, for the process-count check.
+- `run_stages(recipe, log)`: the stages, each through the stage cache (`runtime.cache`: `cached_stage`,
+  `open_scratch`, `commit_stage`) inside `log.stage(name)`, metrics added to `log.payload` and saved after each;
+  trajectories come from the trainer's `EvalMetricsCallback` (`trajectory_record`).
+- `write_reports(recipe, log)`: tables and plots from `log.payload` (main process), after every stage if it likes.
+
+The recipe has `output_path`, `models_path`, `seed`, `launch.num_processes`, `hub` (label -> push) and `settings()`.
+`run_task` is the one prologue and epilogue: process group, parse, dry run, process count, Hub check, writable
+folders, output lock, earlier results moved aside, seeds, `results.json` (`complete: false` until the end).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .launch import TrainingBatch
+
+if TYPE_CHECKING:
+    from .cache import StageLog
+
+# Nothing here imports torch at import time: a task's recipe is parsed (and a bad one refused) before torch loads.
+__all__ = ["RunOptions", "Task", "check_hub", "run_prologue", "run_task", "trajectory_record"]
+
+
+@dataclass
+class RunOptions:
+    """What the command line adds to a recipe: folders, `--dry-run`, and the command as typed (for messages)."""
+
+    output_dir: str | None = None
+    models_dir: str | None = None
+    data_dir: str | None = None
+    dry_run: bool = False
+    recipe_arg: str = "RECIPE"
+    command: str = "run"
+    device: str | None = None  # set by run_task: this process's device (None: one CPU process)
+
+
+class Task(abc.ABC):
+    """A benchmark behind the one contract (see the module docstring)."""
+
+    name: ClassVar[str]
+    # What one run writes at the top of its output folder; an earlier run's copies move to `previous/` first.
+    result_files: ClassVar[tuple[str, ...]] = ("results.json",)
+
+    @abc.abstractmethod
+    def parse(self, raw: dict[str, Any], options: RunOptions) -> Any:
+        """The typed recipe, checked completely."""
+
+    @abc.abstractmethod
+    def describe(self, recipe: Any, options: RunOptions) -> str:
+        """The plan `--dry-run` prints (nothing loaded, trained or downloaded)."""
+
+    @abc.abstractmethod
+    def batches(self, recipe: Any) -> list[TrainingBatch]:
+        """The batch of every training stage (for the process-count check)."""
+
+    @abc.abstractmethod
+    def run_stages(self, recipe: Any, log: StageLog, options: RunOptions) -> None:
+        """Every stage, each inside `log.stage(name)`, its numbers in `log.payload`."""
+
+    def check_inputs(self, recipe: Any, options: RunOptions) -> None:
+        """Data and model sources, before anything trains (default: nothing more than `parse` checked)."""
+        return None
+
+    def write_reports(self, recipe: Any, log: StageLog) -> None:
+        """Tables and plots from `log.payload` (main process only; default: none)."""
+        return None
+
+
+def check_hub(pushes: dict[str, Any]) -> None:
+    """Before anything trains: can the planned pushes happen? One line when not (the folders are still written)."""
+    if pushes:
+        from ..hub import check_pushes
+        from .distributed import main_process_print
+
+        problem = check_pushes(pushes.values())
+        if problem:
+            main_process_print(problem)
+
+
+def run_prologue(recipe: Any, command: str, batches: list[TrainingBatch], folders: dict[str, Path], hub: bool = True):
+    """The checks every task run makes before any work: the process count the batches were written for, the Hub
+    pushes (`hub`), writable folders (`folders`: what -> path); then holds their lock (a context manager)."""
+    from .distributed import is_main_process, require_num_processes
+    from .io import check_writable_folder
+    from .lock import hold_output_lock
+
+    require_num_processes(recipe.launch.num_processes, command, batches)
+    if hub:
+        check_hub(recipe.hub)
+    if is_main_process():
+        for what, folder in folders.items():
+            check_writable_folder(folder, what)
+    return hold_output_lock(*folders.values())
+
+
+def run_task(task: Task, raw: Any, options: RunOptions) -> dict[str, Any] | None:
+    """Run a recipe of `task` end to end (`raw`: the YAML mapping, or a recipe `task.parse` made); returns the payload
+    of `results.json` (None for a dry run)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if launched and not options.dry_run:  # before any config is built: joining creates accelerate's state
+        from .distributed import join_process_group
+
+        join_process_group()
+    recipe = task.parse(raw, options) if isinstance(raw, dict) else raw  # a bad recipe fails here, before torch
+    import torch
+
+    from .cache import StageLog, retire_previous_results
+    from .distributed import is_main_process, join_process_group
+    from .versions import environment_versions
+
+    options.device = None if options.dry_run else join_process_group()
+    task.check_inputs(recipe, options)
+    if options.dry_run:
+        print(task.describe(recipe, options))
+        return None
+    folders = {"output folder": Path(recipe.output_path), "models folder": Path(recipe.models_path)}
+    command = f"{options.command} {options.recipe_arg}"
+    with run_prologue(recipe, command, task.batches(recipe), folders):
+        # The old results go before any work: an interrupted run must not leave them looking like its own.
+        retire_previous_results(recipe.output_path, task.result_files)
+        from transformers import set_seed
+
+        set_seed(recipe.seed)
+        log = StageLog(
+            Path(recipe.output_path) / "results.json",
+            {
+                "task": task.name,
+                "settings": recipe.settings(),
+                "environment": {
+                    **environment_versions(),
+                    "threads": torch.get_num_threads(),
+                    "device": options.device or "cpu",
+                },
+            },
+        )
+        log.save(complete=False)
+        task.run_stages(recipe, log, options)
+        log.save(complete=True)
+        if is_main_process():
+            task.write_reports(recipe, log)
+            stages = log.payload["stages"]
+            reused = sum(1 for stage in stages.values() if stage["reused"])
+            print(
+                f"\nWrote {', '.join(task.result_files)} to {recipe.output_path} ({log.payload['total_seconds']:.0f} s "
+                f"this run; {reused} of {len(stages)} stages reused).",
+                flush=True,
+            )
+    return log.payload
+
+
+def trajectory_record(callbacks: list[Any]) -> dict[str, Any]:
+    """The trajectory of one unlearning run, from its `EvalMetricsCallback`s (anything with `history` and `seconds`):
+    `history` (metrics at each evaluation), `eval_seconds` (their wall time, not part of the unlearning time), and
+    `stopped` where a stopping callback ended the run."""
+    record: dict[str, Any] = {}
+    for callback in callbacks:
+        if hasattr(callback, "history") and hasattr(callback, "seconds"):
+            record.update(history=callback.history, eval_seconds=callback.seconds)
+        if hasattr(callback, "stopped"):
+            record["stopped"] = callback.stopped
+    return record
