@@ -380,6 +380,15 @@ def test_pdu_updates_the_dual_once_per_step_and_saves_it(tmp_path, forget_datase
     assert warm.dual == 2.0  # still in the warm-up (5 epochs by default)
 
 
+def test_pdu_dual_stays_during_the_warmup_epochs(tmp_path, forget_dataset, retain_dataset):
+    _, trainer = _pdu(tmp_path, forget_dataset, retain_dataset, 4, 1, num_train_epochs=2, dual_warmup_epochs=1,
+                      save_strategy="no", logging_steps=1)  # fmt: skip
+    trainer.train()
+    duals = [entry["pdu/dual"] for entry in trainer.state.log_history if "pdu/dual" in entry]
+    assert len(duals) == 4 and duals[:2] == [2.0, 2.0]  # 2 steps per epoch; λ moves from the first step of epoch 1
+    assert duals[2] != 2.0 and duals[3] != duals[2]
+
+
 def test_pdu_two_steps_do_not_depend_on_the_split(tmp_path, forget_dataset, retain_dataset):
     """λ moves after step 1 and weights step 2: the same for 8 × 1 and 2 × 4."""
     results = []
@@ -485,3 +494,33 @@ def test_peft_reference_is_the_base_model_under_the_disabled_adapter(name, forge
         expected = rmu_loss(hidden["policy"][:, 1:], hidden["original"][:, 1:], mask)
         assert expected.item() > 1e-8
     assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_every_baseline_runs_by_name_in_the_markov_recipe(tmp_path):
+    """The CLI's Markov task with the nine methods of this file on a tiny recipe: a row each (tokenized rows, so the
+    idk methods get their answer as token ids; RMU's layer within the 1-layer model; PDU's bound given)."""
+    import yaml
+
+    from hf_unlearn.cli import main
+
+    from .test_cli import TINY
+
+    methods = {
+        "IdkNLL": {"idk_token_ids": [0, 1, 2, 3]},
+        "IdkDPO": {"idk_token_ids": [0, 1, 2, 3]},
+        "RMU": {"layer": 0},
+        "UNDIAL": {},
+        "WGA": {},
+        "SatImp": {},
+        "CE-U": {},
+        "ME+GD": {},
+        "PDU": {"retain_loss_bound": 2.0, "dual_warmup_epochs": 0},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**TINY, "methods": methods}))
+    assert main(["run", str(tmp_path / "recipe.yaml"), "--output-dir", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["methods"]) == set(methods)
+    for name, row in results["methods"].items():
+        assert row["steps"] == 3 and [entry["step"] for entry in row["history"]] == [0, 1, 2, 3]
+        if name != "RMU":  # RMU moves activations; the others raise the forget NLL within 3 steps at lr 1e-2
+            assert row["forget_loss"] > results["original"]["forget_loss"], name
