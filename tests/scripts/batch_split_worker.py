@@ -104,6 +104,10 @@ def main() -> None:
             save_file(
                 {k: v for k, v in delta.items() if "attn.bias" not in k}, str(Path(out_dir) / f"{case}.safetensors")
             )
+    # Both ranks finish writing before either exits, and the process group is torn down explicitly (one run under
+    # load ended with rank 1 aborting, "terminate called without an active exception", and rank 0 killed).
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
