@@ -90,8 +90,8 @@ class UnlearnTrainer(HubMixin, Trainer):
             (question/answer, TRL `messages`, TRL prompt/completion) that are tokenized here with the processing
             class's chat template, labels on the answer only (`args.dataset_kwargs`).
         retain_dataset: the retain set, in the same forms; required when `args.retain_loss != "none"`.
-        ref_model: frozen reference for `reference="live"` or a `"kl"` retain term; defaults to a frozen copy of
-            `model` (or, for a PEFT model, the same model with its adapter disabled).
+        ref_model: frozen reference for `reference="live"`, a `"kl"` retain term or `needs_reference_model`;
+            defaults to a frozen copy of `model` (or, for a PEFT model, the same model with its adapter disabled).
         processing_class: the tokenizer (its `pad_token_id` pads batches).
         peft_config: optional `peft.PeftConfig`; the model is wrapped with `get_peft_model`.
         eval_dataset: a dataset or a dict of them (`{"forget": ..., "retain": ...}`), in the same forms, giving
@@ -101,6 +101,9 @@ class UnlearnTrainer(HubMixin, Trainer):
 
     # Methods that need π_ref's summed NLL on the forget batch (NPO) set this.
     needs_reference_nll = False
+    # Methods that run the frozen reference on every batch whatever `reference` says (UNDIAL's logits, RMU's
+    # activations) set this: a frozen copy is kept (or, for a PEFT model, the adapter is disabled).
+    needs_reference_model = False
     # Every term is normalised over the whole optimizer step here (`StepCounts`): Trainer must not divide it again.
     loss_is_scaled_for_ga = True
 
@@ -182,7 +185,11 @@ class UnlearnTrainer(HubMixin, Trainer):
         forget NLLs computed once (`reference="precomputed"`)."""
         args = self.args
         self.ref_model = None
-        needs_live = args.retain_loss == "kl" or (self.needs_reference_nll and args.reference == "live")
+        needs_live = (
+            args.retain_loss == "kl"
+            or self.needs_reference_model
+            or (self.needs_reference_nll and args.reference == "live")
+        )
         if needs_live and (ref_model is not None or not _is_peft(self.model)):
             self.ref_model = _frozen(ref_model if ref_model is not None else copy.deepcopy(self.model))
             self.ref_model.to(args.device)

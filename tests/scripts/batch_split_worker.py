@@ -22,6 +22,7 @@ from hf_unlearn.trainers import METHODS
 
 VOCAB, PAD = 11, 10
 LENGTHS = (4, 25, 9, 17, 6, 21, 12, 5)
+IDK = [3, 1, 4, 1, 5]  # the idk answer's token ids (the rows have no text)
 # (case, method, config overrides): every method without and with a retain set (IAU always has one).
 CASES = [
     ("GA", "GA", {}),
@@ -37,6 +38,23 @@ CASES = [
     ("IAU", "IAU", {}),
     ("MU-Mis", "MU-Mis", {"positions_per_sequence": 3}),
     ("MU-Mis+nll", "MU-Mis", {"retain_loss": "nll"}),
+    ("IdkNLL", "IdkNLL", {"retain_loss": "none", "idk_token_ids": IDK}),
+    ("IdkNLL+nll", "IdkNLL", {"idk_token_ids": IDK}),
+    ("IdkDPO", "IdkDPO", {"retain_loss": "none", "idk_token_ids": IDK, "beta": 0.5}),
+    ("IdkDPO+nll", "IdkDPO", {"idk_token_ids": IDK, "beta": 0.5}),
+    ("RMU", "RMU", {"retain_loss": "none", "layer": 1}),
+    ("RMU+activations", "RMU", {"layer": 0, "retain_loss_weight": 3.0}),
+    ("UNDIAL", "UNDIAL", {"beta": 3.0}),
+    ("UNDIAL+nll", "UNDIAL", {"beta": 3.0, "retain_loss": "nll"}),
+    ("WGA", "WGA", {"retain_loss": "none"}),
+    ("WGA+nll", "WGA", {}),
+    ("SatImp", "SatImp", {"retain_loss": "none", "beta1": 1.0, "forget_loss_weight": 1.0}),
+    ("SatImp+nll", "SatImp", {"beta1": 1.0}),
+    ("CE-U", "CE-U", {}),
+    ("CE-U+nll", "CE-U", {"retain_loss": "nll"}),
+    ("ME", "ME+GD", {"retain_loss": "none", "forget_loss_weight": 1.0}),
+    ("ME+GD", "ME+GD", {}),
+    ("PDU", "PDU", {"retain_loss_bound": 1.0, "retain_loss_weight": 2.0, "dual_warmup_epochs": 0}),
 ]
 
 
@@ -86,6 +104,10 @@ def main() -> None:
             save_file(
                 {k: v for k, v in delta.items() if "attn.bias" not in k}, str(Path(out_dir) / f"{case}.safetensors")
             )
+    # Both ranks finish writing before either exits, and the process group is torn down explicitly (one run under
+    # load ended with rank 1 aborting, "terminate called without an active exception", and rank 0 killed).
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
