@@ -43,10 +43,11 @@ _EXPORTS = {
     "lm_head_influence": ".influence",
     "load_head_delta": ".hub",
     "load_model_and_tokenizer": ".models",
-    "TofuEvalArguments": ".tasks.tofu",
-    "TofuEvalCallback": ".tasks.tofu",
-    "evaluate_tofu": ".tasks.tofu",
-    "load_tofu": ".tasks.tofu",
+    "TofuEvalArguments": ".evaluation.tofu",
+    "TofuEvalCallback": ".evaluation.tofu",
+    "evaluate_tofu": ".evaluation.tofu",
+    "TofuFormat": ".data.tofu",
+    "load_tofu": ".data.tofu",
     "make_markov_datasets": ".tasks.markov",
 }
 __all__ = [*_EXPORTS, "__version__"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...data.tofu import TOFU_HUB_ID
 from ...hub import (
     HubPush,
     ModelCardInfo,
@@ -31,7 +32,7 @@ from ...recipe import build_method_config
 from ...runtime.distributed import main_process_print
 from ...runtime.hashing import folder_sha256
 from ...runtime.versions import environment_versions
-from .data import TOFU_HUB_ID, describe_selections, select_rows
+from .data import describe_selections, select_rows
 from .finetune import load_model, public_name
 from .recipe import ModelSpec, TofuPlan
 from .report import tofu_table
