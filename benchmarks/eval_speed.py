@@ -37,14 +37,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hf_unlearn.evaluation import metrics as M  # noqa: E402
-from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path  # noqa: E402
-from hf_unlearn.runtime.io import atomic_write_json  # noqa: E402
-from hf_unlearn.tasks.tofu.evaluation import (  # noqa: E402
+from hf_unlearn.evaluation.tofu import (  # noqa: E402
     TofuEvalArguments,
     evaluate_tofu,
     load_eval_rows,
     plan_evaluation,
 )
+from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path  # noqa: E402
+from hf_unlearn.runtime.io import atomic_write_json  # noqa: E402
 from hf_unlearn.utils import IGNORE_INDEX, token_logprobs  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "eval_speed.json"
@@ -249,7 +249,7 @@ def main() -> None:
         )
         load_ours = os.getloadavg()
         tic = time.perf_counter()
-        summary = evaluate_tofu(model, tokenizer, args, data_dir=cli.data_dir, reuse=False, show_progress=False)
+        summary = evaluate_tofu(model, tokenizer, args, data_dir=cli.data_dir, show_progress=False)
         ours_s = time.perf_counter() - tic
         if repeat == 0:  # outputs are compared once; later runs only time the same work
             first = (ref_values, ref_generations, ref_counts, summary)

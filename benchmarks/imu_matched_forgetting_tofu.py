@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 
 from hf_unlearn.evaluation import value_at_level
+from hf_unlearn.evaluation.tofu import TEACHER_FORCED_UTILITY as UTILITY
 from hf_unlearn.recipe import load_recipe
 from hf_unlearn.reporting import figure_axes, format_table, save_figure
 from hf_unlearn.runtime.distributed import is_main_process
 from hf_unlearn.runtime.io import atomic_write_json
 from hf_unlearn.runtime.versions import environment_versions
 from hf_unlearn.tasks.tofu import run_tofu
-from hf_unlearn.tasks.tofu.evaluation import TEACHER_FORCED_UTILITY as UTILITY
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTING = {"psi": "sqrt", "batch_size": 8}

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path  # noqa: E402
 from hf_unlearn.runtime.io import atomic_write_json  # noqa: E402
-from hf_unlearn.tasks.tofu.evaluation import evaluate_tofu  # noqa: E402
+from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage  # noqa: E402
 from hf_unlearn.utils import rank_and_world  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "tofu_eval_smollm2.json"
@@ -84,7 +84,7 @@ def main() -> None:
     ensure_pad_token(tokenizer)
     load_s = time.perf_counter() - started
 
-    summary = evaluate_tofu(
+    summary = evaluate_tofu_stage(
         model,
         tokenizer,
         forget_split=args.forget_split,

@@ -62,13 +62,13 @@ def main() -> None:
 
     from hf_unlearn import IAUTrainer
     from hf_unlearn.data.chat import tokenize_dataset
+    from hf_unlearn.evaluation.tofu import TEACHER_FORCED_UTILITY, evaluate_tofu
     from hf_unlearn.recipe import build_method_config, load_recipe
     from hf_unlearn.reporting import format_table
     from hf_unlearn.runtime.cache import StageLog
     from hf_unlearn.runtime.io import atomic_write_json
     from hf_unlearn.runtime.versions import environment_versions
     from hf_unlearn.tasks.tofu.data import select_rows
-    from hf_unlearn.tasks.tofu.evaluation import TEACHER_FORCED_UTILITY, evaluate_tofu
     from hf_unlearn.tasks.tofu.finetune import ensure_models, load_model
     from hf_unlearn.tasks.tofu.recipe import TrajectoryArguments, parse_tofu_recipe
 
@@ -88,7 +88,7 @@ def main() -> None:
     ).eval_arguments(plan.evaluation)
 
     def evaluate(model, tokenizer) -> dict[str, float]:
-        summary = evaluate_tofu(model, tokenizer, cheap, data_dir=plan.data_dir, reuse=False, show_progress=False)
+        summary = evaluate_tofu(model, tokenizer, cheap, data_dir=plan.data_dir, show_progress=False)
         return {key: summary[key] for key in (*METRICS, TEACHER_FORCED_UTILITY)}
 
     retain_model, tokenizer = load_model(models["retain"])

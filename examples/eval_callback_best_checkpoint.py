@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from hf_unlearn import NPOConfig, NPOTrainer
+from hf_unlearn import NPOConfig, NPOTrainer, TofuEvalArguments, TofuEvalCallback, TofuFormat, load_tofu
 from hf_unlearn.callbacks import CollapseGuardCallback, StopAtTargetCallback
-from hf_unlearn.tasks.tofu import TofuEvalArguments, TofuEvalCallback, TofuFormat, load_tofu
 
 
 @dataclass

@@ -8,7 +8,8 @@ and the method-labelled progress output of the trainers.
 ... ]  # doctest: +SKIP
 >>> NPOTrainer(model, args, forget_dataset=forget, retain_dataset=retain, callbacks=callbacks).train()  # doctest: +SKIP
 
-`TofuEvalCallback` lives with its task (`hf_unlearn.tasks.tofu.callbacks`) and is re-exported here on first use.
+`EvalMetricsCallback` and `TofuEvalCallback` live with the evaluation suite (`hf_unlearn.evaluation.callback`,
+`hf_unlearn.evaluation.tofu`); `TofuEvalCallback` is re-exported here on first use.
 """
 
 from __future__ import annotations
@@ -26,34 +27,23 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import has_length
 
 from ._lazy import lazy_exports
+from .evaluation.callback import EvalMetricsCallback
 
-# The TOFU callback belongs to its task; the core does not import tasks, so it is found only when asked for.
-_TASK_EXPORTS = {"TofuEvalCallback": "hf_unlearn.tasks.tofu.callbacks"}
+# Loaded on first use: the TOFU suite is not needed by a trainer that does not evaluate on TOFU.
+_LAZY_EXPORTS = {"TofuEvalCallback": "hf_unlearn.evaluation.tofu"}
 __all__ = [
     "CollapseGuardCallback",
     "EvalMetricsCallback",
     "MetricCondition",
     "StopAtTargetCallback",
     "StopOnMetricCallback",
-    *_TASK_EXPORTS,
+    *_LAZY_EXPORTS,
 ]
 
 logger = logging.getLogger(__name__)
 
 _OPERATORS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _CONDITION = re.compile(r"^\s*([\w/.\-]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+|nan|inf)\s*(x?)\s*$")
-
-
-class EvalMetricsCallback(TrainerCallback):
-    """Base of callbacks that add metrics to every evaluation of an unlearning trainer.
-
-    `UnlearnTrainer.evaluate` calls `compute_metrics` once per evaluation, before the loss passes, and adds the result
-    (prefixed `eval_`) to the evaluation's metrics: they are logged (console, TensorBoard, ...), seen by other
-    callbacks' `on_evaluate` (`EarlyStoppingCallback`) and usable as `metric_for_best_model`.
-    """
-
-    def compute_metrics(self, model: Any, processing_class: Any, args: Any, state: Any) -> dict[str, float]:
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -231,4 +221,4 @@ def _console(logs: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: value for key, value in (logs or {}).items() if not key.endswith("_per_second")}
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _TASK_EXPORTS, globals())
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_EXPORTS, globals())

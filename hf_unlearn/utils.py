@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import torch
@@ -9,7 +11,15 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 
-__all__ = ["IGNORE_INDEX", "all_gather_objects", "has_accelerator", "rank_and_world", "sequence_nll", "token_logprobs"]
+__all__ = [
+    "IGNORE_INDEX",
+    "all_gather_objects",
+    "has_accelerator",
+    "rank_and_world",
+    "sequence_nll",
+    "sha256_json",
+    "token_logprobs",
+]
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,3 +67,8 @@ def has_accelerator() -> bool:
     """Is a GPU (or another torch accelerator) present? Decides defaults such as pinned dataloader memory."""
     accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
     return accelerator.is_available() if accelerator else torch.cuda.is_available()
+
+
+def sha256_json(payload: Any) -> str:
+    """sha256 of a canonical JSON dump (sorted keys): the identity of settings and values."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()

@@ -21,12 +21,12 @@ from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_unlearn.cli import main
+from hf_unlearn.data import tofu as tofu_data
+from hf_unlearn.data.tofu import load_tofu
 from hf_unlearn.runtime import io as runtime_io
 from hf_unlearn.runtime.hashing import folder_sha256
 from hf_unlearn.runtime.lock import LOCK_FILE
 from hf_unlearn.tasks.markov import task as markov_task
-from hf_unlearn.tasks.tofu import data as tofu_data
-from hf_unlearn.tasks.tofu.data import load_tofu
 from hf_unlearn.tasks.tofu.recipe import ModelSpec
 from hf_unlearn.trainers import GAConfig, GATrainer, IMUConfig, IMUTrainer
 
@@ -571,8 +571,8 @@ def test_the_fallback_is_stated_when_fine_tuning(plain_model, tmp_path, capsys):
 
 
 def test_a_template_tokenizer_records_its_system_prompt(base_model, tmp_path):
+    from hf_unlearn.evaluation.tofu import TofuEvalArguments, evaluate_tofu
     from hf_unlearn.models import load_model_and_tokenizer
-    from hf_unlearn.tasks.tofu.evaluation import TofuEvalArguments, evaluate_tofu
 
     model, tokenizer = load_model_and_tokenizer(base_model)
     args = TofuEvalArguments(max_items=2, max_new_tokens=2, compute_rouge=False)

@@ -91,6 +91,22 @@ def test_cli_errors_are_one_line(saved_model, tmp_path, capsys, extra, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_an_output_folder_of_other_files_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    import hf_unlearn.models
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(hf_unlearn.models, "load_model_and_tokenizer", never)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "notes.txt").write_text("mine")
+    argv = ["eval", "--model", str(tmp_path / "m"), "--data-dir", str(FIXTURE_DIR), "--output-dir", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds other files (notes.txt)" in err and len(err.splitlines()) == 1
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["notes.txt"]
+
+
 def test_tokenizer_without_pad_token(tmp_path, capsys):
     tokenizer = make_tokenizer(pad=False)
     make_model(tokenizer).save_pretrained(tmp_path / "m")

@@ -1,6 +1,8 @@
 """`evaluate_tofu` on a tiny model and the vendored TOFU fixture: batched values equal unbatched hand computations."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,9 +10,10 @@ import torch
 from scipy.stats import ks_2samp
 
 from hf_unlearn.data.chat import format_qa
+from hf_unlearn.data.tofu import TofuFormat
 from hf_unlearn.evaluation import metrics as M
-from hf_unlearn.tasks.tofu.data import TofuFormat
-from hf_unlearn.tasks.tofu.evaluation import UTILITY_COMPONENTS, evaluate_tofu
+from hf_unlearn.evaluation.tofu import UTILITY_COMPONENTS, evaluate_tofu
+from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage
 from hf_unlearn.utils import IGNORE_INDEX, token_logprobs
 
 from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, write_fixture
@@ -42,7 +45,7 @@ def unbatched(model, tokenizer, question, answer):
 
 
 def test_values_match_unbatched_hand_computation(model, tokenizer, tmp_path):
-    result = evaluate_tofu(
+    result = evaluate_tofu_stage(
         model, tokenizer, data_dir=FIXTURE_DIR, batch_size=3, max_new_tokens=5, output_dir=tmp_path, show_progress=False
     )
     forget = fixture_rows("forget05_perturbed")
@@ -104,7 +107,7 @@ def test_values_match_unbatched_hand_computation(model, tokenizer, tmp_path):
 
 
 def test_retain_results_give_forget_quality_and_privleak(model, tokenizer, tmp_path):
-    retain = evaluate_tofu(
+    retain = evaluate_tofu_stage(
         make_model(tokenizer, seed=1),
         tokenizer,
         data_dir=FIXTURE_DIR,
@@ -160,17 +163,48 @@ def test_retain_results_give_forget_quality_and_privleak(model, tokenizer, tmp_p
 def test_reuse_only_with_matching_fingerprint(tokenizer, tmp_path, capsys):
     model = make_model(tokenizer, seed=2)
     kwargs = dict(data_dir=FIXTURE_DIR, compute_rouge=False, output_dir=tmp_path, max_items=2)
-    first = evaluate_tofu(model, tokenizer, **kwargs)
-    again = evaluate_tofu(model, tokenizer, **kwargs)
+    first = evaluate_tofu_stage(model, tokenizer, **kwargs)
+    again = evaluate_tofu_stage(model, tokenizer, **kwargs)
     assert again["reused"] and again["forget_Q_A_Prob"] == first["forget_Q_A_Prob"]
-    assert "Reusing" in capsys.readouterr().err
-    changed = evaluate_tofu(model, tokenizer, **dict(kwargs, min_k=0.2))
-    assert not changed["reused"] and "differ in: settings" in capsys.readouterr().err
+    assert "Reusing" in capsys.readouterr().out
+    # Names and progress output do not change the numbers: still reused.
+    renamed = evaluate_tofu_stage(model, tokenizer, model_name="other-name", show_progress=False, **kwargs)
+    assert renamed["reused"] and renamed["fingerprint"] == first["fingerprint"]
+    changed = evaluate_tofu_stage(model, tokenizer, **dict(kwargs, min_k=0.2))
+    assert not changed["reused"] and "(settings differ)" in capsys.readouterr().out
     with torch.no_grad():
         model.lm_head.weight.add_(0.01)
-    updated = evaluate_tofu(model, tokenizer, **dict(kwargs, min_k=0.2))
-    assert not updated["reused"] and "differ in: model" in capsys.readouterr().err
-    assert evaluate_tofu(model, tokenizer, reuse=False, **dict(kwargs, min_k=0.2))["reused"] is False
+    updated = evaluate_tofu_stage(model, tokenizer, **dict(kwargs, min_k=0.2))
+    assert not updated["reused"] and "(model differ)" in capsys.readouterr().out
+    assert evaluate_tofu_stage(model, tokenizer, reuse=False, **dict(kwargs, min_k=0.2))["reused"] is False
+    # The stage folder is the runtime's (stamped); a summary edited afterwards is not trusted.
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "forget_Q_A_Prob": 0.5}))
+    redone = evaluate_tofu_stage(model, tokenizer, **dict(kwargs, min_k=0.2))
+    assert not redone["reused"] and redone["forget_Q_A_Prob"] == pytest.approx(updated["forget_Q_A_Prob"])
+    assert "changed after it was made (summary.json" in capsys.readouterr().out
+
+
+def test_the_stage_never_empties_a_folder_of_other_files(model, tokenizer, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds other files \\(notes.txt\\)"):
+        evaluate_tofu_stage(model, tokenizer, data_dir=FIXTURE_DIR, output_dir=tmp_path, show_progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_the_suite_writes_nothing_and_imports_no_runtime_or_task(model, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = evaluate_tofu(
+        model, tokenizer, data_dir=FIXTURE_DIR, compute_rouge=False, max_items=2, show_progress=False
+    )
+    assert list(tmp_path.iterdir()) == [] and "fingerprint" not in result and "reused" not in result
+    code = (
+        "import sys, hf_unlearn.evaluation.tofu, hf_unlearn.callbacks as c; c.TofuEvalCallback; "
+        "print(sorted(m for m in sys.modules if m.startswith(('hf_unlearn.tasks', 'hf_unlearn.runtime', "
+        "'hf_unlearn.cli'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_options_reference_mask_and_es_floor(model, tokenizer):
@@ -218,7 +252,7 @@ def test_options_reference_mask_and_es_floor(model, tokenizer):
 def test_bad_data_fails_clearly_and_writes_nothing(model, tokenizer, tmp_path, overrides, match):
     data = write_fixture(tmp_path / "data", overrides)
     with pytest.raises((ValueError, FileNotFoundError), match=match):
-        evaluate_tofu(model, tokenizer, data_dir=data, output_dir=tmp_path / "out", show_progress=False)
+        evaluate_tofu_stage(model, tokenizer, data_dir=data, output_dir=tmp_path / "out", show_progress=False)
     assert not (tmp_path / "out").exists()
 
 

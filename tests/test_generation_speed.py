@@ -13,7 +13,7 @@ from transformers import GenerationConfig
 from hf_unlearn.data.chat import encode_prompt, reference_mask
 from hf_unlearn.evaluation.generation import common_prefix_length, greedy_refill, supports_refill
 from hf_unlearn.evaluation.runner import generate_answers, score_prompt_groups, score_sequences
-from hf_unlearn.tasks.tofu.evaluation import TofuEvalArguments
+from hf_unlearn.evaluation.tofu import TofuEvalArguments
 
 from .tofu_helpers import make_model, make_tokenizer
 

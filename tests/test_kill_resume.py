@@ -32,7 +32,7 @@ CHILD = textwrap.dedent(
 
     transformers.Trainer.training_step = training_step
     if target == "generate_answers":  # the TOFU evaluation: killed at its Nth generation pass
-        from hf_unlearn.tasks.tofu import evaluation
+        from hf_unlearn.evaluation.tofu import plan as evaluation
 
         calls, generate = [0], evaluation.generate_answers
 

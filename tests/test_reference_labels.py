@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from hf_unlearn.data.chat import encode_prompt, encode_prompt_answer, format_qa
+from hf_unlearn.data.tofu import TofuFormat
 from hf_unlearn.evaluation import metrics as M
-from hf_unlearn.tasks.tofu.data import TofuFormat
-from hf_unlearn.tasks.tofu.evaluation import TofuEvalArguments, evaluate_tofu
+from hf_unlearn.evaluation.tofu import TofuEvalArguments, evaluate_tofu
 
 from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer
 

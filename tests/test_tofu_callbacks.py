@@ -8,7 +8,9 @@ from safetensors.torch import load_file
 
 from hf_unlearn import NPOConfig, NPOTrainer
 from hf_unlearn.callbacks import TofuEvalCallback as ReExported
-from hf_unlearn.tasks.tofu import TofuEvalArguments, TofuEvalCallback, TofuFormat, evaluate_tofu, load_tofu
+from hf_unlearn.data.tofu import TofuFormat, load_tofu
+from hf_unlearn.evaluation.tofu import TofuEvalArguments, TofuEvalCallback, evaluate_tofu
+from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage
 
 from .tofu_helpers import FIXTURE_DIR, make_model, make_tokenizer
 
@@ -23,7 +25,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def retain_logs(tokenizer, tmp_path_factory):
     folder = tmp_path_factory.mktemp("retain")
-    evaluate_tofu(
+    evaluate_tofu_stage(
         make_model(tokenizer, seed=1), tokenizer, CHEAP, data_dir=FIXTURE_DIR, output_dir=folder, show_progress=False
     )
     return folder

@@ -6,7 +6,7 @@ import pytest
 from datasets import Dataset
 
 from hf_unlearn.data.chat import chat_format_notice, end_of_turn_token_id, format_qa, tokenize_dataset
-from hf_unlearn.tasks.tofu.data import TofuFormat, load_tofu
+from hf_unlearn.data.tofu import TofuFormat, load_tofu
 from hf_unlearn.utils import IGNORE_INDEX
 
 from .tofu_helpers import CHATML, FIXTURE_DIR, NO_SYSTEM, make_tokenizer

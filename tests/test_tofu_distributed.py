@@ -130,4 +130,6 @@ def test_pipeline_trains_data_parallel_on_cpu_and_shares_the_cache_with_one_proc
 
     one = tiny_recipe(base, tmp_path / "out", methods={"GA": {}})  # 4 x 1 and 2 x 1 rows per step: the same runs
     assert main(["run", write(tmp_path / "one.yaml", one)]) == 0
-    assert capsys.readouterr().out.count("Reusing the cached") == 3  # target, retain and the GA model
+    logged = capsys.readouterr().out
+    assert logged.count("Reusing the cached") == 6  # target, retain and the GA model, and their evaluations
+    assert logged.count("Reusing the cached TOFU evaluation") == 3

@@ -8,9 +8,9 @@ import pytest
 
 from hf_unlearn import IAUTrainer
 from hf_unlearn.data.chat import tokenize_dataset
+from hf_unlearn.evaluation.tofu import evaluate_tofu
 from hf_unlearn.recipe import build_method_config
 from hf_unlearn.tasks.tofu.data import select_rows
-from hf_unlearn.tasks.tofu.evaluation import evaluate_tofu
 from hf_unlearn.tasks.tofu.finetune import load_model
 from hf_unlearn.tasks.tofu.recipe import ModelSpec, TrajectoryArguments, parse_tofu_recipe
 
@@ -61,7 +61,7 @@ def test_grid_rows_equal_a_real_iau_step_of_each_size(benchmark, tmp_path, monke
         spec = {**IAU, "learning_rate": eta, "report_to": "none", "save_strategy": "no"}
         config = build_method_config({"method": "IAU", **spec}, plan.unlearn, tmp_path / f"iau{eta}")
         IAUTrainer(stepped, config, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer).train()
-        summary = evaluate_tofu(stepped, tokenizer, cheap, data_dir=plan.data_dir, reuse=False, show_progress=False)
+        summary = evaluate_tofu(stepped, tokenizer, cheap, data_dir=plan.data_dir, show_progress=False)
         row = payload["eta"][f"{eta:g}"]
         for key in ("forget_Q_A_Prob", "retain_Q_A_Prob", "forget_truth_ratio"):
             assert row[key] == pytest.approx(summary[key], rel=1e-4), (eta, key)

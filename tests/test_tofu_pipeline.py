@@ -10,11 +10,12 @@ import yaml
 
 from hf_unlearn.cli import main
 from hf_unlearn.data.chat import tokenize_dataset
+from hf_unlearn.data.tofu import TofuFormat
 from hf_unlearn.recipe import embedded_recipes, load_recipe
 from hf_unlearn.runtime.cache import STAMP_FILE, commit_stage, open_scratch
 from hf_unlearn.tasks.markov.recipe import parse_markov_recipe
 from hf_unlearn.tasks.tofu import pipeline as tofu_pipeline
-from hf_unlearn.tasks.tofu.data import Selection, TofuFormat, select_rows
+from hf_unlearn.tasks.tofu.data import Selection, select_rows
 from hf_unlearn.tasks.tofu.finetune import sft_dataset
 from hf_unlearn.tasks.tofu.recipe import build_sft_config, parse_tofu_recipe
 from hf_unlearn.utils import IGNORE_INDEX, sequence_nll
@@ -164,7 +165,7 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch)
     logged = capsys.readouterr()
     results = json.loads((out / "results.json").read_text())
     assert all(entry["reused"] for entry in results["stages"].values())
-    assert logged.out.count("Reusing the cached") == 4 and logged.err.count("Reusing the TOFU results") == 4
+    assert logged.out.count("Reusing the cached") == 8 and logged.out.count("Reusing the cached TOFU evaluation") == 4
     samples = (out / "samples.md").read_text()
     assert FORGET_TEXT[0] in samples and FORGET_TEXT[2] in samples and FORGET_TEXT[4] not in samples
     assert FORGET_TEXT[0] not in logged.out + logged.err
@@ -204,7 +205,9 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch)
         base_model, out, finetune={**tiny_recipe(base_model, out)["finetune"], "learning_rate": 5e-3}
     )
     assert main(["run", write(tmp_path / "r.yaml", refinetuned)]) == 0
-    assert capsys.readouterr().out.count("was made with other settings") == 4  # 2 models, 2 methods
+    logged = capsys.readouterr().out
+    assert logged.count("was made with other settings") == 8  # 2 models, 2 methods, their 4 evaluations
+    assert logged.count("cached TOFU evaluation") == 4
     stages = json.loads((out / "results.json").read_text())["stages"]
     assert not any(entry["reused"] for entry in stages.values())
 
@@ -471,7 +474,7 @@ def test_scratch_folder_is_kept_only_for_the_same_fingerprint(tmp_path):
 
 
 def test_per_split_item_limits_override_max_items(tmp_path):
-    from hf_unlearn.tasks.tofu.evaluation import evaluate_tofu
+    from hf_unlearn.evaluation.tofu import evaluate_tofu
 
     tokenizer = make_tokenizer()
     model = make_model(tokenizer)

@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = ["EvalCommandArguments", "build_parser", "main"]
 
@@ -26,7 +27,9 @@ class EvalCommandArguments:
     """Where the model, the data and the results are (`TofuEvalArguments` says what is computed)."""
 
     model: str = field(metadata={"help": "Hub id or local folder (with --gguf-file: the folder of the GGUF file)."})
-    output_dir: str = field(metadata={"help": "Where summary.json and items.json are written."})
+    output_dir: str = field(
+        metadata={"help": "Where summary.json and items.json are written (a new folder, or an earlier evaluation's)."}
+    )
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside --model; dequantized to fp32."})
     data_dir: str | None = field(default=None, metadata={"help": "Local TOFU JSON(L) folder (default: the Hub)."})
     retain_results: str | None = field(
@@ -58,7 +61,7 @@ class EvalCommandArguments:
 def build_parser(prog: str) -> argparse.ArgumentParser:
     from transformers import HfArgumentParser
 
-    from ..tasks.tofu.evaluation import TofuEvalArguments
+    from ..evaluation.tofu import TofuEvalArguments
 
     return HfArgumentParser(
         (EvalCommandArguments, TofuEvalArguments),
@@ -69,13 +72,16 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..tasks.tofu.evaluation import TofuEvalArguments
+    from ..evaluation.tofu import TofuEvalArguments
 
     command = EvalCommandArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalCommandArguments)})
     eval_args = TofuEvalArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TofuEvalArguments)})
     eval_args = _apply_presets(command, eval_args)
     if command.data_dir is not None and not os.path.isdir(command.data_dir):
         raise FileNotFoundError(f"--data-dir {command.data_dir!r} does not exist.")
+    from ..tasks.tofu.eval_stage import check_stage_folder
+
+    check_stage_folder(Path(command.output_dir))  # before the model loads
     from ..runtime.distributed import is_main_process, join_process_group
 
     device = command.device or join_process_group()
@@ -84,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _apply_presets(command: EvalCommandArguments, eval_args):
     """`--preset` values for the options left at their defaults, then `--reference-labels`."""
-    from ..tasks.tofu.evaluation import EVAL_PRESETS, TofuEvalArguments
+    from ..evaluation.tofu import EVAL_PRESETS, TofuEvalArguments
 
     changes: dict[str, object] = {}
     if command.preset is not None:
@@ -101,7 +107,7 @@ def _apply_presets(command: EvalCommandArguments, eval_args):
 
 def _evaluate(command: EvalCommandArguments, eval_args, device: str | None, is_main_process) -> int:
     from ..models import ensure_pad_token, load_model_and_tokenizer
-    from ..tasks.tofu.evaluation import evaluate_tofu
+    from ..tasks.tofu.eval_stage import evaluate_tofu_stage
     from ..tasks.tofu.report import format_summary_table
 
     model, tokenizer = load_model_and_tokenizer(
@@ -113,7 +119,7 @@ def _evaluate(command: EvalCommandArguments, eval_args, device: str | None, is_m
     )
     ensure_pad_token(tokenizer, pad_with_eos=command.pad_with_eos)
     model_name = command.model if command.gguf_file is None else os.path.join(command.model, command.gguf_file)
-    summary = evaluate_tofu(
+    summary = evaluate_tofu_stage(
         model,
         tokenizer,
         eval_args,

@@ -1,6 +1,5 @@
-"""Evaluation building blocks: metric functions and the batched, process-sharded scoring/generation runner.
-
-The benchmark suites that compose them live with their tasks (`hf_unlearn.tasks.tofu.evaluate_tofu`).
+"""Evaluation: metric functions, the batched, process-sharded scoring/generation runner, the base of the callbacks
+that evaluate during training, and the benchmark suites that compose them (`hf_unlearn.evaluation.tofu`).
 """
 
 from .metrics import (

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ..utils import sha256_json
+
 __all__ = ["MODEL_FILE_SUFFIXES", "file_sha256", "folder_sha256", "model_identity", "model_sha256", "sha256_json"]
 
 # What makes up a model folder's content; reports, logs and stage stamps beside the weights are not part of it.
@@ -25,11 +27,6 @@ MODEL_FILE_SUFFIXES = (".safetensors", ".gguf", ".json", ".jinja", ".model", ".t
 _NOT_MODEL_FILES = {"hf_unlearn_stage.json", "train_log.json", "README.md", "hf_unlearn_lock.json"}
 _CHUNK = 16 * 2**20
 _HUB_BLOB = re.compile(r"^[0-9a-f]{64}$")
-
-
-def sha256_json(payload: Any) -> str:
-    """sha256 of a canonical JSON dump (sorted keys)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def model_sha256(model: torch.nn.Module) -> str:

@@ -1,19 +1,13 @@
-"""TOFU (Maini et al., 2024): data, evaluation (`evaluate_tofu`), recipe, fine-tuning, pipeline and reports."""
+"""TOFU (Maini et al., 2024) as a benchmark run: row selections, recipe, fine-tuning, the cached evaluation stage,
+pipeline and reports. The data and the evaluation suite themselves are core: `hf_unlearn.data.tofu`,
+`hf_unlearn.evaluation.tofu`."""
 
 from ..._lazy import lazy_exports
 
 _EXPORTS = {
-    "TOFU_CONFIGS": ".data",
     "Selection": ".data",
-    "TofuFormat": ".data",
-    "load_tofu": ".data",
     "select_rows": ".data",
-    "tofu_split_configs": ".data",
-    "TofuEvalArguments": ".evaluation",
-    "TofuEvalCallback": ".callbacks",
-    "evaluate_tofu": ".evaluation",
-    "RetainReference": ".results",
-    "load_retain_reference": ".results",
+    "evaluate_tofu_stage": ".eval_stage",
     "parse_tofu_recipe": ".recipe",
     "TofuTask": ".task",
     "run_tofu": ".task",

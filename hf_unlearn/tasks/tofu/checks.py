@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ...evaluation.tofu import load_eval_rows
 from ...models import check_model_source, hub_snapshot, is_hub_offline, looks_like_local_path
 from ...runtime.distributed import main_process_print
 from .data import describe_selections, select_rows
-from .evaluation import load_eval_rows
 from .recipe import ModelSpec, TofuPlan
 
 __all__ = ["check_model_sources", "check_tofu_data", "check_tofu_inputs"]

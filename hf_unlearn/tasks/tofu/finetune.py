@@ -22,6 +22,7 @@ from datasets import Dataset
 from transformers.trainer_utils import get_last_checkpoint
 
 from ...data.chat import chat_format_notice, tokenize_dataset
+from ...data.tofu import TOFU_HUB_ID, TofuFormat, load_tofu
 from ...hub import ModelCardInfo, hub_id_or_none, write_model_card
 from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer
 from ...runtime.cache import StageLog, cached_stage, commit_stage, fingerprint_settings, open_scratch
@@ -31,7 +32,7 @@ from ...runtime.io import atomic_write_json
 from ...runtime.versions import environment_versions
 from ...trainers.gradient_restriction_config import GradientRestriction
 from ...utils import IGNORE_INDEX
-from .data import TOFU_HUB_ID, TofuFormat, describe_selections, load_tofu, select_rows
+from .data import describe_selections, select_rows
 from .recipe import ROLES, ModelSpec, TofuRecipe, build_lora_config, build_sft_config, selections_json
 
 __all__ = [

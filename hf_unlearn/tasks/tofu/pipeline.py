@@ -32,6 +32,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ...callbacks import StopAtTargetCallback
 from ...data.chat import tokenize_dataset
+from ...evaluation.tofu import MAIN_METRICS, TEACHER_FORCED_UTILITY, UTILITY_COMPONENTS, TofuEvalCallback
 from ...hub import write_model_card
 from ...recipe import build_method_config
 from ...reporting import plot_influence_weights
@@ -49,9 +50,8 @@ from ...runtime.launch import TrainingBatch, method_batches, training_batch
 from ...runtime.task import trajectory_record
 from ...runtime.versions import environment_versions
 from ...trainers import METHODS
-from .callbacks import TofuEvalCallback
 from .data import describe_selections, select_rows
-from .evaluation import MAIN_METRICS, TEACHER_FORCED_UTILITY, UTILITY_COMPONENTS, evaluate_tofu
+from .eval_stage import evaluate_tofu_stage
 from .finetune import check_data_separation, ensure_models, load_model
 from .publish import publish, unlearned_card_info
 from .recipe import ModelSpec, TofuRecipe, build_lora_config, selections_json
@@ -195,10 +195,10 @@ def _evaluate(
     samples: dict,
     device: str | None,
 ) -> dict[str, Any]:
-    """The TOFU suite on one model (evaluate_tofu reuses `out` when weights, data and settings hash the same)."""
+    """The TOFU suite on one model (its cached stage reuses `out` when weights, data and settings hash the same)."""
     with log.stage(f"eval/{name}") as entry:
         model, tokenizer = load_model(spec, device)
-        result = evaluate_tofu(
+        result = evaluate_tofu_stage(
             model,
             tokenizer,
             plan.evaluation,

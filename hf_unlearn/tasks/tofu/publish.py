@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...data.tofu import TOFU_HUB_ID
 from ...hub import (
     HubPush,
     ModelCardInfo,
@@ -32,7 +33,7 @@ from ...runtime.distributed import main_process_print
 from ...runtime.hashing import folder_sha256
 from ...runtime.versions import environment_versions
 from ...trainers import METHODS
-from .data import TOFU_HUB_ID, describe_selections, select_rows
+from .data import describe_selections, select_rows
 from .finetune import load_model, public_name
 from .recipe import ModelSpec, TofuPlan
 from .report import TOFU_COLUMNS, tofu_table

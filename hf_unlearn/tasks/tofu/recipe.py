@@ -17,13 +17,14 @@ from typing import Any, Literal
 
 from ..._compat import checkpointing_settings
 from ...callbacks import MetricCondition
+from ...data.tofu import TofuFormat
+from ...evaluation.tofu import TofuEvalArguments, tofu_split_configs
 from ...hub import HubPush, describe_pushes, plan_hub_pushes
 from ...models import resolve_model_path
 from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
 from ...runtime.hashing import model_identity
 from ...trainers.gradient_restriction_config import GradientRestriction
-from .data import Selection, TofuFormat, describe_selections, tofu_split_configs
-from .evaluation import TofuEvalArguments
+from .data import Selection, describe_selections
 
 __all__ = [
     "ROLES",

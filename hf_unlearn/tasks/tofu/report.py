@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ...evaluation.tofu import MAIN_METRICS, UTILITY_COMPONENTS
 from ...reporting import figure_axes, format_table, save_figure
-from .evaluation import MAIN_METRICS, UTILITY_COMPONENTS
 
 __all__ = ["format_summary_table", "format_tofu_samples", "plot_tofu_tradeoff", "tofu_table"]
 

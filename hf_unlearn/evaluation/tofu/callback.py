@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...callbacks import EvalMetricsCallback
-from .evaluation import MAIN_METRICS, TEACHER_FORCED_UTILITY, UTILITY_COMPONENTS, TofuEvalArguments, evaluate_tofu
+from ..callback import EvalMetricsCallback
+from .aggregate import MAIN_METRICS, TEACHER_FORCED_UTILITY, UTILITY_COMPONENTS
+from .arguments import TofuEvalArguments
+from .suite import evaluate_tofu
 
 __all__ = ["CHEAP_TOFU_EVAL", "TofuEvalCallback"]
 

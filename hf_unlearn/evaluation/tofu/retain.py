@@ -1,5 +1,5 @@
-"""TOFU evaluation results on disk: atomic writing, reuse only on an identical fingerprint, and the retain model's
-reference values (forget quality, privleak)."""
+"""The retain model's reference values (forget quality's truth ratios, privleak's AUC), read from a retain-model
+evaluation on disk: an `hf-unlearn eval` output folder or an open-unlearning `TOFU_EVAL.json`."""
 
 from __future__ import annotations
 
@@ -7,52 +7,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ...runtime.cache import diff_fingerprints
-from ...runtime.hashing import sha256_json
-from ...runtime.io import atomic_write_json
+from ...utils import sha256_json
 
-__all__ = [
-    "ITEMS_FILE",
-    "SUMMARY_FILE",
-    "RetainReference",
-    "load_retain_reference",
-    "read_matching_results",
-    "write_results",
-]
+__all__ = ["ITEMS_FILE", "SUMMARY_FILE", "RetainReference", "load_retain_reference"]
 
+# The files of an evaluation folder (`hf-unlearn eval --output-dir`, a pipeline's eval/ stages).
 SUMMARY_FILE = "summary.json"
 ITEMS_FILE = "items.json"
-
-
-def write_results(output_dir: str | os.PathLike, summary: dict[str, Any], items: dict[str, Any]) -> None:
-    """Write `items.json`, then `summary.json` (each atomically). The summary carries the items file's hash, so a
-    crash between the two writes can never pair a summary with items from another run."""
-    output_dir = Path(output_dir)
-    items_payload = {"fingerprint": summary["fingerprint"], "splits": items}
-    atomic_write_json(output_dir / ITEMS_FILE, items_payload)
-    summary = dict(summary, items_sha256=sha256_json(items_payload))
-    atomic_write_json(output_dir / SUMMARY_FILE, summary)
-
-
-def read_matching_results(output_dir: str | os.PathLike, parts: dict[str, str]) -> tuple[dict | None, str]:
-    """Previous results in `output_dir` if computed from the same fingerprint parts (model, data, settings, ...),
-    else None; also says why, for the log."""
-    summary_path, items_path = Path(output_dir) / SUMMARY_FILE, Path(output_dir) / ITEMS_FILE
-    if not summary_path.is_file():
-        return None, "no previous results"
-    try:
-        summary = json.loads(summary_path.read_text())
-        items_payload = json.loads(items_path.read_text()) if items_path.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None, "previous results are unreadable"
-    differ = diff_fingerprints(summary.get("fingerprint_parts"), parts)
-    if differ:
-        return None, f"previous results differ in: {', '.join(differ)}"
-    if items_payload is None or sha256_json(items_payload) != summary.get("items_sha256"):
-        return None, "previous items file is missing or does not belong to the summary"
-    return {"summary": summary, "items": items_payload["splits"]}, "model, data and settings match"
 
 
 @dataclass(frozen=True)
@@ -83,7 +45,7 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
         payload = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"Retain-model results {str(path)!r} are not valid JSON: {error}") from error
-    if "fingerprint" in payload and "settings" in payload:  # our own summary.json
+    if "settings" in payload and "num_items" in payload:  # our own summary.json
         split = payload["settings"].get("forget_split")
         if split != forget_split:
             raise ValueError(f"Retain-model results {str(path)!r} are for {split!r}, not {forget_split!r}.")

@@ -1,0 +1,222 @@
+"""The model passes of a TOFU evaluation: `plan_evaluation` tokenizes every distinct (question, answer) pair and every
+distinct prompt once, `score_plan` runs the teacher-forced passes and `generate_plan` the greedy answers for ROUGE
+(both through `hf_unlearn.evaluation.runner`, sharded over the processes of a launch)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+
+from ...data.chat import encode_prompt, encode_prompt_answer, end_of_turn_token_id, reference_mask
+from ..runner import generate_answers, score_prompt_groups
+from .data import SPLIT_KINDS
+
+if TYPE_CHECKING:
+    from .arguments import TofuEvalArguments
+
+__all__ = [
+    "EvalPlan",
+    "ItemPlan",
+    "Prompt",
+    "ScoredSequence",
+    "TokenScores",
+    "generate_plan",
+    "plan_evaluation",
+    "score_plan",
+]
+
+
+@dataclass
+class ScoredSequence:
+    """One distinct (question, answer) pair: the prompt it extends and its answer's tokens and attention mask."""
+
+    prompt: int
+    answer_ids: list[int]
+    answer_mask: list[int]
+
+
+@dataclass
+class Prompt:
+    input_ids: list[int]
+    attention_mask: list[int]
+
+
+@dataclass
+class ItemPlan:
+    """The sequences one evaluation item needs: its answer, the truth ratio's correct and wrong answers, its prompt."""
+
+    answer: int
+    correct: int | None
+    wrong: list[int]
+    prompt: int
+
+
+@dataclass
+class EvalPlan:
+    """Everything to run, deduplicated: each (question, answer) pair is scored once and each question generated once,
+    whichever splits ask for it."""
+
+    rows: dict[str, list[dict[str, Any]]]
+    sequences: list[ScoredSequence]
+    prompts: list[Prompt]
+    items: dict[str, list[ItemPlan]]
+    stop_token_ids: list[int]
+
+
+class TokenScores(NamedTuple):
+    """Per answer token (end-of-turn token included): log p(y_t | x, y_<t) and the teacher-forced argmax."""
+
+    logps: np.ndarray
+    preds: np.ndarray
+
+
+def plan_evaluation(rows: dict[str, list[dict[str, Any]]], tokenizer: Any, args: TofuEvalArguments) -> EvalPlan:
+    """Tokenize every distinct (question, answer) pair once and every distinct prompt once.
+
+    A prompt is stored once per distinct token sequence: normally an answer is scored after exactly the generation
+    prompt of its question, but under the reference label convention a tokenizer merge across the boundary can give
+    the scored context other first tokens (then it is its own prompt, as the reference scores it)."""
+    chat = args.chat_format().kwargs()
+    reference = args.label_convention == "reference"
+    sequences: list[ScoredSequence] = []
+    seq_index: dict[tuple[str, str], int] = {}
+    prompts: list[Prompt] = []
+    prompt_ids_index: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    question_prompt: dict[str, int] = {}  # the generation prompt of each question
+
+    def mask_of(ids: list[int]) -> list[int]:
+        return reference_mask(tokenizer, ids) if args.reference_attention_mask else [1] * len(ids)
+
+    def prompt_of(ids: list[int], mask: list[int]) -> int:
+        key = (tuple(ids), tuple(mask))
+        if key not in prompt_ids_index:
+            prompt_ids_index[key] = len(prompts)
+            prompts.append(Prompt(list(ids), list(mask)))
+        return prompt_ids_index[key]
+
+    def add(question: str, answer: str) -> int:
+        key = (question, answer)
+        if key not in seq_index:
+            prompt_ids, answer_ids = encode_prompt_answer(tokenizer, question, answer, **chat)
+            mask = mask_of(prompt_ids + answer_ids)
+            if question not in question_prompt:
+                generation_ids = encode_prompt(tokenizer, question, **chat) if reference else prompt_ids
+                question_prompt[question] = prompt_of(generation_ids, mask_of(generation_ids))
+            seq_index[key] = len(sequences)
+            context = prompt_of(prompt_ids, mask[: len(prompt_ids)])
+            sequences.append(ScoredSequence(context, answer_ids, mask[len(prompt_ids) :]))
+        return seq_index[key]
+
+    items = {}
+    for split, split_rows in rows.items():
+        kind = SPLIT_KINDS[split]
+        items[split] = [
+            ItemPlan(
+                answer=add(row["question"], row["answer"]),
+                correct=add(row["question"], row[kind.correct]) if kind.aggregation else None,
+                wrong=[add(row["question"], wrong) for wrong in row["perturbed_answer"]] if kind.aggregation else [],
+                prompt=question_prompt[row["question"]],
+            )
+            for row in split_rows
+        ]
+    stop_ids = sorted({tokenizer.eos_token_id, end_of_turn_token_id(tokenizer, **chat)} - {None})
+    return EvalPlan(rows, sequences, prompts, items, stop_ids)
+
+
+# ------------------------------------------------------------------------------------------------ model passes
+
+
+def score_plan(
+    model: torch.nn.Module,
+    plan: EvalPlan,
+    args: TofuEvalArguments,
+    pad_token_id: int,
+    timing: dict[str, float] | None = None,
+    show_progress: bool = True,
+    stats: dict[str, int] | None = None,
+) -> list[TokenScores]:
+    """Teacher-forced scores of every sequence of the plan, split by split (for timing), each pair once; `stats`
+    collects token counts (`score_prompt_groups`)."""
+    scored: list[TokenScores | None] = [None] * len(plan.sequences)
+    for split, split_items in plan.items.items():
+        tic = time.perf_counter()
+        ids = sorted(
+            {
+                i
+                for item in split_items
+                for i in (item.answer, item.correct, *item.wrong)
+                if i is not None and scored[i] is None
+            }
+        )
+        by_prompt: dict[int, list[int]] = {}
+        for i in ids:  # one group per prompt: its answers are scored with the prompt computed once
+            by_prompt.setdefault(plan.sequences[i].prompt if args.share_prompts else -1 - i, []).append(i)
+        groups = []
+        for members in by_prompt.values():
+            prompt = plan.prompts[plan.sequences[members[0]].prompt]
+            groups.append(
+                {
+                    "prompt_ids": prompt.input_ids,
+                    "prompt_mask": prompt.attention_mask,
+                    "answers": [plan.sequences[i].answer_ids for i in members],
+                    "answer_masks": [plan.sequences[i].answer_mask for i in members],
+                }
+            )
+        results = score_prompt_groups(
+            model,
+            groups,
+            batch_size=args.batch_size,
+            pad_token_id=pad_token_id,
+            desc=f"Scoring {split}",
+            show_progress=show_progress,
+            stats=stats,
+        )
+        for members, group_results in zip(by_prompt.values(), results):
+            for i, (logps, preds) in zip(members, group_results):
+                scored[i] = TokenScores(logps, preds)
+        if timing is not None:
+            timing[f"forward_{split}"] = time.perf_counter() - tic
+    return scored
+
+
+def generate_plan(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    plan: EvalPlan,
+    args: TofuEvalArguments,
+    timing: dict[str, float] | None = None,
+    show_progress: bool = True,
+) -> dict[int, str]:
+    """Greedy answers to every prompt of the splits that report ROUGE, each question once (prompt index -> text)."""
+    generations: dict[int, str] = {}
+    if not args.compute_rouge:
+        return generations
+    for split, split_items in plan.items.items():
+        if not SPLIT_KINDS[split].generated:
+            continue
+        tic = time.perf_counter()
+        ids = sorted({item.prompt for item in split_items} - set(generations))
+        prompts = [
+            {"input_ids": plan.prompts[i].input_ids, "attention_mask": plan.prompts[i].attention_mask} for i in ids
+        ]
+        texts = generate_answers(
+            model,
+            tokenizer,
+            prompts,
+            batch_size=args.generation_batch_size or args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            stop_token_ids=plan.stop_token_ids,
+            pad_token_id=tokenizer.pad_token_id,
+            schedule=args.generation_schedule,
+            reuse_prefix_cache=args.reuse_prefix_cache,
+            desc=f"Generating {split}",
+            show_progress=show_progress,
+        )
+        generations.update(zip(ids, texts))
+        if timing is not None:
+            timing[f"generate_{split}"] = time.perf_counter() - tic
+    return generations
