@@ -25,7 +25,6 @@ import argparse
 import itertools
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -33,20 +32,18 @@ import numpy as np
 import torch
 from transformers import GenerationConfig
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from hf_unlearn.evaluation import metrics as M  # noqa: E402
-from hf_unlearn.evaluation.tofu import (  # noqa: E402
+from hf_unlearn.evaluation import metrics as M
+from hf_unlearn.evaluation.tofu import (
     TofuEvalArguments,
     evaluate_tofu,
     load_eval_rows,
     plan_evaluation,
 )
-from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path  # noqa: E402
-from hf_unlearn.runtime.io import atomic_write_json  # noqa: E402
-from hf_unlearn.utils import IGNORE_INDEX, token_logprobs  # noqa: E402
+from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path
+from hf_unlearn.runtime.io import atomic_write_json
+from hf_unlearn.utils import IGNORE_INDEX, token_logprobs
 
+REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "eval_speed.json"
 REFERENCE_BATCH = 32
 # (metric, split, answer set): one teacher-forced pass each, as the reference's metric graph runs them.

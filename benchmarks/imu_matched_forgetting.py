@@ -13,7 +13,7 @@ separated.
 Regimes: `laptop` is `recipes/markov.yaml` (original model trained 1 epoch, trajectory on 100 test sequences per
 split); `spec` trains the original and retrained models for the full 5 epochs (`recipes/markov_spec.yaml`) but keeps
 the trajectory on 200 test sequences per split so the grid fits a CPU (final numbers use every test sequence).
-Writes `benchmarks/results/imu_matched_forgetting_markov.json` and `docs/imu_matched_forgetting_markov.png`.
+Writes `benchmarks/results/imu_matched_forgetting_markov.json` and `docs/results/imu_matched_forgetting_markov.png`.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--output-root", type=Path, default=ROOT / "outputs" / "imu_matched_forgetting")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/imu_matched_forgetting_markov.json")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs/imu_matched_forgetting_markov.png")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs/results/imu_matched_forgetting_markov.png")
     args = parser.parse_args()
 
     regimes = {}

@@ -5,7 +5,7 @@ tokens + end-of-turn), the wall time of `lm_head_influence` relative to ONE plai
 with the same batch size (and the same length-sorted batches), and the peak resident memory above the loaded model
 (RSS sampled every 10 ms in a thread). The IMU trainer's budget is ≈ 2 forward passes over the forget set.
 
-Run (CPU, a few minutes): PYTHONPATH=. python benchmarks/influence_cost_smollm2.py
+Run (CPU, a few minutes): python benchmarks/influence_cost_smollm2.py --data-dir path/to/tofu
 Writes benchmarks/results/influence_cost_smollm2.json.
 """
 
@@ -29,7 +29,6 @@ from hf_unlearn.runtime.io import atomic_write_json
 from hf_unlearn.utils import IGNORE_INDEX
 
 RESULTS = Path(__file__).resolve().parent / "results" / "influence_cost_smollm2.json"
-FORGET05 = Path(__file__).resolve().parents[2] / "shared" / "tofu" / "forget05.jsonl"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -105,6 +104,7 @@ def forward_only(model, rows: list[dict], batch_size: int, sort_by_length: bool)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="Folder of the TOFU JSONL files (forget05.jsonl).")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", type=int, default=200)
@@ -116,7 +116,7 @@ def main() -> None:
     load_start = os.getloadavg()
 
     model, tokenizer = load_model()
-    with open(FORGET05) as f:
+    with open(cli.data_dir / "forget05.jsonl") as f:
         raw = [json.loads(line) for line in f][: cli.rows]
     rows = format_rows(tokenizer, raw)
     lengths = [len(r["input_ids"]) for r in rows]

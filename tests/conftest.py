@@ -1,7 +1,3 @@
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 import torch
 from datasets import Dataset
@@ -12,17 +8,6 @@ torch.set_num_threads(1)
 
 VOCAB = 11  # 10 states + padding id 10, as in the Markov task
 PAD = 10
-
-
-BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def load_benchmark(name: str) -> ModuleType:
-    """Import `benchmarks/<name>.py` (a script folder, not a package) so its functions can be tested."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:

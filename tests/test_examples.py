@@ -99,3 +99,20 @@ def test_eval_callback_keeps_the_best_checkpoint(tiny_model, tmp_path):
     best = max(scores, key=lambda step: (scores[step], -step))
     assert f"checkpoint-{best}, now loaded" in stdout
     assert (out / "model.safetensors").is_file()
+
+
+def test_the_readme_first_example_runs(tiny_model, tmp_path):
+    """The README's first Python block, as written, with the tiny model in place of the Hub id."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    hub_id = 'model_id = "HuggingFaceTB/SmolLM2-135M-Instruct"'
+    assert hub_id in snippet
+    script = tmp_path / "first_example.py"
+    script.write_text(snippet.replace(hub_id, f"model_id = {str(tiny_model)!r}"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "'eval_forget_loss'" in done.stdout and "'eval_retain_loss'" in done.stdout
+    assert (tmp_path / "npo" / "model.safetensors").is_file()

@@ -1,23 +1,18 @@
-"""benchmarks/imu_matched_forgetting_tofu.py end to end on the tiny TOFU fixture: trajectories, matched table, plot."""
+"""`hf_unlearn.tasks.tofu.matched_forgetting` (benchmarks/imu_matched_forgetting_tofu.py) end to end on the tiny
+TOFU fixture: trajectories, matched table, plot."""
 
 import json
-import sys
 
 import pytest
 
 from hf_unlearn.evaluation import value_at_level
+from hf_unlearn.tasks.tofu import matched_forgetting as benchmark
 
-from .conftest import load_benchmark
 from .test_tofu_pipeline import tiny_recipe, write
 from .tofu_helpers import save_tiny_model
 
 
-@pytest.fixture(scope="module")
-def benchmark():
-    return load_benchmark("imu_matched_forgetting_tofu")
-
-
-def test_grid_gives_each_parameter_set_its_learning_rates(benchmark):
+def test_grid_gives_each_parameter_set_its_learning_rates():
     runs = benchmark.grid(["GA", "IMU-head"], None)
     assert {label: spec["learning_rate"] for label, spec in runs.items()} == {
         **{f"GA@{lr:g}": lr for lr in benchmark.LEARNING_RATES["all"]},
@@ -26,7 +21,7 @@ def test_grid_gives_each_parameter_set_its_learning_rates(benchmark):
     assert all(spec["method"] in ("GA", "IMU") for spec in runs.values())
 
 
-def test_benchmark_runs_trajectories_and_reads_them_at_matched_forgetting(benchmark, tmp_path, monkeypatch):
+def test_benchmark_runs_trajectories_and_reads_them_at_matched_forgetting(tmp_path):
     base = save_tiny_model(tmp_path / "base")
     recipe = tiny_recipe(
         base,
@@ -36,11 +31,10 @@ def test_benchmark_runs_trajectories_and_reads_them_at_matched_forgetting(benchm
     )
     recipe.pop("finetune")
     out, result, figure = tmp_path / "out", tmp_path / "result.json", tmp_path / "plot.png"
-    argv = ["x", "--recipe", write(tmp_path / "r.yaml", recipe), "--methods", "GA", "IMU-head"]
+    argv = ["--recipe", write(tmp_path / "r.yaml", recipe), "--methods", "GA", "IMU-head"]
     argv += ["--learning-rates", "1e-3", "3e-2", "--eval-steps", "1", "--max-forget-items", "3"]
     argv += ["--max-utility-items", "2", "--output-dir", str(out), "--json", str(result), "--plot", str(figure)]
-    monkeypatch.setattr(sys, "argv", argv)
-    benchmark.main()
+    benchmark.main(argv)
 
     payload = json.loads(result.read_text())
     assert set(payload["runs"]) == {"GA@0.001", "GA@0.03", "IMU-head@0.001", "IMU-head@0.03"}

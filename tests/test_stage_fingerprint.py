@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from hf_unlearn.cli import main
+from hf_unlearn.evaluation.tofu import ITEMS_FILE, SUMMARY_FILE, load_retain_reference
 from hf_unlearn.runtime.cache import NOT_RESULT_SETTINGS, fingerprint_settings
 from hf_unlearn.tasks.tofu.finetune import _finetune_fingerprint
 from hf_unlearn.tasks.tofu.recipe import parse_tofu_recipe
-from hf_unlearn.tasks.tofu.results import ITEMS_FILE, SUMMARY_FILE, load_retain_reference
 
 from .test_cli import TINY
 from .test_tofu_pipeline import tiny_recipe
