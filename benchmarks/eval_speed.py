@@ -234,7 +234,7 @@ def main() -> None:
         batch_size=cli.batch_size,
         generation_batch_size=cli.generation_batch_size,
     )
-    plan = plan_evaluation(load_eval_rows(args, cli.data_dir), tokenizer, args)
+    plan = plan_evaluation(load_eval_rows(args.forget_split, cli.data_dir, args.item_limit), tokenizer, args)
 
     if cli.repeats < 1:
         parser.error("--repeats must be at least 1")

@@ -28,9 +28,10 @@ def test_bad_training_numbers_are_refused(settings, message):
 
 
 def test_every_method_config_checks_them():
-    for config_class, _ in METHODS.values():
+    required = {"PDU": {"retain_loss_bound": 1.0}}  # fields a method cannot default
+    for name, (config_class, _) in METHODS.items():
         with pytest.raises(ValueError, match="gradient_accumulation_steps"):  # IAU: "leave it at 1, got 0"
-            config_class(output_dir="x", gradient_accumulation_steps=0)
+            config_class(output_dir="x", gradient_accumulation_steps=0, **required.get(name, {}))
 
 
 def test_a_missing_reporting_integration_is_refused_before_training(monkeypatch):

@@ -69,8 +69,8 @@ def _imports(path: Path) -> set[str]:
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             module = _resolve("." * node.level + (node.module or ""), package)
-            found.add(module)
-            found |= {f"{module}.{alias.name}" for alias in node.names}  # `from . import x` imports a module
+            submodules = {f"{module}.{alias.name}" for alias in node.names} & NAMES  # `from . import x`, x a module
+            found |= submodules or {module}
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             function = ast.unparse(node.func)
             if function in ("importlib.import_module", "import_module", "__import__") and isinstance(
@@ -89,6 +89,9 @@ def _imports(path: Path) -> set[str]:
             if isinstance(value, str) and MODULE_STRING.match(value):
                 found.add(_resolve(value, package))
     return {module for module in found if module.startswith("hf_unlearn")}
+
+
+NAMES = {_module_name(path) for path in PACKAGE.rglob("*.py")}
 
 
 def _layer(module: str) -> str:
@@ -229,3 +232,13 @@ def test_help_and_recipe_errors_do_not_import_torch(tmp_path):
     assert (
         done.returncode == 2 and "embedded: markov" in done.stderr and seconds < 5.0
     )  # generous: the machine may be shared; the import check is the real test
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """pyproject.toml lists the packages explicitly (recipes ship as `hf_unlearn.recipes`): a new subpackage that is
+    not listed would be missing from an installed wheel while an editable install still finds it."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {_module_name(path) for path in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"

@@ -83,7 +83,12 @@ def test_tofu_finetune_fingerprint_ignores_logging_and_the_spelling_of_the_base_
 def test_a_retain_reference_is_keyed_by_its_values_not_its_timings(tmp_path):
     folder = tmp_path / "retain_eval"
     folder.mkdir()
-    summary = {"fingerprint": "x", "settings": {"forget_split": "forget05"}, "mia_min_k": 0.6, "timing_s": {"a": 1.0}}
+    summary = {
+        "num_items": {"forget": 2},
+        "settings": {"forget_split": "forget05"},
+        "mia_min_k": 0.6,
+        "timing_s": {"a": 1.0},
+    }
     items = {"splits": {"forget": [{"truth_ratio": 0.5}, {"truth_ratio": 0.7}]}}
     (folder / SUMMARY_FILE).write_text(json.dumps(summary))
     (folder / ITEMS_FILE).write_text(json.dumps(items))

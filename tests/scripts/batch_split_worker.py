@@ -10,6 +10,7 @@ Usage: batch_split_worker.py OUT_DIR PER_DEVICE_BATCH GRADIENT_ACCUMULATION
 from __future__ import annotations
 
 import copy
+import gc
 import sys
 from pathlib import Path
 
@@ -98,6 +99,10 @@ def main() -> None:
 
     for case, _, _ in CASES:
         delta = one_step(case, out_dir, per_device, accumulation)
+        # The trainer (and its DDP wrapper) is held in reference cycles: free it now, on both ranks together, rather
+        # than whenever the garbage collector runs, perhaps in the middle of the next case's collectives.
+        gc.collect()
+        dist.barrier()
         if not dist.is_initialized() or dist.get_world_size() != 2:
             raise SystemExit("expected a 2-process group: UnlearnConfig did not join the torchrun launch")
         if dist.get_rank() == 0:

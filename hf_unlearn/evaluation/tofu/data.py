@@ -12,12 +12,10 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ...data.tofu import FORGET_SPLITS, load_tofu
-
-if TYPE_CHECKING:
-    from .arguments import TofuEvalArguments
 
 __all__ = ["SPLITS", "SPLIT_KINDS", "load_eval_rows", "tofu_split_configs"]
 
@@ -75,12 +73,17 @@ def _validate_rows(rows: list[dict[str, Any]], split: str, config: str) -> None:
                 raise ValueError(f"{config} row {index}: {column!r} must be a non-empty string.")
 
 
-def load_eval_rows(args: TofuEvalArguments, data_dir: str | os.PathLike | None) -> dict[str, list[dict[str, Any]]]:
-    """The rows of every split (checked, and cut to the item limits)."""
+def load_eval_rows(
+    forget_split: str,
+    data_dir: str | os.PathLike | None,
+    item_limit: Callable[[str], int | None] = lambda split: None,
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows of every split of `forget_split`'s evaluation, checked and cut to `item_limit(split)` (e.g.
+    `TofuEvalArguments.item_limit`)."""
     rows = {}
-    for split, config in tofu_split_configs(args.forget_split).items():
+    for split, config in tofu_split_configs(forget_split).items():
         split_rows = load_tofu(config, data_dir).to_list()
         _validate_rows(split_rows, split, config)
-        limit = args.item_limit(split)
+        limit = item_limit(split)
         rows[split] = split_rows[:limit] if limit else split_rows
     return rows

@@ -64,7 +64,7 @@ def evaluate_tofu(
     check_pad_token(tokenizer)
     tic = time.perf_counter()
     retain_ref = load_retain_reference(retain_logs, args.forget_split) if retain_logs is not None else None
-    rows = load_eval_rows(args, data_dir)
+    rows = load_eval_rows(args.forget_split, data_dir, args.item_limit)
     loading = time.perf_counter() - tic
     return evaluate_rows(
         model,

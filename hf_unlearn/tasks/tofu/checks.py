@@ -75,7 +75,7 @@ def check_tofu_data(plan: TofuPlan, *, training_only: bool = False) -> dict[str,
     for name, data in rows.items():
         counts[f"unlearn_data.{name}"] = len(data)
     try:
-        eval_rows = load_eval_rows(plan.evaluation, plan.data_dir)
+        eval_rows = load_eval_rows(plan.evaluation.forget_split, plan.data_dir, plan.evaluation.item_limit)
     except (ValueError, FileNotFoundError) as error:
         raise _located(error, "evaluation data") from None
     counts["evaluation"] = {split: len(split_rows) for split, split_rows in eval_rows.items()}

@@ -69,7 +69,7 @@ def evaluate_tofu_stage(
     check_stage_folder(path)
     tic = time.perf_counter()
     retain_ref = load_retain_reference(retain_logs, args.forget_split) if retain_logs is not None else None
-    rows = load_eval_rows(args, data_dir)
+    rows = load_eval_rows(args.forget_split, data_dir, args.item_limit)
     timing = {"load_data": time.perf_counter() - tic}
 
     tic = time.perf_counter()

@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    from hf_unlearn import IAUTrainer
     from hf_unlearn.data.chat import tokenize_dataset
     from hf_unlearn.evaluation.tofu import TEACHER_FORCED_UTILITY, evaluate_tofu
     from hf_unlearn.recipe import build_method_config, load_recipe
@@ -70,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     from hf_unlearn.tasks.tofu.data import select_rows
     from hf_unlearn.tasks.tofu.finetune import ensure_models, load_model
     from hf_unlearn.tasks.tofu.recipe import TrajectoryArguments, parse_tofu_recipe
+    from hf_unlearn.trainers import IAUTrainer
 
     raw = one_process(load_recipe(args.recipe))
     name = Path(args.recipe).stem.split("_", 1)[-1]
