@@ -30,6 +30,7 @@ __all__ = [
     "idk_answer_ids",
     "idk_row",
     "idk_sequences",
+    "idk_sequences_of",
     "load_idk_answers",
 ]
 
@@ -83,6 +84,13 @@ def idk_sequences(
             "idk_token_ids (the token ids of one refusal) for already-tokenized rows."
         )
     return idk_answer_ids(tokenizer, load_idk_answers(idk_answers), dataset_kwargs)
+
+
+def idk_sequences_of(args: Any, tokenizer: Any | None, model: Any) -> list[list[int]]:
+    """`idk_sequences` for a method config (its `idk_answers`, `idk_token_ids`, `dataset_kwargs`) and a model (its
+    input vocabulary bounds `idk_token_ids`)."""
+    vocab_size = getattr(model.get_input_embeddings(), "num_embeddings", None)
+    return idk_sequences(args.idk_answers, args.idk_token_ids, tokenizer, args.dataset_kwargs, vocab_size)
 
 
 def idk_row(example: dict[str, Any], answer_ids: Sequence[int]) -> dict[str, list[int]]:

@@ -209,12 +209,12 @@ class UnlearnTrainer(HubMixin, Trainer):
         if self.args.retain_loss == "none" or "retain" not in inputs:
             return torch.zeros((), device=self.args.device)
         retain = inputs["retain"]
-        logits = model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"]).logits
-        count = retain["labels"][:, 1:].ne(IGNORE_INDEX).sum()
+        logits, nll, num_tokens = self.retain_forward(model, inputs)
+        count = num_tokens.sum()
         num_items = None if self.step_counts is None else self.step_counts.retain("token")
         denominator = count if num_items is None else num_items
         if self.args.retain_loss == "nll":
-            value = normalized_sum(sequence_nll(logits, retain["labels"])[0], None, denominator)
+            value = normalized_sum(nll, None, denominator)
         else:
             value = retain_kl(self.reference_logits(model, retain), logits, retain["labels"], denominator)
         self.record(f"retain_{self.args.retain_loss}", value.detach() * denominator / count)  # the micro-batch's mean
@@ -258,6 +258,13 @@ class UnlearnTrainer(HubMixin, Trainer):
         ref_nll = self.reference_nll(model, inputs) if self.needs_reference_nll else None
         self.record("forget_nll", nll.detach().sum() / num_tokens.sum())
         return ForgetBatch(logits, nll, num_tokens, weights, ref_nll, self.step_counts)
+
+    def retain_forward(self, model: torch.nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """Forward pass on the retain half: `(logits, nll, num_tokens)`, each sequence's summed answer NLL and its
+        labelled-token count `(B,)`."""
+        retain = inputs["retain"]
+        logits = model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"]).logits
+        return (logits, *sequence_nll(logits, retain["labels"]))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """forget_loss + retain_loss (+ the per-step regularizer), scaled so that the step's update is the gradient of

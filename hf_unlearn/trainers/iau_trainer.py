@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from ..data.pairing import ForgetThenRetainDataset, UnlearnCollator
-from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
 from .step import normalized_sum
 
@@ -81,8 +80,6 @@ class IAUTrainer(UnlearnTrainer):
     def retain_loss(self, model, inputs):
         if "retain" not in inputs:
             return torch.zeros((), device=self.args.device)
-        retain = inputs["retain"]
-        logits = model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"]).logits
-        nll, num_tokens = sequence_nll(logits, retain["labels"])  # (B,), (B,)
+        _, nll, num_tokens = self.retain_forward(model, inputs)  # (B,), (B,)
         self.record("retain_nll", (nll / num_tokens).detach().mean())
         return self._pass_share(nll / num_tokens, "retain")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.idk import IdkCollator, IdkDataset, idk_sequences
+from ..data.idk import IdkCollator, IdkDataset, idk_sequences_of
 from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
 from .step import normalized_sum
@@ -64,14 +64,8 @@ class IdkDPOTrainer(UnlearnTrainer):
 
     def prepare_training(self, resume_from_checkpoint):
         super().prepare_training(resume_from_checkpoint)
-        embeddings = self.accelerator.unwrap_model(self.model).get_input_embeddings()
-        self.train_dataset.answers = idk_sequences(
-            self.args.idk_answers,
-            self.args.idk_token_ids,
-            self.processing_class,
-            self.args.dataset_kwargs,
-            getattr(embeddings, "num_embeddings", None),
-        )
+        model = self.accelerator.unwrap_model(self.model)
+        self.train_dataset.answers = idk_sequences_of(self.args, self.processing_class, model)
 
     def forget_loss(self, model, inputs):
         batch = self.forget_forward(model, inputs)  # the rejected forget answers, with π_ref's NLL

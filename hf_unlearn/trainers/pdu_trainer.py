@@ -10,7 +10,6 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from ..utils import sequence_nll
 from .base_trainer import UnlearnTrainer
 from .step import normalized_sum
 from .token_terms import answer_positions, token_mean
@@ -131,9 +130,7 @@ class PDUTrainer(UnlearnTrainer):
     def retain_loss(self, model, inputs):
         if "retain" not in inputs:
             return torch.zeros((), device=self.args.device)
-        retain = inputs["retain"]
-        logits = model(input_ids=retain["input_ids"], attention_mask=retain["attention_mask"]).logits
-        nll, num_tokens = sequence_nll(logits, retain["labels"])  # (B,), (B,)
+        _, nll, num_tokens = self.retain_forward(model, inputs)  # (B,), (B,)
         count = num_tokens.sum()
         denominator = count if self.step_counts is None else self.step_counts.retain("token")
         share = normalized_sum(nll.detach(), None, denominator)  # this micro-batch's part of the step's CE(R)
