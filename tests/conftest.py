@@ -1,3 +1,9 @@
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from datasets import Dataset
@@ -40,3 +46,27 @@ def retain_dataset():
     generator = torch.Generator().manual_seed(2)
     rows = [torch.randint(0, 10, (8,), generator=generator).tolist() for _ in range(12)]
     return lm_dataset(rows, prompt_length=1)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_two_processes(target: list[str], cwd: Path | None = None, timeout: int = 300) -> tuple[str, str]:
+    """`torchrun --standalone --nproc_per_node 2 TARGET...` on the CPU (gloo), with this checkout importable and one
+    thread per process; returns `(stdout, stderr)` and fails the test on a non-zero exit or after `timeout` s."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env.pop("ACCELERATE_USE_CPU", None)  # the code under test must set it itself under a plain torchrun
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *target]
+    # A session of its own, so that a hang (ranks waiting on each other) kills the launcher and its workers only.
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"torchrun did not finish within {timeout} s")
+    assert process.returncode == 0, stderr[-4000:]
+    return stdout, stderr

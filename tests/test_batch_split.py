@@ -1,19 +1,15 @@
 """One optimizer step gives the same update however it is split: 8×1, 4×2 and 2×4 micro-batch × accumulation, and
 2 processes × 4 rows, for every method, with and without a retain set (`docs/methods.md#batches`)."""
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from .conftest import run_two_processes
 from .scripts.batch_split_worker import CASES, one_step
 
-REPO = Path(__file__).resolve().parent.parent
 SPLITS = [(4, 2), (2, 4)]
 
 
@@ -51,22 +47,7 @@ def test_per_micro_batch_means_would_differ(whole_batch, tmp_path, monkeypatch):
 
 def test_two_processes_give_the_same_step(whole_batch, tmp_path):
     """A user's own script (no hf-unlearn CLI) under `torchrun --nproc_per_node 2` on CPUs, 4 rows per process."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    env.pop("ACCELERATE_USE_CPU", None)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(Path(__file__).parent / "scripts" / "batch_split_worker.py"), str(tmp_path), "4", "1",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
-    try:
-        _, stderr = process.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail("torchrun did not finish within 300 s")
-    assert process.returncode == 0, stderr[-3000:]
+    run_two_processes([str(Path(__file__).parent / "scripts" / "batch_split_worker.py"), str(tmp_path), "4", "1"])
     for case, _, _ in CASES:
         delta = load_file(str(tmp_path / f"{case}.safetensors"))
         assert relative_difference(whole_batch[case], delta) < 1e-4, f"{case}: 2 processes × 4"

@@ -3,9 +3,6 @@ full score vector as one process (contiguous shards, all-reduced statistics, une
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -15,6 +12,7 @@ import torch
 
 from hf_unlearn.influence import lm_head_influence
 
+from .conftest import run_two_processes
 from .test_influence import make_rows, tiny_gpt2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,31 +25,7 @@ def test_two_processes_match_one(tmp_path):
     model.save_pretrained(tmp_path / "model")
     datasets = {"uneven": make_rows(7, seed=11), "one_row": make_rows(1, seed=12)}  # shards 4+3, and 1+0
     torch.save(datasets, tmp_path / "rows.pt")
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(WORKER),
-        str(tmp_path / "model"),
-        str(tmp_path / "rows.pt"),
-        str(tmp_path),
-    ]
-    # A session of its own, so that a hang (e.g. ranks running different numbers of sharded forwards) kills the
-    # launcher and its workers.
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        _, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("the workers did not finish within 300 s")
-    assert proc.returncode == 0, stderr[-4000:]
+    run_two_processes([str(WORKER), str(tmp_path / "model"), str(tmp_path / "rows.pt"), str(tmp_path)])
 
     shard_rows = {"uneven": [4, 3], "one_row": [1, 0]}
     for name, rows in datasets.items():

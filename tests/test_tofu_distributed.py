@@ -1,10 +1,6 @@
 """Two processes (torchrun, gloo) give the same TOFU summary as one: the reference can only evaluate in one."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +8,9 @@ import torch
 
 from hf_unlearn.cli import main
 
+from .conftest import run_two_processes
 from .tofu_helpers import FIXTURE_DIR, make_model, make_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
 COMPARED = [
     "forget_Q_A_Prob",
     "forget_Q_A_ROUGE",
@@ -34,35 +30,7 @@ COMPARED = [
 
 def run_torchrun(args: list[str], cwd: Path, timeout: int = 240, capture_stderr: bool = False):
     """`torchrun --nproc_per_node 2 -m hf_unlearn.cli ARGS` on the CPU (gloo); returns stdout (and stderr)."""
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        OMP_NUM_THREADS="1",
-        CUDA_VISIBLE_DEVICES="",
-    )
-    env.pop("ACCELERATE_USE_CPU", None)  # the pipeline must set it itself under a plain torchrun
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "hf_unlearn.cli",
-        *args,
-    ]
-    # A session of its own, so that a hang kills the launcher and its workers, nothing else.
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, start_new_session=True
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail(f"torchrun did not finish within {timeout} s")
-    assert process.returncode == 0, stderr[-3000:]
+    stdout, stderr = run_two_processes(["-m", "hf_unlearn.cli", *args], cwd=cwd, timeout=timeout)
     # accelerate joined the group (transformers' hint to use torch.distributed.launch means it did not), and the
     # other rank kept quiet (its C++ warnings carry a [rank1] prefix).
     assert "torch.distributed.launch" not in stderr and "[rank1]" not in stderr, stderr[-3000:]
