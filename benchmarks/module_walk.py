@@ -104,27 +104,13 @@ class ModuleWalk:
 
 
 def tiny_tofu_recipe(base: Path, out: Path) -> dict:
-    """The tests' tiny TOFU recipe: fine-tune target and retain, unlearn with GA and IMU, evaluate, report."""
-    from tests.tofu_helpers import FIXTURE_DIR
+    """The tests' tiny TOFU recipe (one fine-tuning epoch): fine-tune target and retain, unlearn with GA and IMU,
+    evaluate, report."""
+    from tests.tofu_helpers import tiny_recipe
 
-    return {
-        "task": "tofu",
-        "output_dir": str(out),
-        "data_dir": str(FIXTURE_DIR),
-        "forget_split": "forget05",
-        "seed": 0,
-        "models": {
-            "base": {"name_or_path": str(base)},
-            "target": {"train_data": [{"config": "retain_perturbed"}, {"config": "forget05"}]},
-            "retain": {"train_data": ["retain_perturbed"]},
-        },
-        "finetune": {"learning_rate": 1e-2, "num_train_epochs": 1, "per_device_train_batch_size": 4},
-        "unlearn_data": {"forget": ["forget05"], "retain": ["retain_perturbed"]},
-        "unlearn": {"learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 2, "disable_tqdm": True},
-        "methods": {"GA": {}, "IMU": {"trainable": "head", "learning_rate": 1e-2}},
-        "evaluation": {"batch_size": 8, "max_new_tokens": 4, "max_retain_items": 3},
-        "report": {"samples": 2},
-    }
+    return tiny_recipe(
+        base, out, finetune={"learning_rate": 1e-2, "num_train_epochs": 1, "per_device_train_batch_size": 4}
+    )
 
 
 class Walks:

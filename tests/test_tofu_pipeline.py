@@ -20,7 +20,7 @@ from hf_unlearn.tasks.tofu.finetune import sft_dataset
 from hf_unlearn.tasks.tofu.recipe import build_sft_config, parse_tofu_recipe
 from hf_unlearn.utils import IGNORE_INDEX, sequence_nll
 
-from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model
+from .tofu_helpers import FIXTURE_DIR, fixture_rows, make_model, make_tokenizer, save_tiny_model, tiny_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 FORGET_TEXT = [row[key] for row in fixture_rows("forget05") for key in ("question", "answer")]
@@ -29,34 +29,6 @@ FORGET_TEXT = [row[key] for row in fixture_rows("forget05") for key in ("questio
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("base"))
-
-
-def tiny_recipe(base, out, **changes):
-    recipe = {
-        "task": "tofu",
-        "output_dir": str(out),
-        "data_dir": str(FIXTURE_DIR),
-        "forget_split": "forget05",
-        "seed": 0,
-        "models": {
-            "base": {"name_or_path": str(base)},
-            "target": {"train_data": [{"config": "retain_perturbed"}, {"config": "forget05"}]},
-            "retain": {"train_data": ["retain_perturbed"]},
-        },
-        "finetune": {
-            "learning_rate": 1e-2,
-            "num_train_epochs": 2,
-            "per_device_train_batch_size": 4,
-            "disable_tqdm": True,
-        },
-        "unlearn_data": {"forget": ["forget05"], "retain": ["retain_perturbed"]},
-        "unlearn": {"learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 2, "disable_tqdm": True},
-        "methods": {"GA": {}, "IMU": {"trainable": "head", "learning_rate": 1e-2}},
-        "evaluation": {"batch_size": 8, "max_new_tokens": 4, "max_retain_items": 3},
-        "report": {"samples": 2},
-    }
-    recipe.update(changes)
-    return recipe
 
 
 def write(path: Path, recipe: dict) -> str:

@@ -115,3 +115,33 @@ def write_fixture(folder: Path, overrides: dict[str, list[dict] | None] | None =
         else:
             target.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return folder
+
+
+def tiny_recipe(base, out, **changes):
+    """The tiny TOFU recipe of the tests (and of `benchmarks/module_walk.py`): fine-tune target and retain, unlearn
+    with GA and IMU, evaluate, report; `changes` replace top-level sections."""
+    recipe = {
+        "task": "tofu",
+        "output_dir": str(out),
+        "data_dir": str(FIXTURE_DIR),
+        "forget_split": "forget05",
+        "seed": 0,
+        "models": {
+            "base": {"name_or_path": str(base)},
+            "target": {"train_data": [{"config": "retain_perturbed"}, {"config": "forget05"}]},
+            "retain": {"train_data": ["retain_perturbed"]},
+        },
+        "finetune": {
+            "learning_rate": 1e-2,
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 4,
+            "disable_tqdm": True,
+        },
+        "unlearn_data": {"forget": ["forget05"], "retain": ["retain_perturbed"]},
+        "unlearn": {"learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 2, "disable_tqdm": True},
+        "methods": {"GA": {}, "IMU": {"trainable": "head", "learning_rate": 1e-2}},
+        "evaluation": {"batch_size": 8, "max_new_tokens": 4, "max_retain_items": 3},
+        "report": {"samples": 2},
+    }
+    recipe.update(changes)
+    return recipe
