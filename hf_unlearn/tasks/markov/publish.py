@@ -14,7 +14,6 @@ from typing import Any
 from ...hub import (
     HubPush,
     ModelCardInfo,
-    check_pushes,
     config_hyperparameters,
     head_sha256,
     method_reference,
@@ -27,18 +26,10 @@ from ...runtime.versions import environment_versions
 from .recipe import MarkovRecipe
 from .report import markov_table
 
-__all__ = ["check_hub", "publish"]
+__all__ = ["publish"]
 
 # The benchmark's numbers (its table's columns), for the card's model-index.
 _METRICS = ("retain_loss", "retain_kl", "forget_loss", "forget_kl", "forget1_loss", "forget2_loss")
-
-
-def check_hub(recipe: MarkovRecipe) -> None:
-    """Before anything trains: can the planned pushes happen? One line when not (the folders are still written)."""
-    if recipe.hub:
-        problem = check_pushes(recipe.hub.values())
-        if problem:
-            main_process_print(problem)
 
 
 def publish(

@@ -17,7 +17,6 @@ from ...hub import (
     HubPush,
     ModelCardInfo,
     base_license,
-    check_pushes,
     config_hyperparameters,
     copy_model_files,
     head_sha256,
@@ -38,7 +37,7 @@ from .finetune import load_model, public_name
 from .recipe import ModelSpec, TofuPlan
 from .report import TOFU_COLUMNS, tofu_table
 
-__all__ = ["check_hub", "publish", "unlearned_card_info"]
+__all__ = ["publish", "unlearned_card_info"]
 
 
 def _target_description(plan: TofuPlan, target: ModelSpec) -> str:
@@ -115,15 +114,6 @@ def unlearned_card_info(
         # The target's card (a fine-tuned target's says nothing of it), else the base it was fine-tuned from.
         **base_license(target.path, plan.base.path if plan.base is not None else None),
     )
-
-
-def check_hub(plan: TofuPlan) -> None:
-    """Before anything loads or trains: can the planned pushes happen? One line when not (the folders are still
-    written)."""
-    if plan.hub:
-        problem = check_pushes(plan.hub.values())
-        if problem:
-            main_process_print(problem)
 
 
 def _evaluation_table(plan: TofuPlan, label: str, payload: dict[str, Any]) -> str:
