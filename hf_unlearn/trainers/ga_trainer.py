@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base_trainer import UnlearnTrainer
-from .step import normalized_sum
+from .step import token_mean_of_sums
 
 __all__ = ["GATrainer", "ga_loss"]
 
@@ -28,9 +28,7 @@ def ga_loss(
         num_items_in_batch: the mean's denominator over the whole optimizer step (its labelled tokens, or Σ ŵ with
             weights), so that the micro-batch gives its share; None: this batch's own.
     """
-    if weights is not None:
-        return -normalized_sum(nll / num_tokens, weights, num_items_in_batch)
-    return -normalized_sum(nll, None, num_tokens.sum() if num_items_in_batch is None else num_items_in_batch)
+    return -token_mean_of_sums(nll, num_tokens, weights, num_items_in_batch)
 
 
 class GATrainer(UnlearnTrainer):

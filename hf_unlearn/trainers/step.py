@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ForgetBatch", "StepCounts", "normalized_sum"]
+__all__ = ["ForgetBatch", "StepCounts", "normalized_sum", "token_mean_of_sums"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,24 @@ def normalized_sum(
     if float(num_items_in_batch) <= 0:
         return total * 0.0
     return total / num_items_in_batch
+
+
+def token_mean_of_sums(
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    num_items_in_batch: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Σ_i s_i / N from per-sequence sums s_i over counts n_i tokens: the micro-batch's share of a token mean over the
+    whole optimizer step (N = `num_items_in_batch`, the step's tokens; None: Σ_i n_i of this batch). With influence
+    weights ŵ it is Σ_i ŵ_i s_i/n_i / Σ ŵ (N then the step's Σ ŵ): each sequence's own mean, weighted.
+
+    Args:
+        sums, counts: `(B,)`; weights: `(B,)` ŵ_i ≥ 0, or None.
+    """
+    if weights is not None:
+        return normalized_sum(sums / counts, weights, num_items_in_batch)
+    return normalized_sum(sums, None, counts.sum() if num_items_in_batch is None else num_items_in_batch)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..utils import IGNORE_INDEX
-from .step import normalized_sum
+from .step import token_mean_of_sums
 
 __all__ = ["answer_positions", "token_mean"]
 
@@ -44,5 +44,5 @@ def token_mean(
     sums = values.masked_fill(~mask, 0.0).sum(-1)  # (B,)
     counts = mask.sum(-1)  # (B,)
     if weights is not None:
-        return normalized_sum(sums / counts.clamp(min=1), weights, num_items_in_batch)
-    return normalized_sum(sums, None, counts.sum() if num_items_in_batch is None else num_items_in_batch)
+        counts = counts.clamp(min=1)  # a row without labelled positions contributes 0 to the weighted mean
+    return token_mean_of_sums(sums, counts, weights, num_items_in_batch)
