@@ -19,7 +19,7 @@ Counted as `docs/architecture.md#how-the-module-walk-is-counted` says:
 - Four walks are counted from one run: `package` (every hf_unlearn module) and `recipe` (only the modules above the
   library core: `tasks/`, `runtime/`, `cli/`, `recipe.py`, `reporting.py`; the core's modules are then as
   transparent as transformers'), each with and without imports (`no imports`: the execution of a module's body when
-  it is first imported is not a step of the walk).
+  it is first imported, and of the class bodies in it, is not a step of the walk).
 
 The walk needs the test fixtures (`tests/fixtures/tofu`, `tests/tofu_helpers.py`): run it from the repository root.
 """
@@ -27,6 +27,7 @@ The walk needs the test fixtures (`tests/fixtures/tofu`, `tests/tofu_helpers.py`
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import tempfile
@@ -53,6 +54,9 @@ class ModuleWalk:
         self.seen: set = set()
         self.stack: list = []  # the frames read (first calls of their function), innermost last
         self.walk: list[str] = []
+        # The reader's open modules: a module is left when no frame of it is on the stack any more.
+        self.open: Counter = Counter()
+        self.opened: Counter = Counter()  # how often each module was opened (entered while not open)
 
     def _module(self, code) -> str | None:
         name = code.co_filename
@@ -70,16 +74,20 @@ class ModuleWalk:
     def __call__(self, frame, event, arg) -> None:
         if event == "call":
             code = frame.f_code
-            if code in self.seen or (not self.imports and code.co_name == "<module>"):
+            if code in self.seen or (not self.imports and not code.co_flags & inspect.CO_NEWLOCALS):
                 return
             module = self._module(code)
             if module is None:
                 return
             self.seen.add(code)
             self.stack.append(frame)
+            if not self.open[module]:
+                self.opened[module] += 1
+            self.open[module] += 1
             self._step(module)
         elif event == "return" and self.stack and frame is self.stack[-1]:
             self.stack.pop()
+            self.open[self._module(frame.f_code)] -= 1
             if self.stack:
                 self._step(self._module(self.stack[-1].f_code))
 
@@ -93,11 +101,14 @@ class ModuleWalk:
     def summary(self) -> dict:
         entries = Counter(self.walk)
         climbs = {module: count - 1 for module, count in entries.most_common() if count > 1}
+        reopened = {module: count - 1 for module, count in self.opened.most_common() if count > 1}
         return {
             "modules": len(entries),
             "steps": len(self.walk),
             "climbs_back": sum(climbs.values()),
             "climbs_back_by_module": climbs,
+            "reopened": sum(reopened.values()),
+            "reopened_by_module": reopened,
             "entries": dict(entries.most_common()),
             "walk": self.walk,
         }
@@ -164,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = walk_tofu_recipe()
     print()
     for name, walk in summary.items():
-        print(f"{name}: {walk['modules']} modules, {walk['steps']} steps, {walk['climbs_back']} climbs back")
+        print(
+            f"{name}: {walk['modules']} modules, {walk['steps']} steps, {walk['climbs_back']} climbs back, "
+            f"{walk['reopened']} modules reopened after being left"
+        )
         for module, count in walk["climbs_back_by_module"].items() if args.verbose else ():
-            print(f"  {module}: {count}")
+            print(f"  {module}: {count} climbs back, reopened {walk['reopened_by_module'].get(module, 0)}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
     return 0

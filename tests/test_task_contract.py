@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from hf_unlearn.cli.run import TASKS, load_task
+from hf_unlearn.evaluation.callback import trajectory_record
 from hf_unlearn.recipe import LaunchArguments, RecipeError
 from hf_unlearn.runtime.cache import cached_stage, commit_stage, open_scratch
-from hf_unlearn.runtime.task import RunOptions, Task, run_task, trajectory_record
+from hf_unlearn.runtime.task import RunOptions, Task, run_task
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-__all__ = ["EvalMetricsCallback"]
+__all__ = ["EvalMetricsCallback", "trajectory_record"]
 
 
 class EvalMetricsCallback(TrainerCallback):
@@ -20,3 +20,16 @@ class EvalMetricsCallback(TrainerCallback):
 
     def compute_metrics(self, model: Any, processing_class: Any, args: Any, state: Any) -> dict[str, float]:
         raise NotImplementedError
+
+
+def trajectory_record(callbacks: list[Any]) -> dict[str, Any]:
+    """The trajectory of one unlearning run, from its `EvalMetricsCallback`s (anything with `history` and `seconds`):
+    `history` (metrics at each evaluation), `eval_seconds` (their wall time, not part of the unlearning time), and
+    `stopped` where a stopping callback ended the run."""
+    record: dict[str, Any] = {}
+    for callback in callbacks:
+        if hasattr(callback, "history") and hasattr(callback, "seconds"):
+            record.update(history=callback.history, eval_seconds=callback.seconds)
+        if hasattr(callback, "stopped"):
+            record["stopped"] = callback.stopped
+    return record

@@ -230,6 +230,23 @@ class StageLog:
         self.payload.setdefault("stages", {})
         self.started = time.perf_counter()
 
+    @classmethod
+    def start(
+        cls, path: Path, header: dict[str, Any], result_files: tuple[str, ...], device: str | None = None
+    ) -> StageLog:
+        """The log of a new run, written at once (`complete: false`) with `header` and the environment (package
+        versions, threads, device). The earlier run's `result_files` (in `path`'s folder) move to `previous/` first:
+        an interrupted run must not leave them looking like its own."""
+        import torch
+
+        from .versions import environment_versions
+
+        retire_previous_results(Path(path).parent, result_files)
+        environment = {**environment_versions(), "threads": torch.get_num_threads(), "device": device or "cpu"}
+        log = cls(path, {**header, "environment": environment})
+        log.save(complete=False)
+        return log
+
     @contextmanager
     def stage(self, name: str):
         entry: dict[str, Any] = {"reused": False}

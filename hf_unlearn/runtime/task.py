@@ -8,7 +8,7 @@ A task is a `Task` subclass in its own `hf_unlearn/tasks/<name>/pipeline.py`:
 - `batches(recipe)`: the batch of every training stage, for the process-count check.
 - `run_stages(recipe, log)`: the stages, each through the stage cache (`runtime.cache`: `cached_stage`,
   `open_scratch`, `commit_stage`) inside `log.stage(name)`, metrics added to `log.payload` and saved after each;
-  trajectories come from the trainer's `EvalMetricsCallback` (`trajectory_record`).
+  trajectories come from the trainer's `EvalMetricsCallback` (`evaluation.trajectory_record`).
 - `write_reports(recipe, log)`: tables and plots from `log.payload` (main process), after every stage if it likes.
 
 The recipe has `output_path`, `models_path`, `seed`, `launch.num_processes`, `hub` (label -> push) and `settings()`.
@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .launch import TrainingBatch
+from .prologue import run_prologue
 
 if TYPE_CHECKING:
     from .cache import StageLog
 
 # Nothing here imports torch at import time: a task's recipe is parsed (and a bad one refused) before torch loads.
-__all__ = ["RunOptions", "Task", "check_hub", "run_prologue", "run_task", "trajectory_record"]
+__all__ = ["RunOptions", "Task", "run_task"]
 
 
 @dataclass
@@ -78,33 +79,6 @@ class Task(abc.ABC):
         return None
 
 
-def check_hub(pushes: dict[str, Any]) -> None:
-    """Before anything trains: can the planned pushes happen? One line when not (the folders are still written)."""
-    if pushes:
-        from ..hub import check_pushes
-        from .distributed import main_process_print
-
-        problem = check_pushes(pushes.values())
-        if problem:
-            main_process_print(problem)
-
-
-def run_prologue(recipe: Any, command: str, batches: list[TrainingBatch], folders: dict[str, Path], hub: bool = True):
-    """The checks every task run makes before any work: the process count the batches were written for, the Hub
-    pushes (`hub`), writable folders (`folders`: what -> path); then holds their lock (a context manager)."""
-    from .distributed import is_main_process, require_num_processes
-    from .io import check_writable_folder
-    from .lock import hold_output_lock
-
-    require_num_processes(recipe.launch.num_processes, command, batches)
-    if hub:
-        check_hub(recipe.hub)
-    if is_main_process():
-        for what, folder in folders.items():
-            check_writable_folder(folder, what)
-    return hold_output_lock(*folders.values())
-
-
 def run_task(task: Task, raw: Any, options: RunOptions) -> dict[str, Any] | None:
     """Run a recipe of `task` end to end (`raw`: the YAML mapping, or a recipe `task.parse` made); returns the payload
     of `results.json` (None for a dry run)."""
@@ -114,11 +88,8 @@ def run_task(task: Task, raw: Any, options: RunOptions) -> dict[str, Any] | None
 
         join_process_group()
     recipe = task.parse(raw, options) if isinstance(raw, dict) else raw  # a bad recipe fails here, before torch
-    import torch
-
-    from .cache import StageLog, retire_previous_results
+    from .cache import StageLog
     from .distributed import is_main_process, join_process_group
-    from .versions import environment_versions
 
     options.device = None if options.dry_run else join_process_group()
     task.check_inputs(recipe, options)
@@ -128,24 +99,15 @@ def run_task(task: Task, raw: Any, options: RunOptions) -> dict[str, Any] | None
     folders = {"output folder": Path(recipe.output_path), "models folder": Path(recipe.models_path)}
     command = f"{options.command} {options.recipe_arg}"
     with run_prologue(recipe, command, task.batches(recipe), folders):
-        # The old results go before any work: an interrupted run must not leave them looking like its own.
-        retire_previous_results(recipe.output_path, task.result_files)
         from transformers import set_seed
 
         set_seed(recipe.seed)
-        log = StageLog(
+        log = StageLog.start(
             Path(recipe.output_path) / "results.json",
-            {
-                "task": task.name,
-                "settings": recipe.settings(),
-                "environment": {
-                    **environment_versions(),
-                    "threads": torch.get_num_threads(),
-                    "device": options.device or "cpu",
-                },
-            },
+            {"task": task.name, "settings": recipe.settings()},
+            task.result_files,
+            device=options.device,
         )
-        log.save(complete=False)
         task.run_stages(recipe, log, options)
         log.save(complete=True)
         if is_main_process():
@@ -158,16 +120,3 @@ def run_task(task: Task, raw: Any, options: RunOptions) -> dict[str, Any] | None
                 flush=True,
             )
     return log.payload
-
-
-def trajectory_record(callbacks: list[Any]) -> dict[str, Any]:
-    """The trajectory of one unlearning run, from its `EvalMetricsCallback`s (anything with `history` and `seconds`):
-    `history` (metrics at each evaluation), `eval_seconds` (their wall time, not part of the unlearning time), and
-    `stopped` where a stopping callback ended the run."""
-    record: dict[str, Any] = {}
-    for callback in callbacks:
-        if hasattr(callback, "history") and hasattr(callback, "seconds"):
-            record.update(history=callback.history, eval_seconds=callback.seconds)
-        if hasattr(callback, "stopped"):
-            record["stopped"] = callback.stopped
-    return record

@@ -17,11 +17,11 @@ import torch
 from datasets import concatenate_datasets
 
 from ...data.pairing import pad_examples
+from ...evaluation.callback import trajectory_record
 from ...recipe import build_method_config
 from ...reporting import plot_influence_weights
 from ...runtime.cache import StageLog, cached_stage, commit_stage, fingerprint_settings, open_scratch
 from ...runtime.distributed import is_main_process, main_process_print, num_processes
-from ...runtime.task import trajectory_record
 from ...runtime.versions import environment_versions
 from .data import make_markov_datasets
 from .evaluation import MarkovEvalCallback, MarkovEvaluator

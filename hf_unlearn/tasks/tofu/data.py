@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from ...data.tofu import load_tofu
 
-__all__ = ["Selection", "describe_selections", "select_rows"]
+__all__ = ["Selection", "describe_selections", "select_rows", "selections_json"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class Selection:
 def describe_selections(selections: list[Selection]) -> str:
     """`full[0:400] + forget05`: config names and row ranges only, never text."""
     return " + ".join(selection.describe() for selection in selections)
+
+
+def selections_json(selections: list[Selection]) -> list[dict[str, Any]]:
+    """Selections as plain JSON (for fingerprints)."""
+    return [{"config": s.config, "rows": None if s.rows is None else list(s.rows)} for s in selections]
 
 
 def select_rows(selections: list[Selection], data_dir: str | os.PathLike | None):

@@ -32,8 +32,8 @@ from ...runtime.io import atomic_write_json
 from ...runtime.versions import environment_versions
 from ...trainers.gradient_restriction_config import GradientRestriction
 from ...utils import IGNORE_INDEX
-from .data import describe_selections, select_rows
-from .recipe import ROLES, ModelSpec, TofuRecipe, build_lora_config, build_sft_config, selections_json
+from .data import describe_selections, select_rows, selections_json
+from .recipe import ROLES, ModelSpec, TofuRecipe, build_lora_config, build_sft_config
 
 __all__ = [
     "check_data_separation",

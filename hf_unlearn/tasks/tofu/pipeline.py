@@ -32,6 +32,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ...callbacks import StopAtTargetCallback
 from ...data.chat import tokenize_dataset
+from ...evaluation.callback import trajectory_record
 from ...evaluation.tofu import MAIN_METRICS, TEACHER_FORCED_UTILITY, UTILITY_COMPONENTS, TofuEvalCallback
 from ...hub import write_model_card
 from ...recipe import build_method_config
@@ -47,14 +48,13 @@ from ...runtime.distributed import is_main_process, main_process_print
 from ...runtime.hashing import sha256_json
 from ...runtime.io import atomic_write_json, atomic_write_text
 from ...runtime.launch import TrainingBatch, method_batches, training_batch
-from ...runtime.task import trajectory_record
 from ...runtime.versions import environment_versions
 from ...trainers import METHODS
-from .data import describe_selections, select_rows
+from .data import describe_selections, select_rows, selections_json
 from .eval_stage import evaluate_tofu_stage
 from .finetune import check_data_separation, ensure_models, load_model
 from .publish import publish, unlearned_card_info
-from .recipe import ModelSpec, TofuRecipe, build_lora_config, selections_json
+from .recipe import ModelSpec, TofuRecipe, build_lora_config
 from .report import format_tofu_samples, plot_tofu_tradeoff, tofu_table
 
 __all__ = [

@@ -37,7 +37,6 @@ __all__ = [
     "build_sft_config",
     "describe_plan",
     "parse_tofu_recipe",
-    "selections_json",
 ]
 
 ROLES = ("target", "retain")
@@ -270,11 +269,6 @@ class TofuRecipe:
             "report": dataclasses.asdict(self.report),
             "save_dtype": self.save_dtype,
         }
-
-
-def selections_json(selections: list[Selection]) -> list[dict[str, Any]]:
-    """Selections as plain JSON (for fingerprints)."""
-    return [{"config": s.config, "rows": None if s.rows is None else list(s.rows)} for s in selections]
 
 
 def _model_spec(source: ModelSource) -> ModelSpec:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ...runtime.cache import StageLog, retire_previous_results
+from ...runtime.cache import StageLog
 from ...runtime.distributed import join_process_group, main_process_print
 from ...runtime.launch import TrainingBatch
-from ...runtime.task import RunOptions, Task, run_prologue, run_task
+from ...runtime.prologue import run_prologue
+from ...runtime.task import RunOptions, Task, run_task
 from . import pipeline
 from .checks import check_tofu_inputs
 from .finetune import ensure_models
@@ -95,11 +96,12 @@ def run_finetune(
         return {}
     folders = {"models folder": plan.models_dir}
     with run_prologue(plan, f"finetune {recipe_arg}", pipeline.training_batches(plan, "finetune"), folders, hub=False):
-        retire_previous_results(plan.models_dir, ("finetune_results.json",))
-        log = StageLog(
-            plan.models_dir / "finetune_results.json", {"task": "tofu-finetune", "settings": plan.settings()}
+        log = StageLog.start(
+            plan.models_dir / "finetune_results.json",
+            {"task": "tofu-finetune", "settings": plan.settings()},
+            ("finetune_results.json",),
+            device=device,
         )
-        log.save(complete=False)
         models = ensure_models(plan, log, device, roles=tuple(r for r in roles if r in plan.train_data))
         log.save(complete=True)
     for role, spec in models.items():

@@ -1,0 +1,38 @@
+"""The checks every task run makes before any work, then its lock: the process count the recipe's batch sizes were
+written for, the planned Hub pushes, writable folders. Nothing here imports torch at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .launch import TrainingBatch
+
+__all__ = ["check_hub", "run_prologue"]
+
+
+def check_hub(pushes: dict[str, Any]) -> None:
+    """Before anything trains: can the planned pushes happen? One line when not (the folders are still written)."""
+    if pushes:
+        from ..hub import check_pushes
+        from .distributed import main_process_print
+
+        problem = check_pushes(pushes.values())
+        if problem:
+            main_process_print(problem)
+
+
+def run_prologue(recipe: Any, command: str, batches: list[TrainingBatch], folders: dict[str, Path], hub: bool = True):
+    """The checks every task run makes before any work: the process count the batches were written for, the Hub
+    pushes (`hub`), writable folders (`folders`: what -> path); then holds their lock (a context manager)."""
+    from .distributed import is_main_process, require_num_processes
+    from .io import check_writable_folder
+    from .lock import hold_output_lock
+
+    require_num_processes(recipe.launch.num_processes, command, batches)
+    if hub:
+        check_hub(recipe.hub)
+    if is_main_process():
+        for what, folder in folders.items():
+            check_writable_folder(folder, what)
+    return hold_output_lock(*folders.values())
