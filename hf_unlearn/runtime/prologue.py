@@ -3,6 +3,8 @@ written for, the planned Hub pushes, writable folders. Nothing here imports torc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +24,28 @@ def check_hub(pushes: dict[str, Any]) -> None:
             main_process_print(problem)
 
 
-def run_prologue(recipe: Any, command: str, batches: list[TrainingBatch], folders: dict[str, Path], hub: bool = True):
-    """The checks every task run makes before any work: the process count the batches were written for, the Hub
-    pushes (`hub`), writable folders (`folders`: what -> path); then holds their lock (a context manager)."""
+@contextmanager
+def run_prologue(
+    recipe: Any,
+    command: str,
+    batches: list[TrainingBatch],
+    folders: dict[str, Path] | None = None,
+    hub: bool = True,
+) -> Iterator[None]:
+    """The checks every task run makes before any work, then the block runs holding the folders' lock: the process
+    count the batches were written for, the Hub pushes (`hub`), writable folders (`folders`: what -> path; default:
+    the recipe's output and models folders)."""
     from .distributed import is_main_process, require_num_processes
     from .io import check_writable_folder
     from .lock import hold_output_lock
 
+    if folders is None:
+        folders = {"output folder": Path(recipe.output_path), "models folder": Path(recipe.models_path)}
     require_num_processes(recipe.launch.num_processes, command, batches)
     if hub:
         check_hub(recipe.hub)
     if is_main_process():
         for what, folder in folders.items():
             check_writable_folder(folder, what)
-    return hold_output_lock(*folders.values())
+    with hold_output_lock(*folders.values()):
+        yield

@@ -96,9 +96,8 @@ def run_task(task: Task, raw: Any, options: RunOptions) -> dict[str, Any] | None
     if options.dry_run:
         print(task.describe(recipe, options))
         return None
-    folders = {"output folder": Path(recipe.output_path), "models folder": Path(recipe.models_path)}
     command = f"{options.command} {options.recipe_arg}"
-    with run_prologue(recipe, command, task.batches(recipe), folders):
+    with run_prologue(recipe, command, task.batches(recipe)):
         from transformers import set_seed
 
         set_seed(recipe.seed)
