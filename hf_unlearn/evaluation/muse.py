@@ -52,7 +52,7 @@ class MuseEvalArguments:
     """What the MUSE evaluation computes and how (the defaults are the reference's).
 
     Parameters:
-        metrics: which of `verbmem_f`, `knowmem_f`, `knowmem_r`, `privleak` to compute.
+        metrics: which of `verbmem_f`, `knowmem_f`, `knowmem_r`, `privleak` to compute (none: only lm-eval tasks).
         verbmem_max_new_tokens: new tokens of a VerbMem continuation, and the true continuation's cut (128).
         knowmem_max_new_tokens: new tokens of a KnowMem answer (32).
         min_k: the share k of a text's least likely tokens in the Min-K % score (0.4).
@@ -76,8 +76,8 @@ class MuseEvalArguments:
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(MUSE_METRICS))
-        if unknown or not self.metrics:
-            raise ValueError(f"metrics must be a non-empty subset of {list(MUSE_METRICS)}, got {self.metrics}.")
+        if unknown:
+            raise ValueError(f"metrics must be a subset of {list(MUSE_METRICS)}, got {self.metrics}.")
         if not 0 < self.min_k <= 1:
             raise ValueError(f"min_k must be in (0, 1], got {self.min_k}.")
         for name in ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "batch_size", "generation_batch_size"):

@@ -29,16 +29,20 @@ FOLD_SPLITS = tuple(f"{protocol}/forget_{k}" for protocol in ("scal", "sust") fo
 
 @dataclass(frozen=True)
 class TextSelection:
-    """Documents of one split (`raw/forget`, `raw/retain1`, `scal/forget_2`, ...; a bare name means `raw/NAME`),
-    optionally rows [start, end) only."""
+    """Documents of one MUSE split (`raw/forget`, `raw/retain1`, `scal/forget_2`, ...; a bare name means
+    `raw/NAME`) or of a local `file` (JSON list of strings, or JSON(L) rows with a `text` column: e.g. the WMDP
+    corpora), optionally rows [start, end) only."""
 
-    split: str = field(metadata={"help": "config/split, e.g. raw/forget or sust/forget_2 (bare name: raw/NAME)."})
+    split: str | None = field(default=None, metadata={"help": "config/split, e.g. raw/forget (bare: raw/NAME)."})
+    file: str | None = field(default=None, metadata={"help": "A local .json/.jsonl file of texts instead."})
     rows: list[int] | None = field(default=None, metadata={"help": "[start, end) of the documents (null: all)."})
 
     def __post_init__(self) -> None:
-        if "/" not in self.split:
+        if (self.split is None) == (self.file is None):
+            raise ValueError("give either split (a MUSE split) or file (a local .json/.jsonl of texts).")
+        if self.split is not None and "/" not in self.split:
             object.__setattr__(self, "split", f"raw/{self.split}")
-        if self.split not in RAW_SPLITS + FOLD_SPLITS:
+        if self.split is not None and self.split not in RAW_SPLITS + FOLD_SPLITS:
             raise ValueError(f"split must be one of {list(RAW_SPLITS + FOLD_SPLITS)}, got {self.split!r}.")
         if self.rows is not None:
             if len(self.rows) != 2 or not 0 <= self.rows[0] < self.rows[1]:
@@ -46,7 +50,8 @@ class TextSelection:
             object.__setattr__(self, "rows", tuple(self.rows))
 
     def describe(self) -> str:
-        return self.split + (f"[{self.rows[0]}:{self.rows[1]}]" if self.rows else "")
+        name = self.split if self.split is not None else Path(self.file).name
+        return name + (f"[{self.rows[0]}:{self.rows[1]}]" if self.rows else "")
 
 
 def describe_text_selections(selections: list[TextSelection]) -> str:
@@ -85,8 +90,13 @@ def select_texts(selections: list[TextSelection], corpus: str, data_dir: str | N
     """The documents of `selections`, in order."""
     texts: list[str] = []
     for selection in selections:
-        config, split = selection.split.split("/")
-        rows = load_muse(corpus, config, split, data_dir)
+        if selection.file is not None:
+            rows = tuple(_read(Path(selection.file)))
+            if not all(isinstance(row, str) for row in rows):
+                raise ValueError(f"{selection.file}: expected texts (strings or rows with only a `text` column).")
+        else:
+            config, split = selection.split.split("/")
+            rows = load_muse(corpus, config, split, data_dir)
         start, end = selection.rows or (0, len(rows))
         if end > len(rows):
             raise ValueError(f"{selection.describe()}: the split has only {len(rows)} documents.")

@@ -36,7 +36,7 @@ from ...runtime.io import atomic_write_json, atomic_write_text
 from ...runtime.launch import TrainingBatch, method_batches, training_batch
 from ...runtime.versions import environment_versions
 from .data import TextSelection, describe_text_selections, muse_eval_data, select_texts
-from .recipe import ROLES, MuseRecipe, training_arguments
+from .recipe import MuseRecipe, training_arguments
 from .report import muse_table
 
 __all__ = ["RESULT_FILES", "run_stages", "training_batches", "unlearning_runs"]
@@ -70,10 +70,12 @@ def unlearning_runs(recipe: MuseRecipe) -> list[tuple[str, list[TextSelection], 
 def run_stages(recipe: MuseRecipe, log: StageLog, device: str | None) -> None:
     payload = log.payload
     payload.update(models={}, methods={})
-    models = {role: _model_source(recipe, log, role, device) for role in ROLES}
+    models = {role: _model_source(recipe, log, role, device) for role in recipe.roles}
     reference_auc = None
-    for role in ("retain", "target"):  # the retain model first: its AUC is the PrivLeak reference
-        summary = _evaluate(recipe, log, role, models[role], recipe.output_dir / "eval" / role, reference_auc, device)
+    for role in reversed(recipe.roles):  # the retain model first: its AUC is the PrivLeak reference
+        summary = _evaluate(
+            recipe, log, role, models[role], recipe.output_dir / "eval" / role, reference_auc, device, role == "retain"
+        )
         payload["models"][role] = {"metrics": summary}
         if role == "retain":
             reference_auc = summary.get("privleak_auc")
@@ -232,8 +234,10 @@ def _evaluate(
     out: Path,
     reference_auc: float | None,
     device: str | None,
+    is_reference: bool = False,
 ) -> dict[str, Any]:
-    """The MUSE metrics (and the lm-eval tasks) of one model, cached in `out` (summary.json, items.json)."""
+    """The MUSE metrics (and the lm-eval tasks) of one model, cached in `out` (summary.json, items.json);
+    `is_reference`: the retrained model, whose own Min-K AUC is its PrivLeak reference."""
     with log.stage(f"eval/{name}") as entry:
         data = muse_eval_data(recipe.corpus, recipe.data_dir, recipe.evaluation.metrics)
         fingerprint = {
@@ -241,7 +245,7 @@ def _evaluate(
             "evaluation": recipe.evaluation.settings(),
             "lm_eval": None if recipe.lm_eval is None else recipe.lm_eval.settings(),
             "data_sha256": sha256_json(data),
-            "reference_auc": reference_auc,
+            "reference_auc": "itself" if is_reference else reference_auc,
             "versions": environment_versions(),
         }
         stamp = cached_stage(out, fingerprint, f"{name} evaluation")
@@ -250,8 +254,14 @@ def _evaluate(
             scratch = open_scratch(out, fingerprint)
             model, tokenizer = _load(model_path, device)
             tick = time.perf_counter()
-            result = evaluate_muse(model, tokenizer, data, recipe.evaluation, reference_auc=reference_auc)
+            result = (
+                evaluate_muse(model, tokenizer, data, recipe.evaluation, reference_auc=reference_auc)
+                if recipe.evaluation.metrics
+                else {"summary": {}, "items": {}}
+            )
             summary = result["summary"]
+            if is_reference and "privleak_auc" in summary:  # the retrained model is its own reference: PrivLeak 0
+                summary.update(privleak=0.0, privleak_reference_auc=summary["privleak_auc"], notices=[])
             if recipe.lm_eval is not None:
                 from ...evaluation.lm_eval import evaluate_lm_eval
 

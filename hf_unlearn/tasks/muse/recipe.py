@@ -59,7 +59,9 @@ class MuseRecipe:
     """A MUSE recipe, typed; `parse_muse_recipe` checks it completely and fills it in."""
 
     task: Literal["muse"] = "muse"
-    corpus: Literal["news", "books"] = "news"
+    corpus: Literal["news", "books", "custom"] = field(
+        default="news", metadata={"help": "news, books, or custom (local text files only, no MUSE metrics)."}
+    )
     output_dir: Path | None = field(default=None, metadata={"help": "Default: outputs/muse/<corpus>."})
     models_dir: Path | None = field(default=None, metadata={"help": "Fine-tuned models; default: OUTPUT/models."})
     data_dir: str | None = field(default=None, metadata={"help": "A local folder in MUSE's layout (default: Hub)."})
@@ -90,21 +92,26 @@ class MuseRecipe:
         return self.models_dir
 
     @property
+    def roles(self) -> tuple[str, ...]:
+        """The models of the run: the target, and the retain model when the recipe has one."""
+        return tuple(role for role in ROLES if getattr(self.models, role) is not None)
+
+    @property
     def train_data(self) -> dict[str, list[TextSelection]]:
-        sources = {role: getattr(self.models, role) for role in ROLES}
+        sources = {role: getattr(self.models, role) for role in self.roles}
         return {role: s.train_data for role, s in sources.items() if s.train_data is not None}
 
     def settings(self) -> dict[str, Any]:
         """Everything that shapes the results, for `results.json` (no text)."""
         models = {}
-        for role in ROLES:
+        for role in self.roles:
             source = getattr(self.models, role)
             models[role] = source.name_or_path or (
                 f"fine-tuned from {self.models.base.name_or_path} on {describe_text_selections(source.train_data)}"
             )
         return {
             "corpus": self.corpus,
-            "data": self.data_dir or HUB_IDS[self.corpus],
+            "data": self.data_dir or HUB_IDS.get(self.corpus),
             "max_length": self.max_length,
             "models": models,
             "finetune": self.finetune if self.train_data else None,
@@ -161,9 +168,20 @@ def parse_muse_recipe(
         recipe.data_dir = str(data_dir)
     if recipe.max_length < 2:
         raise RecipeError(f"max_length must be >= 2, got {recipe.max_length}.")
-    for role in ROLES:
-        if getattr(recipe.models, role) is None:
-            raise RecipeError(f"models.{role} is missing: give name_or_path, or train_data to fine-tune it.")
+    if recipe.models.target is None:
+        raise RecipeError("models.target is missing: give name_or_path, or train_data to fine-tune it.")
+    if recipe.models.retain is None and "privleak" in recipe.evaluation.metrics:
+        raise RecipeError("models.retain is missing: PrivLeak is measured against the retrained (retain) model.")
+    if recipe.corpus == "custom":
+        selections = [s for role in recipe.roles for s in getattr(recipe.models, role).train_data or []]
+        selections += [s for v in recipe.unlearn_data.values() for s in v]
+        if recipe.evaluation.metrics or any(s.file is None for s in selections) or recipe.protocol != "standard":
+            raise RecipeError(
+                "corpus: custom takes local text files only (every selection a `file`), the standard protocol and "
+                "no MUSE metrics (evaluation.metrics: []; evaluate with an lm_eval section)."
+            )
+        if set(recipe.unlearn_data) != {"forget", "retain"}:
+            raise RecipeError("corpus: custom needs unlearn_data.forget and unlearn_data.retain (files).")
     if recipe.train_data:
         if recipe.models.base is None or recipe.models.base.name_or_path is None:
             raise RecipeError("models.target/retain have train_data but models.base (name_or_path) is missing.")
@@ -199,12 +217,17 @@ def describe_muse_recipe(recipe: MuseRecipe, recipe_arg: str) -> str:
     from ...trainers import METHODS
 
     lines = [
-        f"MUSE-{recipe.corpus.capitalize()} ({recipe.data_dir or HUB_IDS[recipe.corpus] + ' from the Hub'}); "
+        (
+            "Raw-text unlearning (local files)"
+            if recipe.corpus == "custom"
+            else f"MUSE-{recipe.corpus.capitalize()} ({recipe.data_dir or HUB_IDS[recipe.corpus] + ' from the Hub'})"
+        )
+        + "; "
         f"outputs in {recipe.output_dir}, fine-tuned models in {recipe.models_dir}.",
         "",
         "Models:",
     ]
-    for role in ROLES:
+    for role in recipe.roles:
         source = getattr(recipe.models, role)
         if source.name_or_path is not None:
             lines.append(f"  {role}: given, {source.name_or_path} ({source.dtype})")
@@ -231,14 +254,20 @@ def describe_muse_recipe(recipe: MuseRecipe, recipe_arg: str) -> str:
         extra = {k: v for k, v in spec.items() if k != "method"}
         lines.append(
             f"  {label}: {METHODS[spec['method']][1].__name__}, lr {config.learning_rate:g}, "
-            f"{config.num_train_epochs:g} epochs, batch {config.per_device_train_batch_size} x "
+            + (f"{config.max_steps} steps" if config.max_steps > 0 else f"{config.num_train_epochs:g} epochs")
+            + f", batch {config.per_device_train_batch_size} x "
             f"{config.gradient_accumulation_steps}, retain_loss={config.retain_loss}" + (f", {extra}" if extra else "")
         )
     ev = recipe.evaluation
     lines += [
         "",
-        f"Evaluation (retain, target, every unlearned model): {', '.join(ev.metrics)}; VerbMem "
-        f"{ev.verbmem_max_new_tokens} tokens, KnowMem {ev.knowmem_max_new_tokens} tokens, Min-{ev.min_k:.0%} AUC",
+        f"Evaluation ({', '.join(reversed(recipe.roles))}, every unlearned model): "
+        + (
+            f"{', '.join(ev.metrics)}; VerbMem {ev.verbmem_max_new_tokens} tokens, KnowMem "
+            f"{ev.knowmem_max_new_tokens} tokens, Min-{ev.min_k:.0%} AUC"
+            if ev.metrics
+            else "no MUSE metrics"
+        ),
     ]
     if recipe.lm_eval is not None:
         lines.append(f"lm-eval: {', '.join(recipe.lm_eval.tasks)} ({recipe.lm_eval.describe()})")
