@@ -188,7 +188,7 @@ def _unlearn(
         forget_texts = select_texts(forget, recipe.corpus, recipe.data_dir)
         retain_texts = select_texts(recipe.unlearn_data["retain"], recipe.corpus, recipe.data_dir)
         fingerprint = {
-            "start": model_identity(start),
+            "start": model_identity(start, dtype=recipe.dtype),
             "method": fingerprint_settings(spec, default_batch=None),
             "unlearn": fingerprint_settings(recipe.unlearn),
             "forget": describe_text_selections(forget),
@@ -201,7 +201,7 @@ def _unlearn(
         entry["reused"] = stamp is not None
         if stamp is None:
             scratch = open_scratch(path, fingerprint)
-            model, tokenizer = _load(start, device)
+            model, tokenizer = _load(start, device, recipe.dtype)
             forget_set = chunk_text_dataset(forget_texts, tokenizer, recipe.max_length)
             retain_set = chunk_text_dataset(retain_texts, tokenizer, recipe.max_length)
             main_process_print(
@@ -241,7 +241,7 @@ def _evaluate(
     with log.stage(f"eval/{name}") as entry:
         data = muse_eval_data(recipe.corpus, recipe.data_dir, recipe.evaluation.metrics)
         fingerprint = {
-            "model": model_identity(model_path),
+            "model": model_identity(model_path, dtype=recipe.dtype),
             "evaluation": recipe.evaluation.settings(),
             "lm_eval": None if recipe.lm_eval is None else recipe.lm_eval.settings(),
             "data_sha256": sha256_json(data),
@@ -252,7 +252,7 @@ def _evaluate(
         entry["reused"] = stamp is not None
         if stamp is None:
             scratch = open_scratch(out, fingerprint)
-            model, tokenizer = _load(model_path, device)
+            model, tokenizer = _load(model_path, device, recipe.dtype)
             tick = time.perf_counter()
             result = (
                 evaluate_muse(model, tokenizer, data, recipe.evaluation, reference_auc=reference_auc)

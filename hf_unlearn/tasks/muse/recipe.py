@@ -92,6 +92,11 @@ class MuseRecipe:
         return self.models_dir
 
     @property
+    def dtype(self) -> str:
+        """How the target, the retain model and every unlearned model are loaded (the target's `dtype`)."""
+        return self.models.target.dtype
+
+    @property
     def roles(self) -> tuple[str, ...]:
         """The models of the run: the target, and the retain model when the recipe has one."""
         return tuple(role for role in ROLES if getattr(self.models, role) is not None)
