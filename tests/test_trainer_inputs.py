@@ -118,7 +118,10 @@ def test_train_dataset_and_text_without_tokenizer_fail_clearly(tokenizer, tmp_pa
     with pytest.raises(ValueError, match="text columns.*processing_class"):
         GATrainer(model, args, forget_dataset=Dataset.from_list(QA))
     with pytest.raises(ValueError, match="Unsupported columns"):
-        GATrainer(model, args, forget_dataset=Dataset.from_list([{"text": "a"}]), processing_class=tokenizer)
+        GATrainer(model, args, forget_dataset=Dataset.from_list([{"body": "a"}]), processing_class=tokenizer)
+    # Plain-text rows (`text`) are chunked (tests/test_muse_task.py); without a tokenizer they fail in one line.
+    with pytest.raises(ValueError, match="plain text: pass processing_class"):
+        GATrainer(model, args, forget_dataset=Dataset.from_list([{"text": "a"}]))
 
 
 def test_console_lines_name_the_method_and_cpu_does_not_pin(tokenizer, tmp_path, capsys):

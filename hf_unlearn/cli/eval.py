@@ -9,6 +9,9 @@ system turn, `--reference-attention-mask`, ...). `--reference-labels` scores the
 extraction-strength floor) and `--preset teacher_forced_only` skips generation; a preset sets only the options still
 at their defaults. Runs on several processes with
 `torchrun --nproc_per_node N -m hf_unlearn.cli eval ...` (or `accelerate launch`).
+
+`--lm-eval-tasks wmdp_bio,mmlu` runs those lm-eval tasks instead (the `lm-eval` extra; `--lm-eval-include-path DIR`
+adds local task YAML files) and writes `lm_eval.json` into --output-dir.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class EvalCommandArguments:
     reference_labels: bool = field(
         default=False, metadata={"help": "Score the reference's label tokens (same as --label-convention reference)."}
     )
+    lm_eval_tasks: str | None = field(
+        default=None, metadata={"help": "Comma-separated lm-eval tasks (wmdp_bio,mmlu): run them instead of TOFU."}
+    )
+    lm_eval_include_path: str | None = field(default=None, metadata={"help": "Folder of extra lm-eval task YAMLs."})
+    lm_eval_limit: int | None = field(default=None, metadata={"help": "First N documents per lm-eval task."})
     preset: str | None = field(
         default=None,
         metadata={
@@ -76,6 +84,10 @@ def main(args: argparse.Namespace) -> int:
 
     command = EvalCommandArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalCommandArguments)})
     eval_args = TofuEvalArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TofuEvalArguments)})
+    if command.lm_eval_tasks:
+        from ..evaluation.lm_eval_cli import run_lm_eval_command
+
+        return run_lm_eval_command(command)
     eval_args = _apply_presets(command, eval_args)
     if command.data_dir is not None and not os.path.isdir(command.data_dir):
         raise FileNotFoundError(f"--data-dir {command.data_dir!r} does not exist.")

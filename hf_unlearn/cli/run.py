@@ -28,6 +28,7 @@ __all__ = [
 TASKS = {
     "markov": ("hf_unlearn.tasks.markov.task", "MarkovTask"),
     "tofu": ("hf_unlearn.tasks.tofu.task", "TofuTask"),
+    "muse": ("hf_unlearn.tasks.muse.task", "MuseTask"),
 }
 
 

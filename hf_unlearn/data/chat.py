@@ -27,6 +27,7 @@ from torch.utils.data import IterableDataset as TorchIterableDataset
 
 from ..utils import IGNORE_INDEX
 from .pairing import validate_lm_dataset
+from .text import chunk_text_dataset, is_text_dataset
 
 __all__ = [
     "LABEL_CONVENTIONS",
@@ -449,12 +450,18 @@ def prepare_lm_dataset(
 ) -> Any:
     """A dataset the trainers can use, checked: a tokenized one (`input_ids`/`labels`) as it is, a raw one (the rows
     `tokenize_dataset` accepts) tokenized with `tokenizer` and `format_kwargs` (arguments of `tokenize_dataset`),
-    labels on the answer tokens only. `skip_prepare_dataset=True` (TRL's switch) only checks.
+    labels on the answer tokens only, and plain-text rows (a `text` column) cut into chunks of `max_length` tokens
+    (`format_kwargs["max_length"]`, `chunk_text_dataset`), every token a target. `skip_prepare_dataset=True` (TRL's switch) only checks.
     """
     dataset = as_row_dataset(dataset, name)
     columns = getattr(dataset, "column_names", None)
     tokenized = "input_ids" in (columns if columns is not None else (dataset[0] if len(dataset) else {}))
-    if not tokenized and not skip_prepare_dataset and isinstance(dataset, Dataset) and len(dataset):
+    text_options = {key: format_kwargs.pop(key) for key in ("max_length", "add_bos") if key in format_kwargs}
+    if not tokenized and not skip_prepare_dataset and isinstance(dataset, Dataset) and is_text_dataset(columns):
+        if tokenizer is None:
+            raise ValueError(f"The {name} dataset is plain text: pass processing_class=<tokenizer> to chunk it.")
+        dataset = chunk_text_dataset(dataset, tokenizer, **text_options)  # every token a target (`data/text.py`)
+    elif not tokenized and not skip_prepare_dataset and isinstance(dataset, Dataset) and len(dataset):
         if tokenizer is None:
             raise ValueError(
                 f"The {name} dataset has text columns {columns}: pass processing_class=<tokenizer> to tokenize it, "
