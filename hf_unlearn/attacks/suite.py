@@ -42,6 +42,9 @@ class AttackArguments:
             Answer tokens given as context by the prefix probe.
         controls (`bool`, defaults to `True`):
             Attack the original and retrained models the same way.
+        eval_examples (`int` or `None`, defaults to `None`):
+            Rows per test split the attacked models are scored on (a task reads it; None: all). Every model, attacked
+            or not, is scored on the same rows, so recovery compares like with like.
         seed (`int`, defaults to `0`):
             Seed of the relearning subset.
     """
@@ -57,6 +60,9 @@ class AttackArguments:
     group_size: int = field(default=64, metadata={"help": "Group size of int4 round-to-nearest."})
     prefix_tokens: int = field(default=3, metadata={"help": "Answer tokens given by the prefix probe."})
     controls: bool = field(default=True, metadata={"help": "Attack the original and retrained models too."})
+    eval_examples: int | None = field(
+        default=None, metadata={"help": "Rows per test split the attacked models are scored on (None: all)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the relearning subset."})
 
     def __post_init__(self) -> None:
@@ -70,6 +76,8 @@ class AttackArguments:
             raise ValueError(f"quant_backend must be one of {', '.join(QUANT_BACKENDS)}, got {self.quant_backend!r}.")
         if self.quant4_type not in ("fp4", "nf4"):
             raise ValueError(f"quant4_type must be fp4 or nf4, got {self.quant4_type!r}.")
+        if self.eval_examples is not None and self.eval_examples < 1:
+            raise ValueError(f"eval_examples must be >= 1 or null, got {self.eval_examples}.")
         if self.relearn_rows < 1:
             raise ValueError(f"relearn_rows must be >= 1, got {self.relearn_rows}.")
         if isinstance(self.relearn, dict):
@@ -88,6 +96,7 @@ def run_attacks(
     pad_token_id: int = 0,
     data_collator: Callable | None = None,
     original=None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every attack of `args.attacks` on `model` (left unchanged).
 
@@ -103,8 +112,10 @@ def run_attacks(
 
     probes = probes or {}
     splits = {name: rows for name, rows in probes.items() if name not in ("paraphrase", "few_shot_context")}
-    results: dict[str, Any] = {}
+    say = progress or (lambda line: None)
+    results: dict[str, Any] = {"before": evaluate(model)}
     for name in args.attacks:
+        say(name)
         if name == "relearn":
             for set_name in args.relearn_sets:
                 _, record = relearn(
@@ -169,7 +180,7 @@ def recovery_rows(
     recovery on the retrained model (the floor a perfect unlearner would show) and the utility change it cost.
 
     `attacked` and `retrained_attacked`: `run_attacks` results of the unlearned and the retrained model; `base`:
-    `{"unlearned", "original", "retrained"}` -> metrics before any attack."""
+    `{"unlearned", "original", "retrained"}` -> metrics before any attack (scored as the attacked models are)."""
     rows = []
 
     def row(attack, step, after, retrained_after, before=None, original=None, retrained_before=None, names=keys):
@@ -191,6 +202,8 @@ def recovery_rows(
 
     control = retrained_attacked or {}
     for name, result in attacked.items():
+        if name == "before":
+            continue
         if "checkpoints" in result:
             control_steps = {c["step"]: c for c in control.get(name, {}).get("checkpoints", [])}
             for checkpoint in result["checkpoints"]:

@@ -87,42 +87,30 @@ def _attack_markov(recipe, model_path: str, original_path: str, retrained_path: 
     from ..attacks.suite import run_attacks
     from ..tasks.markov.attacks import markov_attack_inputs, method_recovery
     from ..tasks.markov.data import make_markov_datasets
-    from ..tasks.markov.evaluation import MarkovEvaluator
 
     paths = {"unlearned": model_path, "original": original_path, "retrained": retrained_path}
-    models = {name: GPT2LMHeadModel.from_pretrained(path) for name, path in paths.items() if path is not None}
     for name, path in paths.items():
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"--{name if name != 'unlearned' else 'model'}: {path} is not a folder.")
+    models = {name: GPT2LMHeadModel.from_pretrained(path) for name, path in paths.items() if path is not None}
     data = make_markov_datasets(recipe.data, seed=recipe.seed)
     pad_token_id = models["original"].config.pad_token_id
-    test_sets = {name: data[f"{name}_test"] for name in ("retain", "forget1", "forget2")}
-    evaluator = MarkovEvaluator(
-        test_sets,
-        models.get("retrained"),
-        pad_token_id,
-        leakage=recipe.data.leakage,
-        num_states=recipe.data.num_states,
-        batch_size=recipe.evaluation.batch_size,
-    )
-    inputs = markov_attack_inputs(recipe, data, pad_token_id)
-    scores = {name: evaluator(model) for name, model in models.items()}
+    inputs = markov_attack_inputs(recipe, data, pad_token_id, models.get("retrained"))
 
     def attack(model):
         return run_attacks(
             model,
             recipe.attacks,
-            evaluator,
+            inputs["evaluator"],
             inputs["relearn_sets"],
             inputs["probes"],
             pad_token_id,
             inputs["data_collator"],
             original=models["original"],
+            progress=lambda line: print(f"  {line}", flush=True),
         )
 
     controls = {name: attack(models[name]) for name in ("original", "retrained") if name in models}
     attacked = attack(models["unlearned"])
-    results = {"original": scores["original"], "retrained": scores.get("retrained", {})}
-    entry = {**scores["unlearned"]}
-    entry["attacks"] = {"results": attacked, "recovery": method_recovery(attacked, entry, results, controls)}
-    return json.loads(json.dumps({"unlearned": entry, **results, "attack_controls": controls}))
+    entry = {"attacks": {"results": attacked, "recovery": method_recovery(attacked, controls)}}
+    return json.loads(json.dumps({"unlearned": entry, "attack_controls": controls}))

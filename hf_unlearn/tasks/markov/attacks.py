@@ -48,14 +48,16 @@ def check_markov_attacks(args: AttackArguments | None) -> None:
         )
 
 
-def markov_attack_inputs(recipe, data, pad_token_id: int) -> dict[str, Any]:
-    """The relearning sets, the probe rows and the collator of this run's attacks."""
+def markov_attack_inputs(recipe, data, pad_token_id: int, retrained) -> dict[str, Any]:
+    """The relearning sets, the probe rows, the collator and the evaluator (on the first `attacks.eval_examples`
+    test sequences of each split) of this run's attacks."""
     import numpy as np
     from datasets import Dataset
 
     from ...attacks.relearning import relearn_split
     from ...data.pairing import pad_examples
     from .data import CHAINS, sample_sequences
+    from .evaluation import MarkovEvaluator
 
     args, settings = recipe.attacks, recipe.data
     size = args.relearn_rows
@@ -65,13 +67,27 @@ def markov_attack_inputs(recipe, data, pad_token_id: int) -> dict[str, Any]:
     fresh = sample_sequences(rng, CHAINS["forget1"], size, settings.length, settings.num_states, settings.leakage)
     fresh = fresh.tolist()
     unrelated = data["retain_train"].shuffle(seed=args.seed).select(range(min(size, len(data["retain_train"]))))
+    count = args.eval_examples
+    test_sets = {
+        name: split if count is None else split.select(range(min(count, len(split))))
+        for name, split in ((name, data[f"{name}_test"]) for name in ("retain", "forget1", "forget2"))
+    }
+    evaluator = MarkovEvaluator(
+        test_sets,
+        retrained,
+        pad_token_id,
+        leakage=settings.leakage,
+        num_states=settings.num_states,
+        batch_size=recipe.evaluation.batch_size,
+    )
     return {
         "relearn_sets": {
             "forget_subset": forget1.select(subset),
             "related": Dataset.from_dict({"input_ids": fresh, "labels": fresh, "chain": ["forget1"] * len(fresh)}),
             "unrelated": unrelated,
         },
-        "probes": {name: list(data[f"{name}_test"]) for name in ("forget1", "forget2", "retain")},
+        "probes": {name: list(test_sets[name]) for name in ("forget1", "forget2", "retain")},
+        "evaluator": evaluator,
         "data_collator": lambda rows: pad_examples(rows, pad_token_id),
         "pad_token_id": pad_token_id,
     }
@@ -109,13 +125,13 @@ def _weights_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def attack_stage(log, recipe, name: str, model, models: dict[str, Any], evaluator, inputs) -> dict[str, Any]:
+def attack_stage(log, recipe, name: str, model, models: dict[str, Any], inputs) -> dict[str, Any]:
     """`run_attacks` on `model` as the cached stage `attacks/<name>` (folder `output/attacks/<name>`): reused when the
     model's weights, the original and retrained models, the data, the attack settings and the library versions
     match. Returns the attacks' results."""
     from ...attacks.suite import run_attacks
     from ...runtime.cache import cached_stage, commit_stage, open_scratch
-    from ...runtime.distributed import is_main_process
+    from ...runtime.distributed import is_main_process, main_process_print
     from ...runtime.io import atomic_write_json
     from ...runtime.versions import environment_versions
 
@@ -139,12 +155,13 @@ def attack_stage(log, recipe, name: str, model, models: dict[str, Any], evaluato
         results = run_attacks(
             model,
             recipe.attacks,
-            evaluator,
+            inputs["evaluator"],
             inputs["relearn_sets"],
             inputs["probes"],
             inputs["pad_token_id"],
             inputs["data_collator"],
             original=models["original"],
+            progress=lambda line: main_process_print(f"  attacks on {name}: {line}"),
         )
         if is_main_process():
             atomic_write_json(scratch / "attacks.json", results)
@@ -152,11 +169,13 @@ def attack_stage(log, recipe, name: str, model, models: dict[str, Any], evaluato
     return results
 
 
-def method_recovery(attacked, unlearned_metrics, results, controls) -> list[dict[str, Any]]:
-    """The recovery rows of one unlearned model (`hf_unlearn.attacks.recovery_rows`) against this run's controls."""
+def method_recovery(attacked, controls) -> list[dict[str, Any]]:
+    """The recovery rows of one unlearned model (`hf_unlearn.attacks.recovery_rows`) against this run's controls,
+    every model scored before the attacks as the attacks score them (`"before"`)."""
     from ...attacks.suite import recovery_rows
 
-    base = {"unlearned": unlearned_metrics, "original": results["original"], "retrained": results["retrained"]}
+    base = {name: controls[name]["before"] for name in ("original", "retrained") if name in controls}
+    base["unlearned"] = attacked["before"]
     if "original" in controls and "logit_lens" in controls["original"]:
         base["original_lens"] = controls["original"]["logit_lens"]["layers"]
     return recovery_rows(attacked, base, RECOVERY_METRICS, UTILITY_METRICS, controls.get("retrained"))
@@ -240,18 +259,15 @@ def plot_recovery_curves(payload: dict[str, Any], path: Path, metric: str = "for
     return path
 
 
-def attack_controls(log, recipe, models, evaluator, inputs) -> dict[str, Any]:
-    """The same attacks on the original and retrained models (`recipe.attacks.controls`), each a cached stage."""
+def attack_controls(log, recipe, models, inputs) -> dict[str, Any]:
+    """The same attacks on the original and retrained models (`recipe.attacks.controls`), each a cached stage;
+    without controls only the original's scores (the reference of every recovery)."""
     if not recipe.attacks.controls:
-        return {}
-    return {
-        name: attack_stage(log, recipe, name, models[name], models, evaluator, inputs)
-        for name in ("original", "retrained")
-    }
+        return {"original": {"before": inputs["evaluator"](models["original"])}}
+    return {name: attack_stage(log, recipe, name, models[name], models, inputs) for name in ("original", "retrained")}
 
 
-def attack_method(log, recipe, label, model, models, evaluator, inputs, results, controls) -> None:
+def attack_method(log, recipe, label, model, models, inputs, results, controls) -> None:
     """Attack one unlearned model; its attacks' results and recovery rows go into `results["methods"][label]`."""
-    attacked = attack_stage(log, recipe, f"methods/{label}", model, models, evaluator, inputs)
-    entry = results["methods"][label]
-    entry["attacks"] = {"results": attacked, "recovery": method_recovery(attacked, entry, results, controls)}
+    attacked = attack_stage(log, recipe, f"methods/{label}", model, models, inputs)
+    results["methods"][label]["attacks"] = {"results": attacked, "recovery": method_recovery(attacked, controls)}
