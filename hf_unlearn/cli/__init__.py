@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "run": ("hf_unlearn.cli.run", "Run a recipe end to end (default: the embedded Markov benchmark)."),
     "finetune": ("hf_unlearn.cli.finetune", "Fine-tune the target and retain models of a TOFU recipe (TRL SFT)."),
     "eval": ("hf_unlearn.cli.eval", "Evaluate a model on TOFU (every metric of docs/metrics.md)."),
+    "attack": ("hf_unlearn.cli.attack", "Attack an unlearned model (relearning, quantization, probes): recovery."),
 }
 # Errors that describe bad input or a failed run in one sentence; anything else keeps its traceback.
 KNOWN_ERRORS = (

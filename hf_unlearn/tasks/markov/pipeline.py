@@ -73,6 +73,11 @@ def run_stages(recipe: MarkovRecipe, log: StageLog) -> None:
     results["training"] = training  # seconds and steps of each model's training (from the cache when reused)
     results["methods"] = {}
     forget_train = concatenate_datasets([data["forget1_train"], data["forget2_train"]])
+    if recipe.attacks is not None:  # the attacks stage: controls first, then each unlearned model after its method
+        from .attacks import attack_controls, attack_method, markov_attack_inputs
+
+        attack_inputs = markov_attack_inputs(recipe, data, pad_token_id, models["retrained"])
+        results["attack_controls"] = attack_controls(log, recipe, models, attack_inputs)
 
     for label, spec in recipe.methods.items():
         main_process_print(f"Unlearning with {label}")
@@ -110,6 +115,8 @@ def run_stages(recipe: MarkovRecipe, log: StageLog) -> None:
                 results["methods"][label]["hub"] = publish(
                     recipe, recipe.hub[label], trainer, models["original"], results, rows
                 )
+        if recipe.attacks is not None:
+            attack_method(log, recipe, label, model, models, attack_inputs, results, results["attack_controls"])
         # log.stage saved results.json: an interrupted run keeps what it finished (marked incomplete).
 
 

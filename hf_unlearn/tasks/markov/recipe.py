@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ...attacks.suite import AttackArguments
 from ...hub import HubPush, describe_pushes, plan_hub_pushes, split_hub_settings
 from ...recipe import (
     LaunchArguments,
@@ -18,6 +19,7 @@ from ...recipe import (
     method_specs,
 )
 from ...trainers.gradient_restriction_config import GradientRestriction
+from .attacks import check_markov_attacks
 from .data import MarkovDataArguments
 
 __all__ = [
@@ -98,6 +100,10 @@ class MarkovRecipe:
         default_factory=dict, metadata={"help": "label -> {method: NAME, **config fields}."}
     )
     launch: LaunchArguments = field(default_factory=LaunchArguments)
+    attacks: AttackArguments | None = field(
+        default=None,
+        metadata={"help": "Attack every unlearned model (and the original and retrained controls): docs/attacks.md."},
+    )
     # label -> its push, taken out of `unlearn`/`methods` by parse_markov_recipe (not a recipe key).
     hub: dict[str, HubPush] = field(default_factory=dict, init=False, repr=False)
 
@@ -138,6 +144,7 @@ class MarkovRecipe:
             "train": self.train_settings,
             "unlearn": self.shared_unlearn,
             "evaluation": dataclasses.asdict(self.evaluation),
+            **({"attacks": self.attacks.settings()} if self.attacks is not None else {}),
         }
 
 
@@ -148,6 +155,7 @@ def parse_markov_recipe(raw: dict[str, Any], output_dir: str | None = None) -> M
     if output_dir is not None:
         recipe.output_dir = str(output_dir)
     recipe.methods = method_specs(recipe.methods)
+    check_markov_attacks(recipe.attacks)
     gpt2_config(recipe.model_settings, max(recipe.data.length, recipe.data.forget2_length or 0))
     training_arguments(recipe.train_settings, Path(recipe.output_dir) / "_check")
     for label, spec in recipe.methods.items():  # fail on a bad method setting before any training, not after
@@ -253,6 +261,7 @@ def describe_markov_recipe(recipe: MarkovRecipe) -> str:
         f"Training: {recipe.train_settings}",
         f"Evaluation: {dataclasses.asdict(recipe.evaluation)}",
         f"Launch: {recipe.launch.num_processes} process(es); batch sizes are per process",
+        f"Attacks: {recipe.attacks.settings() if recipe.attacks is not None else 'none'}",
         "",
         "Unlearning:",
     ]

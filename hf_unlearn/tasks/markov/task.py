@@ -20,7 +20,7 @@ class MarkovTask(Task):
     """The synthetic Markov-chain benchmark: `results.json` and `tradeoff.png` in the recipe's output folder."""
 
     name = "markov"
-    result_files = ("results.json", "tradeoff.png")
+    result_files = ("results.json", "tradeoff.png", "recovery.png")
 
     def parse(self, raw: dict[str, Any], options: RunOptions) -> MarkovRecipe:
         if options.data_dir is not None:
@@ -52,6 +52,11 @@ class MarkovTask(Task):
 
         plot_markov_tradeoff(log.payload, recipe.output_path / "tradeoff.png")
         print(markov_table(log.payload))
+        if recipe.attacks is not None:
+            from .attacks import attacks_table, plot_recovery_curves
+
+            plot_recovery_curves(log.payload, recipe.output_path / "recovery.png")
+            print("\n" + attacks_table(log.payload))
 
 
 def run_markov(recipe: MarkovRecipe, recipe_arg: str = "RECIPE") -> dict[str, Any]:

@@ -1,0 +1,116 @@
+"""`hf-unlearn attack`: attack a saved unlearned model and report how much of the forgotten knowledge comes back.
+
+    hf-unlearn attack --model UNLEARNED --original ORIGINAL [--retrained RETRAINED] --task markov \\
+        --attacks relearn,quant8,quant4,logit_lens [--recipe markov] [--output-dir DIR]
+
+The recipe (an embedded name or a file) gives the task's data and, when it has one, its `attacks` section; the flags
+override that section. Recovery of each forget metric M: (M(attacked) − M(unlearned)) / (M(original) − M(unlearned)),
+with the same attack on `--retrained` as the control. Writes `attacks.json` to `--output-dir` and prints the table.
+TOFU: not wired into this command yet (the TOFU task's `attacks` stage is where it goes; docs/attacks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(prog: str = "hf-unlearn attack") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="The unlearned model (a local folder).")
+    parser.add_argument("--original", required=True, help="The model before unlearning (a local folder).")
+    parser.add_argument("--retrained", default=None, help="The model trained without the forget set (the control).")
+    parser.add_argument("--task", choices=["markov", "tofu"], default="markov", help="Which benchmark scores them.")
+    parser.add_argument(
+        "--attacks",
+        default=None,
+        help="Comma-separated: relearn, quant8, quant4, paraphrase, prefix, few_shot, logit_lens "
+        "(default: the recipe's attacks section, else relearn,quant8,quant4,logit_lens).",
+    )
+    parser.add_argument("--recipe", default=None, help="The task's recipe (name or file; default: the task's own).")
+    parser.add_argument("--output-dir", default=None, help="Where attacks.json is written (default: print only).")
+    parser.add_argument("--relearn-lr", type=float, default=None, help="Relearning learning rate (default 1e-5).")
+    parser.add_argument("--relearn-steps", default=None, help="Comma-separated scored steps (default 0,10,25,50,100).")
+    parser.add_argument("--relearn-rows", type=int, default=None, help="Rows per relearning set (default 100).")
+    parser.add_argument("--quant-backend", choices=["bitsandbytes", "torchao", "rtn"], default=None)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.task == "tofu":
+        raise ValueError(
+            "attack --task tofu is not wired yet: the TOFU task's attacks stage is the place for it (docs/attacks.md)."
+        )
+    from ..recipe import load_recipe
+
+    raw = load_recipe(args.recipe or "markov")
+    section = dict(raw.get("attacks") or {})
+    if args.attacks is not None:
+        section["attacks"] = [name.strip() for name in args.attacks.split(",") if name.strip()]
+    relearn = dict(section.get("relearn") or {})
+    if args.relearn_lr is not None:
+        relearn["learning_rate"] = args.relearn_lr
+    if args.relearn_steps is not None:
+        relearn["steps"] = [int(step) for step in args.relearn_steps.split(",")]
+    section["relearn"] = relearn
+    if args.relearn_rows is not None:
+        section["relearn_rows"] = args.relearn_rows
+    if args.quant_backend is not None:
+        section["quant_backend"] = args.quant_backend
+    section["controls"] = args.retrained is not None
+    raw = {**raw, "attacks": section}
+    from ..tasks.markov.recipe import parse_markov_recipe
+
+    recipe = parse_markov_recipe(raw, output_dir=args.output_dir)
+    payload = _attack_markov(recipe, args.model, args.original, args.retrained)
+    from ..tasks.markov.attacks import attacks_table
+
+    print(attacks_table({"methods": {"unlearned": payload["unlearned"]}}))
+    if args.output_dir is not None:
+        from ..runtime.io import atomic_write_json
+
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(args.output_dir) / "attacks.json", payload)
+        print(f"Wrote {Path(args.output_dir) / 'attacks.json'}.")
+    return 0
+
+
+def _attack_markov(recipe, model_path: str, original_path: str, retrained_path: str | None) -> dict:
+    """Score the three models on the recipe's test sets, attack them, and the recovery rows of the unlearned one."""
+    from transformers import GPT2LMHeadModel
+
+    from ..attacks.suite import run_attacks
+    from ..tasks.markov.attacks import markov_attack_inputs, method_recovery
+    from ..tasks.markov.data import make_markov_datasets
+
+    paths = {"unlearned": model_path, "original": original_path, "retrained": retrained_path}
+    for name, path in paths.items():
+        if path is not None and not Path(path).is_dir():
+            raise FileNotFoundError(f"--{name if name != 'unlearned' else 'model'}: {path} is not a folder.")
+    models = {name: GPT2LMHeadModel.from_pretrained(path) for name, path in paths.items() if path is not None}
+    data = make_markov_datasets(recipe.data, seed=recipe.seed)
+    pad_token_id = models["original"].config.pad_token_id
+    inputs = markov_attack_inputs(recipe, data, pad_token_id, models.get("retrained"))
+
+    def attack(model):
+        return run_attacks(
+            model,
+            recipe.attacks,
+            inputs["evaluator"],
+            inputs["relearn_sets"],
+            inputs["probes"],
+            pad_token_id,
+            inputs["data_collator"],
+            original=models["original"],
+            progress=lambda line: print(f"  {line}", flush=True),
+        )
+
+    controls = {name: attack(models[name]) for name in ("original", "retrained") if name in models}
+    attacked = attack(models["unlearned"])
+    entry = {"attacks": {"results": attacked, "recovery": method_recovery(attacked, controls)}}
+    return json.loads(json.dumps({"unlearned": entry, "attack_controls": controls}))
