@@ -95,3 +95,44 @@ def test_lm_eval_arguments_refuse_bad_values():
         LmEvalArguments(tasks=[])
     with pytest.raises(ValueError, match="limit"):
         LmEvalArguments(tasks=["mmlu"], limit=0)
+
+
+def test_a_recipe_lm_eval_section_on_local_text_files(in_fixture_folder, tmp_path):
+    """`corpus: custom` (the WMDP recipe's shape): local text files, no retain model, no MUSE metrics, an `lm_eval`
+    section evaluating the target and every unlearned model."""
+    import yaml
+
+    muse = Path(__file__).parent / "fixtures" / "muse" / "raw"
+    base = save_tiny_model(tmp_path / "base")
+    recipe = {
+        "task": "muse",
+        "corpus": "custom",
+        "output_dir": str(tmp_path / "out"),
+        "max_length": 128,
+        "models": {
+            "base": {"name_or_path": str(base)},
+            "target": {"train_data": [{"file": str(muse / "forget.json")}]},
+        },
+        "finetune": {"learning_rate": 1e-2, "num_train_epochs": 2, "disable_tqdm": True},
+        "unlearn_data": {
+            "forget": [{"file": str(muse / "forget.json")}],
+            "retain": [{"file": str(muse / "retain1.json")}],
+        },
+        "unlearn": {"learning_rate": 1e-3, "max_steps": 1, "per_device_train_batch_size": 2, "disable_tqdm": True},
+        "methods": {"GA": {}},
+        "evaluation": {"metrics": []},
+        "lm_eval": {"tasks": ["tiny_mc"], "include_path": str(FIXTURE)},
+    }
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(path)]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["stages"]) == {"finetune/target", "eval/target", "unlearn/GA", "eval/GA"}
+    for metrics in (results["models"]["target"]["metrics"], results["methods"]["GA"]["runs"]["forget"]["metrics"]):
+        assert metrics["lm_eval"]["tiny_mc"]["acc"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "methods" / "GA" / "model")
+    acc = results["methods"]["GA"]["runs"]["forget"]["metrics"]["lm_eval"]["tiny_mc"]["acc"]
+    assert acc == pytest.approx(_brute_force_accuracy(model, make_tokenizer()))
+    assert "tiny_mc acc" in (tmp_path / "out" / "table.md").read_text()

@@ -291,6 +291,10 @@ def test_every_shipped_recipe_loads_and_validates():
         if recipe["task"] == "tofu":
             plan = parse_tofu_recipe(recipe, dry_run=True)  # GPU recipes (bf16) validate on any machine
             assert plan.specs and set(plan.given) | set(plan.train_data) == {"target", "retain"}
+        elif recipe["task"] == "muse":  # MUSE and WMDP recipes (tests/test_muse_task.py runs their dry runs)
+            from hf_unlearn.tasks.muse.recipe import parse_muse_recipe
+
+            assert parse_muse_recipe(recipe, dry_run=True).methods
         else:  # the checks run_markov makes before training anything
             assert parse_markov_recipe(recipe).methods
     smollm2 = parse_tofu_recipe(load_recipe("tofu/forget05_smollm2"))  # a CPU recipe: valid for this machine

@@ -55,7 +55,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, what: str, batch_secti
     parser.add_argument(
         "--models-dir", default=None, help="TOFU: where fine-tuned models are cached (default OUTPUT/models)."
     )
-    parser.add_argument("--data-dir", default=None, help="TOFU: a local TOFU folder (overrides the recipe's data_dir).")
+    parser.add_argument(
+        "--data-dir", default=None, help="TOFU, MUSE: a local data folder (overrides the recipe's data_dir)."
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
