@@ -107,7 +107,7 @@ def run_attacks(
     `{"metrics" | "checkpoints" | "layers": ..., "record": AttackRecord.to_dict()}`.
     """
     from .probes import few_shot_probe, logit_lens, prefix_probe, token_loss
-    from .quantization import quantize, quantized_code_change, quantized_value_change
+    from .quantization import quantize, quantized_code_change, quantized_value_change, quiet_bitsandbytes
     from .relearning import relearn
 
     probes = probes or {}
@@ -135,7 +135,8 @@ def run_attacks(
                 quantize(original, *settings, weights_out=reference)
                 record.details["value_change"] = quantized_value_change(reference, weights)
                 record.details["code_change"] = quantized_code_change(original, model, bits, args.group_size)
-            results[name] = {"metrics": evaluate(quantized), "record": record.to_dict()}
+            with quiet_bitsandbytes():
+                results[name] = {"metrics": evaluate(quantized), "record": record.to_dict()}
             del quantized
         elif name == "logit_lens":
             layers = {split: logit_lens(model, rows, pad_token_id) for split, rows in splits.items()}
