@@ -73,6 +73,23 @@ def tables(payload: dict, metric: str = "forget1_loss") -> str:
             ]
         )
         lines += [f"Recovery of {metric} after relearning (steps):", "", format_table(rows, header), ""]
+
+    # Recovery divides by each model's own gap to the original: the absolute change shows the same attack's size.
+    def drop(results, name, step):
+        checkpoints = {c["step"]: c for c in results.get(f"relearn/{name}", {}).get("checkpoints", [])}
+        if step not in checkpoints or 0 not in checkpoints:
+            return None
+        return checkpoints[step][metric] - checkpoints[0][metric]
+
+    first = next(iter(methods.values()))["attacks"]["results"]
+    step = max(c["step"] for c in first["relearn/forget_subset"]["checkpoints"])
+    header = ["method"] + [f"{name}@{step}" for name in SETS]
+    rows = [
+        [label] + [drop(entry["attacks"]["results"], name, step) for name in SETS] for label, entry in methods.items()
+    ]
+    for name in ("original", "retrained"):
+        rows.append([f"{name} (control)"] + [drop(payload["attack_controls"][name], s, step) for s in SETS])
+    lines += [f"Absolute change of {metric} after {step} relearning steps:", "", format_table(rows, header), ""]
     header = [
         "method",
         "quant8",
