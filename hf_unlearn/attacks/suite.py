@@ -103,7 +103,9 @@ def run_attacks(
     `evaluate(model) -> metrics` scores a model; `relearn_sets` maps each of `args.relearn_sets` to its rows;
     `probes` maps a split name (e.g. "forget1") to rows for the probes, with `"paraphrase"` the rows asked another
     way and `"few_shot_context"` a single row whose `input_ids` are the context; with `original` (the model before
-    unlearning) a quantization attack also records `quantized_code_change(original, model)`. Returns attack name ->
+    unlearning) a quantization attack also records how many weights differ from the original's once both are
+    quantized (`quantized_value_change`, `quantized_code_change`); `progress` is called with each attack's name.
+    Returns `"before"` (`evaluate(model)`: the scores every recovery starts from) and attack name ->
     `{"metrics" | "checkpoints" | "layers": ..., "record": AttackRecord.to_dict()}`.
     """
     from .probes import few_shot_probe, logit_lens, prefix_probe, token_loss
