@@ -147,6 +147,20 @@ def quantized_value_change(original: dict[str, torch.Tensor], unlearned: dict[st
 
 
 @contextmanager
+def quiet_bitsandbytes():
+    """bitsandbytes' 8-bit matmul logs a warning at every call on float32 inputs; kept to errors while inside."""
+    import logging
+
+    logger = logging.getLogger("bitsandbytes")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
 def _hub_offline():
     """bitsandbytes looks for a kernel on the Hub when it loads; offline unless the caller decided otherwise."""
     unset = "HF_HUB_OFFLINE" not in os.environ
@@ -222,7 +236,7 @@ def quantize(
         probe_input_ids = torch.arange(16).remainder(vocab).reshape(2, 8)
     was_training = model.training
     model.eval()  # no dropout in the comparison
-    with torch.no_grad():
+    with torch.no_grad(), quiet_bitsandbytes():
         before = model(input_ids=probe_input_ids.to(device)).logits.float()
         after = quantized(input_ids=probe_input_ids.to(device)).logits.float()
     model.train(was_training)

@@ -103,11 +103,13 @@ def run_attacks(
     `evaluate(model) -> metrics` scores a model; `relearn_sets` maps each of `args.relearn_sets` to its rows;
     `probes` maps a split name (e.g. "forget1") to rows for the probes, with `"paraphrase"` the rows asked another
     way and `"few_shot_context"` a single row whose `input_ids` are the context; with `original` (the model before
-    unlearning) a quantization attack also records `quantized_code_change(original, model)`. Returns attack name ->
+    unlearning) a quantization attack also records how many weights differ from the original's once both are
+    quantized (`quantized_value_change`, `quantized_code_change`); `progress` is called with each attack's name.
+    Returns `"before"` (`evaluate(model)`: the scores every recovery starts from) and attack name ->
     `{"metrics" | "checkpoints" | "layers": ..., "record": AttackRecord.to_dict()}`.
     """
     from .probes import few_shot_probe, logit_lens, prefix_probe, token_loss
-    from .quantization import quantize, quantized_code_change, quantized_value_change
+    from .quantization import quantize, quantized_code_change, quantized_value_change, quiet_bitsandbytes
     from .relearning import relearn
 
     probes = probes or {}
@@ -135,7 +137,8 @@ def run_attacks(
                 quantize(original, *settings, weights_out=reference)
                 record.details["value_change"] = quantized_value_change(reference, weights)
                 record.details["code_change"] = quantized_code_change(original, model, bits, args.group_size)
-            results[name] = {"metrics": evaluate(quantized), "record": record.to_dict()}
+            with quiet_bitsandbytes():
+                results[name] = {"metrics": evaluate(quantized), "record": record.to_dict()}
             del quantized
         elif name == "logit_lens":
             layers = {split: logit_lens(model, rows, pad_token_id) for split, rows in splits.items()}

@@ -115,8 +115,10 @@ def run_stages(recipe: MarkovRecipe, log: StageLog) -> None:
                 results["methods"][label]["hub"] = publish(
                     recipe, recipe.hub[label], trainer, models["original"], results, rows
                 )
-        if recipe.attacks is not None:
+        if recipe.attacks is not None and original == "standard":  # controls exist for the plain original only
             attack_method(log, recipe, label, model, models, attack_inputs, results, results["attack_controls"])
+        elif recipe.attacks is not None:
+            main_process_print(f"Not attacking {label}: it unlearns the gradient-restricted original (no controls).")
         # log.stage saved results.json: an interrupted run keeps what it finished (marked incomplete).
 
 
