@@ -645,3 +645,192 @@ def test_a_local_folder_is_keyed_by_its_files_not_the_spelling_of_its_path(base_
     monkeypatch.chdir(Path(base_model).parent)
     for spelling in (str(base_model), Path(base_model).name, f"./{Path(base_model).name}", str(tmp_path / "link")):
         assert ModelSpec(spelling).identity() == expected, spelling
+
+
+# ------------------------------------------------------------------------------------------------ round 3: the user's files
+
+
+def test_an_output_folder_of_the_users_own_files_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "models" / "original").mkdir(parents=True)
+    (out / "models" / "original" / "model.safetensors").write_bytes(b"the user's weights")
+    (out / "results.json").write_text('{"mine": 1}')
+    code, _, err = run_cli(tmp_path, markov(), capsys, out=out)
+    assert_one_line_error(code, err, f"The output folder {out} holds files hf-unlearn did not write (models, results")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "models", "models/original", "models/original/model.safetensors", "results.json"
+    ]  # fmt: skip
+    assert (out / "models" / "original" / "model.safetensors").read_bytes() == b"the user's weights"
+    assert (out / "results.json").read_text() == '{"mine": 1}'
+
+
+def test_a_folder_a_run_made_is_used_again_and_an_empty_one_is_taken(tmp_path, capsys):
+    from hf_unlearn.runtime.io import OWNER_FILE, check_own_folder
+
+    (tmp_path / "empty").mkdir()
+    check_own_folder(tmp_path / "empty")  # nothing to lose
+    check_own_folder(tmp_path / "missing")
+    earlier = tmp_path / "earlier"  # a run from before the folder marker: its results.json is a run log
+    earlier.mkdir()
+    (earlier / "results.json").write_text(json.dumps({"stages": {}, "environment": {}, "complete": True}))
+    check_own_folder(earlier)
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, markov(), capsys, out=out)[0] == 0
+    assert json.loads((out / OWNER_FILE).read_text())["written_by"] == "hf-unlearn"
+    code, stdout, err = run_cli(tmp_path, markov(), capsys, out=out)
+    assert code == 0, err
+    assert "Reusing the cached original model" in stdout
+
+
+def test_a_stage_folder_without_a_stamp_is_never_replaced(tmp_path):
+    from hf_unlearn.runtime.cache import cached_stage
+
+    stage = tmp_path / "models" / "original"
+    stage.mkdir(parents=True)
+    (stage / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds files hf-unlearn did not write \\(no hf_unlearn_stage.json\\)"):
+        cached_stage(stage, {"a": 1}, "original model")
+    assert (stage / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------------------------ round 3: killed saves
+
+
+def checkpoint(folder: Path, step: int, state: str | None) -> Path:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"x")
+    if state is not None:
+        (path / "trainer_state.json").write_text(state)
+    return path
+
+
+def test_a_checkpoint_killed_while_saving_is_skipped_and_the_one_before_resumed(tmp_path, capsys):
+    from hf_unlearn.runtime.cache import resume_checkpoint
+
+    good = checkpoint(tmp_path, 2, '{"global_step": 2}')
+    checkpoint(tmp_path, 4, None)  # killed before trainer_state.json
+    checkpoint(tmp_path, 6, '{"global_st')  # killed while writing it
+    assert resume_checkpoint(tmp_path, "GA") == str(good)
+    out = capsys.readouterr().out
+    assert "checkpoint-6, checkpoint-4 of GA is incomplete (no readable trainer_state.json): skipped." in out
+    assert f"Resuming GA from {good}." in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
+
+
+def test_only_incomplete_checkpoints_restart_the_stage(tmp_path, capsys):
+    from hf_unlearn.runtime.cache import resume_checkpoint
+
+    checkpoint(tmp_path, 3, None)
+    assert resume_checkpoint(tmp_path, "fine-tuning") is None
+    assert "checkpoint-3 of fine-tuning is incomplete" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+    assert resume_checkpoint(tmp_path / "missing", "GA") is None
+
+
+def test_a_tofu_unlearning_resumes_past_a_checkpoint_without_trainer_state(base_model, tmp_path, capsys):
+    """The run killed while saving checkpoint-1 (its scratch kept, the checkpoint without trainer_state.json): the
+    next run says so and finishes the stage instead of failing on every re-run."""
+    out = tmp_path / "out"
+    recipe = tiny_recipe(base_model, out, methods={"GA": {}})
+    recipe["unlearn"] = {**recipe["unlearn"], "save_steps": 1}
+    path = write(tmp_path / "r.yaml", recipe)
+    assert main(["run", path]) == 0
+    stage = out / "methods" / "GA" / "model"
+    scratch = stage.with_name(f".{stage.name}.partial")
+    stage.rename(scratch)  # as a killed run leaves it: the scratch, no finished stage
+    stamp = json.loads((scratch / "hf_unlearn_stage.json").read_text())
+    (scratch / "hf_unlearn_stage.json").write_text(json.dumps({"fingerprint": stamp["fingerprint"], "complete": False}))
+    broken = checkpoint(scratch / "trainer", 1, None)
+    capsys.readouterr()
+    assert main(["run", path]) == 0
+    stdout = capsys.readouterr().out
+    assert "checkpoint-1 of GA is incomplete" in stdout and "starting it afresh" in stdout
+    assert not broken.exists() and (stage / "model.safetensors").is_file()
+    assert json.loads((out / "results.json").read_text())["stages"]["unlearn/GA"]["reused"] is False
+
+
+# ------------------------------------------------------------------------------------------------ round 3: model folders
+
+
+def eval_args(model, tmp_path, *extra):
+    return ["eval", "--model", str(model), "--data-dir", str(FIXTURE_DIR), "--output-dir", str(tmp_path / "e"), *extra]
+
+
+def test_a_truncated_safetensors_file_is_named_before_loading(base_model, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "cut"
+    shutil.copytree(base_model, model)
+    weights = model / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as handle:
+        handle.truncate(size - 100)
+    code, out, err = cli(eval_args(model, tmp_path), capsys)
+    assert_error(
+        code, out, err, f"model.safetensors is truncated ({size - 100} bytes of the {size} its header describes)",
+        "save or download it again", command="eval",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("offline_hub", [False, True])
+def test_a_folder_with_only_a_config_is_named_before_loading(base_model, tmp_path, capsys, monkeypatch, offline_hub):
+    model = tmp_path / "config-only"
+    model.mkdir()
+    (model / "config.json").write_text((base_model / "config.json").read_text())
+    if offline_hub:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = cli(eval_args(model, tmp_path), capsys)
+    assert_error(code, out, err, f"Model folder '{model}' has no weights, no *.safetensors file (it holds: config.json)",
+                 command="eval")  # fmt: skip
+
+
+def test_a_folder_without_a_config_or_with_pickled_weights_only_is_named(base_model, tmp_path):
+    from hf_unlearn.models import check_model_source
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="has no config.json \\(it is empty\\)"):
+        check_model_source(str(empty))
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text("{}")
+    (pickled / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="has only pickled weights \\(pytorch_model.bin\\), which are never"):
+        check_model_source(str(pickled))
+    check_model_source(str(base_model))  # a complete folder passes
+
+
+def test_a_missing_relative_model_is_one_hub_lookup_without_retries(tmp_path, capsys, monkeypatch):
+    """`models/nope` with no `models/` here is also a valid Hub id: one lookup (no network: at once), no retries."""
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def unreachable(name, **kwargs):
+        calls.append(name)
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    tick = time.perf_counter()
+    code, out, err = cli(["eval", "--model", "models/nope", "--output-dir", str(tmp_path / "e")], capsys)
+    assert_error(code, out, err, f"Model 'models/nope': no such folder ({tmp_path / 'models' / 'nope'})",
+                 "the Hub cannot be reached (ConnectionError)", command="eval")  # fmt: skip
+    assert calls == ["models/nope"] and time.perf_counter() - tick < 10
+
+
+def test_a_name_that_is_neither_a_folder_nor_a_hub_model(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from hf_unlearn.models import check_model_source
+
+    monkeypatch.chdir(tmp_path)
+
+    def missing(name, **kwargs):
+        raise RepositoryNotFoundError("404")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", missing)
+    with pytest.raises(FileNotFoundError, match="no such folder .*, and no model of that name on the Hub"):
+        check_model_source("models/nope")

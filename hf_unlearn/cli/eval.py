@@ -79,8 +79,10 @@ def main(args: argparse.Namespace) -> int:
     eval_args = _apply_presets(command, eval_args)
     if command.data_dir is not None and not os.path.isdir(command.data_dir):
         raise FileNotFoundError(f"--data-dir {command.data_dir!r} does not exist.")
+    from ..models import check_model_source
     from ..tasks.tofu.eval_stage import check_stage_folder
 
+    check_model_source(command.model, command.gguf_file)  # a missing folder or model: one line, no Hub retries
     check_stage_folder(Path(command.output_dir))  # before the model loads
     from ..runtime.distributed import is_main_process, join_process_group
 

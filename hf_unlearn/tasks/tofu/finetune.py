@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from transformers.trainer_utils import get_last_checkpoint
 
 from ...data.chat import chat_format_notice, tokenize_dataset
 from ...data.tofu import TOFU_HUB_ID, TofuFormat, load_tofu
 from ...hub import ModelCardInfo, hub_id_or_none, write_model_card
 from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer
-from ...runtime.cache import StageLog, cached_stage, commit_stage, fingerprint_settings, open_scratch
+from ...runtime.cache import (
+    StageLog,
+    cached_stage,
+    commit_stage,
+    fingerprint_settings,
+    open_scratch,
+    resume_checkpoint,
+)
 from ...runtime.distributed import is_main_process, main_process_print, wait_for_everyone
 from ...runtime.hashing import sha256_json
 from ...runtime.io import atomic_write_json
@@ -126,9 +132,7 @@ def finetune_model(
         peft_config=build_lora_config(plan.finetune_lora, "finetune_lora"),
         **extra,
     )
-    checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    if checkpoint:
-        main_process_print(f"Resuming fine-tuning from {checkpoint}.")
+    checkpoint = resume_checkpoint(args.output_dir, "fine-tuning")
     tick = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - tick
