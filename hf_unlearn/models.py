@@ -16,6 +16,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 __all__ = [
+    "PAD_WITH_EOS",
+    "check_model_config",
     "check_model_folder",
     "check_model_source",
     "convert_gguf_to_safetensors",
@@ -184,6 +186,26 @@ def _hub_problem(name: str, gguf_file: str | None) -> str | None:
     return None
 
 
+def check_model_config(config: Any, where: str = "model") -> None:
+    """Sizes a model config cannot be built with, named before any model is made: a hidden size that its attention
+    heads do not divide (torch would fail inside the first attention layer), or a size below 1.
+
+    Raises:
+        ValueError: `where.<field>` and the values."""
+    field = dict(getattr(config, "attribute_map", {}))  # standard name -> the config's own field (GPT-2: n_embd)
+    for key in ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{where}.{field.get(key, key)}: {value} must be >= 1.")
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and hidden % heads:
+        raise ValueError(
+            f"{where}.{field.get('hidden_size', 'hidden_size')}: {hidden} is not divisible by "
+            f"{where}.{field.get('num_attention_heads', 'num_attention_heads')}={heads} (each attention head gets an "
+            "equal share of the hidden size)."
+        )
+
+
 def hub_model_patterns(gguf_file: str | None = None) -> list[str]:
     """The files of a Hub model repository that loading it reads (weights, configs, tokenizer, chat template)."""
     weights = [gguf_file] if gguf_file is not None else ["*.safetensors"]
@@ -303,20 +325,34 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
-def ensure_pad_token(tokenizer: Any, *, pad_with_eos: bool = False) -> Any:
-    """Check that `tokenizer` can pad; with `pad_with_eos=True` a missing pad token becomes the eos token.
+PAD_WITH_EOS = (
+    "The tokenizer has no pad token: batches are padded with its eos token ({eos!r}), for `hf-unlearn run` and "
+    "`hf-unlearn eval` alike; padding is masked, so scores do not depend on it (with --reference-attention-mask, "
+    "real eos tokens are masked too, as in the reference). Set tokenizer.pad_token to choose another."
+)
+_told_pad: set[str] = set()
 
-    Padding with eos is what the TOFU reference does; it is opt-in here because, with the attention mask built as
-    `input_ids != pad`, it hides real end-of-turn tokens (see `format_qa(reference_attention_mask=True)`).
+
+def ensure_pad_token(tokenizer: Any, *, pad_with_eos: bool = True, say: Any = print) -> Any:
+    """Make sure `tokenizer` can pad: the one rule of the CLI (`run` and `eval`) and the pipelines. A tokenizer
+    without a pad token pads with its eos token, said once per tokenizer through `say` (`PAD_WITH_EOS`); padded
+    positions are masked, so no score depends on the pad id. `pad_with_eos=False` refuses instead.
+
+    Raises:
+        ValueError: no pad token and `pad_with_eos=False` (or no eos token either).
     """
     if tokenizer.pad_token_id is not None:
         return tokenizer
     if pad_with_eos and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
+        name = getattr(tokenizer, "name_or_path", "") or str(id(tokenizer))
+        if say is not None and name not in _told_pad:
+            _told_pad.add(name)
+            say(PAD_WITH_EOS.format(eos=tokenizer.eos_token))
         return tokenizer
+    why = "and no eos token to pad with" if tokenizer.eos_token_id is None else "and padding with eos was turned off"
     raise ValueError(
-        f"The tokenizer ({type(tokenizer).__name__}) has no pad token. Set one (tokenizer.pad_token = ...) or opt in to "
-        "padding with the eos token (pad_with_eos=True, CLI: --pad-with-eos)."
+        f"The tokenizer ({type(tokenizer).__name__}) has no pad token {why}: set one (tokenizer.pad_token = ...)."
     )
 
 

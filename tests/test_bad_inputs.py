@@ -80,6 +80,8 @@ def assert_one_line_error(code, err, *fragments):
         ({"unlearn": {"max_steps": "ten"}}, ["max_steps: 'ten' is not an integer"]),
         ({"methods": {"FOO": {}}}, ["Unknown method 'FOO'"]),
         ({"model": {"n_positions": 4}}, ["model.n_positions: 4 is shorter than the sequences (8 states)"]),
+        ({"model": {"n_embd": 30, "n_head": 4}}, ["model.n_embd: 30 is not divisible by model.n_head=4"]),
+        ({"model": {"n_layer": 0}}, ["model.n_layer: 0 must be >= 1"]),
         ({"train": {"learning_rat": 1e-3}}, ["Unknown key(s) in train", "did you mean 'learning_rate'"]),
         ({"evaluation": {"batch_size": 0}}, ["batch_size must be >= 1"]),
     ],
@@ -89,6 +91,12 @@ def test_bad_markov_recipe_values_fail_before_anything_trains(tmp_path, capsys, 
     code, _, err = run_cli(tmp_path, markov(**change), capsys)
     assert_one_line_error(code, err, *fragments)
     assert not (tmp_path / "out" / "models").exists()  # nothing was trained
+
+
+def test_a_dry_run_refuses_heads_that_do_not_divide_the_hidden_size(tmp_path, capsys):
+    code, out, err = run_cli(tmp_path, markov(model={"n_embd": 30, "n_head": 4}), capsys, extra=["--dry-run"])
+    assert_one_line_error(code, err, "model.n_embd: 30 is not divisible by model.n_head=4")
+    assert out == ""
 
 
 def test_a_train_section_with_trainer_settings_is_accepted(tmp_path, capsys):
@@ -249,6 +257,11 @@ def test_a_num_train_epochs_of_zero_is_refused(tmp_path):
         (rows([1, 2, 3], labels=[[1, 2]]), "labels of another length than input_ids, e.g. index 0 (2 labels for 3"),
         (rows(list(range(10))), "1 example(s) of the forget dataset are longer than the model's context of 8 tokens"),
         (rows([1, 2, 3], labels=[[-100, -100, -100]]), "have no target token"),
+        (
+            rows([1, 2, 3], [1, 2, 3], labels=[[-100, 2, 3], [-100, 2, 11]]),
+            "1 example(s) of the forget dataset have labels outside the model's vocabulary (0..10, or -100 for no "
+            "target), e.g. index 1 (labels 2..11)",
+        ),
         (Dataset.from_dict({"input_ids": [[1, 2]]}), "missing column(s) ['labels']"),
         (FORGET.select([]), "The forget dataset is empty"),
     ],

@@ -41,7 +41,13 @@ class EvalCommandArguments:
     )
     dtype: str | None = field(default=None, metadata={"help": "float32, bfloat16, float16 or auto."})
     device: str | None = field(default=None, metadata={"help": "Device (default: this process's GPU, else the CPU)."})
-    pad_with_eos: bool = field(default=False, metadata={"help": "Use eos as pad token when the tokenizer has none."})
+    pad_with_eos: bool = field(
+        default=True,
+        metadata={
+            "help": "Pad with the eos token when the tokenizer has none, as `hf-unlearn run` does (said in one line; "
+            "--no-pad-with-eos refuses such a tokenizer instead)."
+        },
+    )
     recompute: bool = field(default=False, metadata={"help": "Never reuse previous results in --output-dir."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's own code."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})

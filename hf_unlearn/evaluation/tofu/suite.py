@@ -155,8 +155,8 @@ def check_pad_token(tokenizer: Any) -> None:
     """A one-line error, before any work, for a tokenizer without a pad token (batches are padded)."""
     if tokenizer.pad_token_id is None:
         raise ValueError(
-            "The tokenizer has no pad token: set one, or use hf_unlearn.models.ensure_pad_token(tokenizer, "
-            "pad_with_eos=True) (CLI: --pad-with-eos)."
+            "The tokenizer has no pad token: set one, or call hf_unlearn.models.ensure_pad_token(tokenizer) (pads "
+            "with eos, as the CLI does)."
         )
 
 
