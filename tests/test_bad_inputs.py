@@ -842,8 +842,47 @@ def test_a_name_that_is_neither_a_folder_nor_a_hub_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     def missing(name, **kwargs):
-        raise RepositoryNotFoundError("404")
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as the Hub answers 404 (no response here)
+        Exception.__init__(error, "404 Client Error: Repository Not Found")
+        raise error
 
     monkeypatch.setattr(huggingface_hub, "model_info", missing)
     with pytest.raises(FileNotFoundError, match="no such folder .*, and no model of that name on the Hub"):
         check_model_source("models/nope")
+
+
+# ------------------------------------------------------------------------------------------------ round 3: silent cuts
+
+
+def test_truncation_notice_counts_the_rows_cut():
+    from hf_unlearn.data.chat import truncation_notice
+
+    data = Dataset.from_dict({"input_ids": [[1] * 5, [1] * 12, [1] * 9, [1] * 8]})
+    assert truncation_notice(data, 8, "fine-tuning") == (
+        "Warning: 2 of the 4 fine-tuning rows are longer than max_length=8 tokens (the longest has 12): they are "
+        "truncated to 8, so their ends are not trained on. Raise max_length to keep them whole."
+    )
+    masks = [[0] * 3 + [1] * 2, [0] * 10 + [1] * 2, [0] * 7 + [1] * 2, [0] * 6 + [1] * 2]  # row 1's answer is past 8
+    assert "truncated to 8, so their ends are not trained on; 1 of them lose every target token and are dropped." in (
+        truncation_notice(data.add_column("completion_mask", masks), 8, "fine-tuning")
+    )
+    assert truncation_notice(data, 12, "fine-tuning") is None and truncation_notice(data, None, "x") is None
+
+
+def test_fine_tuning_says_how_many_rows_it_truncates(base_model, tmp_path, capsys):
+    from hf_unlearn.data.tofu import TofuFormat
+    from hf_unlearn.tasks.tofu.finetune import sft_dataset
+
+    recipe = tiny_recipe(base_model, tmp_path / "out")
+    recipe["finetune"] = {**recipe["finetune"], "max_length": 150, "num_train_epochs": 1}
+    recipe["models"]["retain"] = {"name_or_path": str(base_model)}
+    rows = Dataset.from_list([*fixture_rows("retain_perturbed"), *fixture_rows("forget05")])
+    lengths = [len(ids) for ids in sft_dataset(rows, make_tokenizer(), TofuFormat())["input_ids"]]
+    long = [n for n in lengths if n > 150]
+    assert 0 < len(long) < len(lengths)  # some rows are longer than 150 tokens
+    assert main(["finetune", write(tmp_path / "r.yaml", recipe)]) == 0
+    assert (
+        f"Warning: {len(long)} of the {len(lengths)} fine-tuning rows are longer than finetune.max_length=150 tokens "
+        f"(the longest has {max(long)}): they are truncated to 150, so their ends are not trained on. Raise"
+        in capsys.readouterr().out
+    )

@@ -40,6 +40,7 @@ __all__ = [
     "prepare_lm_dataset",
     "reference_mask",
     "tokenize_dataset",
+    "truncation_notice",
 ]
 
 # Plain-text fallback for tokenizers without a chat template. The answer starts with a space so that a BPE tokenizer
@@ -408,6 +409,28 @@ def tokenize_dataset(
         )
 
     return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc=desc)
+
+
+def truncation_notice(dataset: Any, max_length: int | None, what: str, setting: str = "max_length") -> str | None:
+    """One line when rows of `dataset` (tokenized: `input_ids`) are longer than `max_length` and will be cut to it
+    (TRL's SFTTrainer truncates without a word): how many, the longest, the setting to raise. None when none is."""
+    if max_length is None:
+        return None
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    long = [n for n in lengths if n > max_length]
+    if not long:
+        return None
+    lost = 0  # rows whose every target lies past the cut: nothing of them is left to train on
+    targets = "completion_mask" if "completion_mask" in dataset.column_names else "labels"
+    if targets in dataset.column_names:
+        trained = (lambda v: v == 1) if targets == "completion_mask" else (lambda v: v != IGNORE_INDEX)
+        lost = sum(1 for row in dataset[targets] if not any(trained(v) for v in list(row)[:max_length]))
+    dropped = f"; {lost} of them lose every target token and are dropped" if lost else ""
+    return (
+        f"Warning: {len(long)} of the {len(lengths)} {what} rows are longer than {setting}={max_length} tokens (the "
+        f"longest has {max(long)}): they are truncated to {max_length}, so their ends are not trained on{dropped}. "
+        f"Raise {setting} to keep them whole."
+    )
 
 
 def as_row_dataset(dataset: Any, name: str) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from ...data.chat import chat_format_notice, tokenize_dataset
+from ...data.chat import chat_format_notice, tokenize_dataset, truncation_notice
 from ...data.tofu import TOFU_HUB_ID, TofuFormat, load_tofu
 from ...hub import ModelCardInfo, hub_id_or_none, write_model_card
 from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer
@@ -117,6 +117,9 @@ def finetune_model(
         main_process_print(f"Note: fine-tuning: {notice}")
     dataset = sft_dataset(rows, tokenizer, plan.formatting)
     args = build_sft_config(plan.finetune, scratch / "trainer")
+    cut = truncation_notice(dataset, args.max_length, "fine-tuning", setting="finetune.max_length")
+    if cut:
+        main_process_print(cut)
     trainer_class, extra = SFTTrainer, {}
     if restriction is not None:  # IAU's training phase: ℓ + α‖∇_θ ℓ‖ (a double backward per step)
         from ...trainers.gradient_restriction import GradientRestrictionMixin, causal_lm_loss
