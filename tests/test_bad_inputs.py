@@ -886,3 +886,39 @@ def test_fine_tuning_says_how_many_rows_it_truncates(base_model, tmp_path, capsy
         f"(the longest has {max(long)}): they are truncated to 150, so their ends are not trained on. Raise"
         in capsys.readouterr().out
     )
+
+
+# ------------------------------------------------------------------------------------------------ round 3: TOFU references
+
+
+def test_a_holdout_split_that_repeats_the_forget_questions_is_refused(base_model, tmp_path, capsys):
+    data = write_fixture(tmp_path / "data", {"holdout05": fixture_rows("forget05")[:3]})
+    args = ["eval", "--model", str(base_model), "--data-dir", str(data), "--output-dir", str(tmp_path / "e")]
+    code, out, err = cli(args, capsys)
+    assert_error(
+        code, out, err, "The holdout split (holdout05) repeats 3 of its 3 questions from the forget split "
+        "(forget05_perturbed): the MIAs would compare forget questions with themselves", command="eval",
+    )  # fmt: skip
+    assert not (tmp_path / "e" / "summary.json").exists()
+
+
+def test_retain_results_of_other_items_are_refused(base_model, tmp_path, capsys):
+    common = ["--model", str(base_model), "--data-dir", str(FIXTURE_DIR), "--no-compute-rouge", "--quiet"]
+    assert main(["eval", *common, "--output-dir", str(tmp_path / "retain"), "--max-items", "2"]) == 0
+    capsys.readouterr()
+    args = ["eval", *common, "--output-dir", str(tmp_path / "e"), "--max-items", "3"]
+    code, out, err = cli([*args, "--retain-results", str(tmp_path / "retain")], capsys)
+    assert_error(code, out, err, "hold truth ratios of 2 forget item(s), this evaluation has 3", command="eval")
+    assert not (tmp_path / "e" / "summary.json").exists()
+    # Same count, other questions (items.json edited as if evaluated on other data): refused too.
+    items_path = tmp_path / "retain" / "items.json"
+    items = json.loads(items_path.read_text())
+    items["splits"]["forget"][1]["question"] = "Who wrote something else?"
+    items_path.write_text(json.dumps(items))
+    args[-1] = "2"
+    code, out, err = cli([*args, "--retain-results", str(tmp_path / "retain")], capsys)
+    assert_error(code, out, err, "were computed on other forget items: 1 of the 2 questions differ", command="eval")
+    items["splits"]["forget"][1]["question"] = fixture_rows("forget05_perturbed")[1]["question"]
+    items_path.write_text(json.dumps(items))
+    assert main([*args, "--retain-results", str(tmp_path / "retain")]) == 0  # the same items: forget_quality given
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["forget_quality"] is not None

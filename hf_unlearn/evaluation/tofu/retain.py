@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...utils import sha256_json
 
-__all__ = ["ITEMS_FILE", "SUMMARY_FILE", "RetainReference", "load_retain_reference"]
+__all__ = ["ITEMS_FILE", "SUMMARY_FILE", "RetainReference", "check_retain_items", "load_retain_reference"]
 
 # The files of an evaluation folder (`hf-unlearn eval --output-dir`, a pipeline's eval/ stages).
 SUMMARY_FILE = "summary.json"
@@ -26,6 +26,8 @@ class RetainReference:
     mia_auc: float | None
     source: str
     sha256: str
+    # The forget questions the truth ratios belong to, in order (None: not recorded, as in open-unlearning's file).
+    forget_questions: tuple[str, ...] | None = None
 
 
 def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainReference:
@@ -50,12 +52,15 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
         if split != forget_split:
             raise ValueError(f"Retain-model results {str(path)!r} are for {split!r}, not {forget_split!r}.")
         items_path = path.with_name(ITEMS_FILE)
-        truth_ratios = None
+        truth_ratios, questions = None, None
         if items_path.is_file():
             items = json.loads(items_path.read_text())["splits"]
             truth_ratios = [item["truth_ratio"] for item in items["forget"]]
+            if all("question" in item for item in items["forget"]):
+                questions = tuple(item["question"] for item in items["forget"])
         auc = payload.get("mia_min_k")
-        return RetainReference(truth_ratios, auc, f"hf-unlearn results {path}", _reference_sha256(truth_ratios, auc))
+        source = f"hf-unlearn results {path}"
+        return RetainReference(truth_ratios, auc, source, _reference_sha256(truth_ratios, auc), questions)
 
     if "forget_truth_ratio" in payload or "mia_min_k" in payload:  # open-unlearning TOFU_EVAL.json
         truth_ratios = None
@@ -75,6 +80,31 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
         f"{str(path)!r} is not a retain-model evaluation (expected an hf-unlearn summary.json or an open-unlearning "
         "TOFU_EVAL.json)."
     )
+
+
+def check_retain_items(reference: RetainReference, forget_rows: list[dict]) -> None:
+    """The retain model's truth ratios must be for the forget items evaluated now, one per item in the same order:
+    forget_quality is a KS test between the two lists, and other items make it meaningless (two unrelated lists of
+    one value each give 1.0).
+
+    Raises:
+        ValueError: how many items each side has, or how many questions differ."""
+    if reference.truth_ratios is None:
+        return
+    have, want = len(reference.truth_ratios), len(forget_rows)
+    if have != want:
+        raise ValueError(
+            f"The retain-model results ({reference.source}) hold truth ratios of {have} forget item(s), this "
+            f"evaluation has {want}: evaluate the retain model on the same items (the same max_items / "
+            "max_forget_items), or leave them out."
+        )
+    if reference.forget_questions is not None:
+        differ = sum(a != row["question"] for a, row in zip(reference.forget_questions, forget_rows))
+        if differ:
+            raise ValueError(
+                f"The retain-model results ({reference.source}) were computed on other forget items: {differ} of "
+                f"the {want} questions differ. Evaluate the retain model on the same data (--data-dir) and items."
+            )
 
 
 def _reference_sha256(truth_ratios: list[float] | None, auc: float | None) -> str:

@@ -27,9 +27,9 @@ from ...data.chat import chat_format_notice
 from ...utils import rank_and_world
 from .aggregate import aggregate, item_values
 from .arguments import TofuEvalArguments
-from .data import load_eval_rows, tofu_split_configs
+from .data import check_holdout, load_eval_rows, tofu_split_configs
 from .plan import generate_plan, plan_evaluation, score_plan
-from .retain import RetainReference, load_retain_reference
+from .retain import RetainReference, check_retain_items, load_retain_reference
 
 __all__ = ["check_pad_token", "evaluate_rows", "evaluate_tofu"]
 
@@ -98,6 +98,9 @@ def evaluate_rows(
     started = time.perf_counter() if started is None else started
     timing = dict(timing or {})
     check_pad_token(tokenizer)
+    check_holdout(rows, args.forget_split)
+    if retain_ref is not None:
+        check_retain_items(retain_ref, rows["forget"])
 
     def say(message: str) -> None:
         if show_progress and rank_and_world()[0] == 0:
