@@ -31,6 +31,7 @@ __all__ = [
     "looks_like_local_path",
     "resolve_model_path",
     "safetensors_problem",
+    "save_tokenizer",
     "untie_output_embeddings",
 ]
 
@@ -356,6 +357,26 @@ def ensure_pad_token(tokenizer: Any, *, pad_with_eos: bool = True, say: Any = pr
     )
 
 
+def save_tokenizer(tokenizer: Any, folder: str | os.PathLike) -> None:
+    """`tokenizer.save_pretrained(folder)`, with the fast tokenizer's own file errors as `OSError`: the `tokenizers`
+    library writes `tokenizer.json` itself and reports a full disk as a plain `Exception` ("... (os error 28)").
+
+    Raises:
+        OSError: with the system's error number and text (a full disk: ENOSPC, "No space left on device")."""
+    import re
+
+    try:
+        tokenizer.save_pretrained(folder)
+    except OSError:
+        raise
+    except Exception as error:
+        code = re.search(r"os error (\d+)", str(error))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, f"Saving the tokenizer to {folder} failed: {os.strerror(number)}") from error
+
+
 def convert_gguf_to_safetensors(folder: str | os.PathLike, gguf_file: str, out_dir: str | os.PathLike) -> Path:
     """Write a GGUF model as a plain fp32 safetensors checkpoint (+ tokenizer) to `out_dir`; returns `out_dir`.
 
@@ -366,7 +387,7 @@ def convert_gguf_to_safetensors(folder: str | os.PathLike, gguf_file: str, out_d
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
     return out_dir
 
 

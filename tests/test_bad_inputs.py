@@ -922,3 +922,36 @@ def test_retain_results_of_other_items_are_refused(base_model, tmp_path, capsys)
     items_path.write_text(json.dumps(items))
     assert main([*args, "--retain-results", str(tmp_path / "retain")]) == 0  # the same items: forget_quality given
     assert json.loads((tmp_path / "e" / "summary.json").read_text())["forget_quality"] is not None
+
+
+# ------------------------------------------------------------------------------------------------ round 3: paths, disks
+
+
+def test_a_recipe_path_that_is_a_folder_is_named(tmp_path, capsys):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "a.yaml").write_text(yaml.safe_dump(markov()))
+    code, out, err = cli(["run", str(tmp_path / "recipes")], capsys)
+    assert_error(code, out, err, f"Recipe '{tmp_path / 'recipes'}' is a folder, not a recipe file: pass a .yaml file "
+                 f"(recipes in it: {tmp_path / 'recipes' / 'a.yaml'})")  # fmt: skip
+
+
+def test_a_full_disk_while_saving_the_tokenizer_is_one_line(base_model, tmp_path, capsys, monkeypatch):
+    """The tokenizers library writes tokenizer.json itself and reports a full disk as a plain Exception."""
+    from transformers import PreTrainedTokenizerFast
+
+    from hf_unlearn.models import save_tokenizer
+
+    def full_disk(self, *args, **kwargs):
+        raise Exception("No space left on device (os error 28)")
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", full_disk)
+    with pytest.raises(OSError) as raised:
+        save_tokenizer(make_tokenizer(), tmp_path / "t")
+    assert raised.value.errno == 28
+    recipe = tiny_recipe(base_model, tmp_path / "out")
+    recipe["models"]["retain"] = {"name_or_path": str(base_model)}
+    recipe["finetune"] = {**recipe["finetune"], "num_train_epochs": 1}
+    code, out, err = cli(["finetune", write(tmp_path / "r.yaml", recipe)], capsys)
+    assert_error(code, out, err, "[Errno 28] Saving the tokenizer to", "failed: No space left on device",
+                 command="finetune")  # fmt: skip
+    assert not (tmp_path / "out" / "models" / "target").exists()  # no half-saved model claims to be done

@@ -23,7 +23,7 @@ from datasets import Dataset
 from ...data.chat import chat_format_notice, tokenize_dataset, truncation_notice
 from ...data.tofu import TOFU_HUB_ID, TofuFormat, load_tofu
 from ...hub import ModelCardInfo, hub_id_or_none, write_model_card
-from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer
+from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer, save_tokenizer
 from ...runtime.cache import (
     StageLog,
     cached_stage,
@@ -146,7 +146,7 @@ def finetune_model(
         trained = trainer.model
     if is_main_process():
         trained.save_pretrained(scratch)  # safetensors
-        tokenizer.save_pretrained(scratch)
+        save_tokenizer(tokenizer, scratch)  # a full disk: one OSError line
         # Numbers only (loss, grad norm, lr per logging step): no text.
         atomic_write_json(scratch / "train_log.json", trainer.state.log_history)
     wait_for_everyone()
