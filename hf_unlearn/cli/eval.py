@@ -88,8 +88,8 @@ def main(args: argparse.Namespace) -> int:
     from ..models import check_model_source
     from ..tasks.tofu.eval_stage import check_stage_folder
 
-    check_model_source(command.model, command.gguf_file)  # a missing folder or model: one line, no Hub retries
     check_stage_folder(Path(command.output_dir))  # before the model loads
+    check_model_source(command.model, command.gguf_file)  # a missing folder or model: one line, no Hub retries
     from ..runtime.distributed import is_main_process, join_process_group
 
     device = command.device or join_process_group()
