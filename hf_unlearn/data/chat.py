@@ -30,6 +30,7 @@ from .pairing import validate_lm_dataset
 
 __all__ = [
     "LABEL_CONVENTIONS",
+    "LABEL_SCOPES",
     "PLAIN_PROMPT",
     "ChatFormat",
     "chat_format_notice",
@@ -49,6 +50,9 @@ PLAIN_PROMPT = "Question: {question}\nAnswer:"
 # Which tokens are an answer's targets: "end_of_turn" (answer + the template's end-of-turn token) or "reference" (all
 # tokens after the generation prompt of the tokenized conversation, plus eos when it does not end with it).
 LABEL_CONVENTIONS = ("end_of_turn", "reference")
+# Which tokens of a row are labelled: the answer's (`"answer"`) or every token (`"conversation"`, TRL SFTTrainer's
+# default for a `messages` dataset).
+LABEL_SCOPES = ("answer", "conversation")
 
 
 @dataclass
@@ -379,6 +383,7 @@ def tokenize_dataset(
     reference_attention_mask: bool = False,
     desc: str = "Tokenizing",
     label_convention: str = "end_of_turn",
+    label_scope: str = "answer",
 ) -> Dataset:
     """Map a dataset to `input_ids`/`labels`/`attention_mask` (other columns are dropped; `desc` names the progress
     bar).
@@ -386,11 +391,23 @@ def tokenize_dataset(
     Accepted rows: question/answer columns (names configurable), TRL's standard prompt/completion (raw text:
     prompt tokens + completion tokens + eos, no template, as TRL does), TRL's conversational prompt/completion, or
     TRL's conversational `messages` (the last message is the answer). Formatting arguments as in `format_qa`.
+
+    `label_scope`: `"answer"` (default) labels the answer and its end-of-turn token only, whatever the row's form;
+    `"conversation"` labels every token (system, question, template tokens and answer), as TRL's `SFTTrainer` does
+    for a `messages` dataset by default. The token ids are the same either way.
     """
     if len(dataset) == 0:
         raise ValueError("Cannot tokenize an empty dataset.")
+    if label_scope not in LABEL_SCOPES:
+        raise ValueError(f"label_scope must be one of {list(LABEL_SCOPES)}, got {label_scope!r}.")
 
     def encode(row: dict[str, Any], index: int) -> dict[str, list[int]]:
+        example = _encode(row, index)
+        if label_scope == "conversation":
+            example["labels"] = list(example["input_ids"])
+        return example
+
+    def _encode(row: dict[str, Any], index: int) -> dict[str, list[int]]:
         prompt, answer, raw = _row_to_prompt_answer(row, index, question_key, answer_key)
         if raw:
             if not answer:
