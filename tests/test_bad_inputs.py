@@ -908,7 +908,8 @@ def test_retain_results_of_other_items_are_refused(base_model, tmp_path, capsys)
     capsys.readouterr()
     args = ["eval", *common, "--output-dir", str(tmp_path / "e"), "--max-items", "3"]
     code, out, err = cli([*args, "--retain-results", str(tmp_path / "retain")], capsys)
-    assert_error(code, out, err, "hold truth ratios of 2 forget item(s), this evaluation has 3", command="eval")
+    assert_error(code, out, err, "were computed on other forget items: 1 of the 3 questions evaluated now are not "
+                 "among its 2", command="eval")  # fmt: skip
     assert not (tmp_path / "e" / "summary.json").exists()
     # Same count, other questions (items.json edited as if evaluated on other data): refused too.
     items_path = tmp_path / "retain" / "items.json"
@@ -917,11 +918,24 @@ def test_retain_results_of_other_items_are_refused(base_model, tmp_path, capsys)
     items_path.write_text(json.dumps(items))
     args[-1] = "2"
     code, out, err = cli([*args, "--retain-results", str(tmp_path / "retain")], capsys)
-    assert_error(code, out, err, "were computed on other forget items: 1 of the 2 questions differ", command="eval")
+    assert_error(code, out, err, "were computed on other forget items: 1 of the 2 questions evaluated now are not "
+                 "among its 2", command="eval")  # fmt: skip
     items["splits"]["forget"][1]["question"] = fixture_rows("forget05_perturbed")[1]["question"]
     items_path.write_text(json.dumps(items))
     assert main([*args, "--retain-results", str(tmp_path / "retain")]) == 0  # the same items: forget_quality given
     assert json.loads((tmp_path / "e" / "summary.json").read_text())["forget_quality"] is not None
+
+
+def test_a_subset_of_the_retain_items_reads_its_own_values():
+    from hf_unlearn.evaluation.tofu.retain import RetainReference, select_retain_items
+
+    reference = RetainReference([0.1, 0.2, 0.3], 0.5, "r", "sha", ("a", "b", "c"))
+    picked = select_retain_items(reference, [{"question": "c"}, {"question": "a"}])
+    assert picked.truth_ratios == [0.3, 0.1] and picked.forget_questions == ("c", "a")
+    by_index = RetainReference([0.1, 0.2, 0.3], 0.5, "open-unlearning", "sha")  # no questions: TOFU order
+    assert select_retain_items(by_index, [{"question": "x"}, {"question": "y"}]).truth_ratios == [0.1, 0.2]
+    with pytest.raises(ValueError, match=r"hold truth ratios of 3 forget item\(s\), this evaluation has 4"):
+        select_retain_items(by_index, [{"question": str(i)} for i in range(4)])
 
 
 # ------------------------------------------------------------------------------------------------ round 3: paths, disks

@@ -99,7 +99,8 @@ def claim_folder(path: str | os.PathLike, command: str) -> None:
 
 
 def _made_by_a_run(path: Path, entries: list[str]) -> bool:
-    """An earlier run's folder from before `OWNER_FILE`: its `results.json` (a run log), a lock, or stamped stages."""
+    """A folder runs wrote to without claiming it at the top: an earlier run's from before `OWNER_FILE` (its
+    `results.json`, a lock, stamped stages) or one holding a folder a run claimed."""
     if any(name in _RUN_FILES for name in entries):
         return True
     try:
@@ -108,7 +109,8 @@ def _made_by_a_run(path: Path, entries: list[str]) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    return any((path / name / "hf_unlearn_stage.json").is_file() for name in entries)
+    # A folder a run made inside it (`hf-unlearn finetune` claims only the models folder), or a stamped stage.
+    return any((path / name / marker).is_file() for name in entries for marker in (OWNER_FILE, *_RUN_FILES))
 
 
 def json_default(obj: Any) -> Any:

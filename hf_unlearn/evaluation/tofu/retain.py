@@ -3,6 +3,7 @@ evaluation on disk: an `hf-unlearn eval` output folder or an open-unlearning `TO
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from ...utils import sha256_json
 
-__all__ = ["ITEMS_FILE", "SUMMARY_FILE", "RetainReference", "check_retain_items", "load_retain_reference"]
+__all__ = ["ITEMS_FILE", "SUMMARY_FILE", "RetainReference", "load_retain_reference", "select_retain_items"]
 
 # The files of an evaluation folder (`hf-unlearn eval --output-dir`, a pipeline's eval/ stages).
 SUMMARY_FILE = "summary.json"
@@ -82,29 +83,43 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
     )
 
 
-def check_retain_items(reference: RetainReference, forget_rows: list[dict]) -> None:
-    """The retain model's truth ratios must be for the forget items evaluated now, one per item in the same order:
-    forget_quality is a KS test between the two lists, and other items make it meaningless (two unrelated lists of
-    one value each give 1.0).
+def select_retain_items(reference: RetainReference, forget_rows: list[dict]) -> RetainReference:
+    """The retain model's truth ratios of exactly the forget items evaluated now, in their order: forget_quality is a
+    KS test between the two lists, and other items make it meaningless (before this check: 1.0 from two lists of
+    unrelated items). With the questions recorded (an hf-unlearn evaluation) the items are matched by question, so a
+    subset (a trajectory's first items) reads its own values; without (open-unlearning's file, by TOFU index) the
+    first ones are taken.
 
     Raises:
-        ValueError: how many items each side has, or how many questions differ."""
+        ValueError: forget items the reference does not have (how many)."""
     if reference.truth_ratios is None:
-        return
-    have, want = len(reference.truth_ratios), len(forget_rows)
-    if have != want:
+        return reference
+    want = len(forget_rows)
+    if reference.forget_questions is not None:
+        position = {}
+        for index, question in enumerate(reference.forget_questions):
+            position.setdefault(question, index)
+        missing = sum(row["question"] not in position for row in forget_rows)
+        if missing:
+            raise ValueError(
+                f"The retain-model results ({reference.source}) were computed on other forget items: {missing} of "
+                f"the {want} questions evaluated now are not among its {len(reference.forget_questions)}. Evaluate "
+                "the retain model on the same data (--data-dir) and at least the same items."
+            )
+        order = [position[row["question"]] for row in forget_rows]
+        return dataclasses.replace(
+            reference,
+            truth_ratios=[reference.truth_ratios[i] for i in order],
+            forget_questions=tuple(row["question"] for row in forget_rows),
+        )
+    have = len(reference.truth_ratios)
+    if have < want:
         raise ValueError(
             f"The retain-model results ({reference.source}) hold truth ratios of {have} forget item(s), this "
-            f"evaluation has {want}: evaluate the retain model on the same items (the same max_items / "
-            "max_forget_items), or leave them out."
+            f"evaluation has {want}: evaluate the retain model on at least the same items (max_items / "
+            "max_forget_items)."
         )
-    if reference.forget_questions is not None:
-        differ = sum(a != row["question"] for a, row in zip(reference.forget_questions, forget_rows))
-        if differ:
-            raise ValueError(
-                f"The retain-model results ({reference.source}) were computed on other forget items: {differ} of "
-                f"the {want} questions differ. Evaluate the retain model on the same data (--data-dir) and items."
-            )
+    return dataclasses.replace(reference, truth_ratios=list(reference.truth_ratios[:want]))
 
 
 def _reference_sha256(truth_ratios: list[float] | None, auc: float | None) -> str:

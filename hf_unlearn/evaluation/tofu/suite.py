@@ -30,7 +30,7 @@ from .aggregate import aggregate, item_values
 from .arguments import TofuEvalArguments
 from .data import check_holdout, load_eval_rows, tofu_split_configs
 from .plan import generate_plan, plan_evaluation, score_plan
-from .retain import RetainReference, check_retain_items, load_retain_reference
+from .retain import RetainReference, load_retain_reference, select_retain_items
 
 __all__ = ["check_pad_token", "evaluate_rows", "evaluate_tofu"]
 
@@ -100,8 +100,8 @@ def evaluate_rows(
     timing = dict(timing or {})
     check_pad_token(tokenizer)
     check_holdout(rows, args.forget_split)
-    if retain_ref is not None:
-        check_retain_items(retain_ref, rows["forget"])
+    if retain_ref is not None:  # the retain model's values of exactly these forget items
+        retain_ref = select_retain_items(retain_ref, rows["forget"])
 
     def say(message: str) -> None:
         if show_progress and rank_and_world()[0] == 0:
