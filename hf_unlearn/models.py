@@ -16,6 +16,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 __all__ = [
+    "PAD_WITH_EOS",
+    "check_model_config",
+    "check_model_folder",
     "check_model_source",
     "convert_gguf_to_safetensors",
     "dequantize_gguf_model",
@@ -27,6 +30,8 @@ __all__ = [
     "load_model_and_tokenizer",
     "looks_like_local_path",
     "resolve_model_path",
+    "safetensors_problem",
+    "save_tokenizer",
     "untie_output_embeddings",
 ]
 
@@ -68,20 +73,138 @@ def looks_like_local_path(name_or_path: str) -> bool:
     return len(parts) > 1 and Path(parts[0]).is_dir()
 
 
-def check_model_source(name_or_path: str, gguf_file: str | None = None) -> None:
-    """Fail at once, with one line, on a local model path that does not exist (instead of a Hub lookup with retries)
-    and on a GGUF file missing from its folder.
+def check_model_source(name_or_path: str, gguf_file: str | None = None, *, hub: bool = True) -> None:
+    """Fail at once, with one line, on a model source that cannot load, before anything reads it:
+
+    - a local path (`./x`, `/abs/x`, an existing name) that does not exist, or is a file;
+    - a local folder without `config.json`, without weights (only `config.json`, or pickled `.bin` files only: they
+      are never loaded), with a truncated `*.safetensors` file, or without the named GGUF file;
+    - a name that is no local folder and could be a Hub id (`models/nope`), not in the local Hugging Face cache: with
+      `hub`, one lookup on the Hub (no retries) says at once whether it exists or the Hub cannot be reached, instead
+      of loading's retries (about a minute without a network). Offline (`HF_HUB_OFFLINE=1`) it is refused at once.
 
     Raises:
-        FileNotFoundError: naming the missing folder or file.
+        FileNotFoundError: naming the missing folder or file, or what the folder lacks.
     """
     path = Path(name_or_path).expanduser()
-    if looks_like_local_path(name_or_path) and not path.is_dir():
+    if path.is_dir():
+        check_model_folder(path, gguf_file, name=name_or_path)
+        return
+    if looks_like_local_path(name_or_path):
         what = "is a file, not a model folder" if path.exists() else f"does not exist ({path.absolute()})"
         raise FileNotFoundError(f"Model folder {name_or_path!r} {what}.")
-    if gguf_file is not None and path.is_dir() and not (path / gguf_file).is_file():
-        ggufs = sorted(p.name for p in path.glob("*.gguf"))
-        raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {name_or_path!r} (it has: {ggufs}).")
+    if hub:
+        problem = _hub_problem(name_or_path, gguf_file)
+        if problem is not None:
+            raise FileNotFoundError(problem)
+
+
+def check_model_folder(folder: str | os.PathLike, gguf_file: str | None = None, *, name: str | None = None) -> None:
+    """A local model folder has what loading reads: `config.json` (or the GGUF file) and complete safetensors weights.
+
+    Raises:
+        FileNotFoundError: naming the folder and what it lacks (or the truncated file).
+    """
+    folder = Path(folder)
+    name = repr(name if name is not None else str(folder))
+    if gguf_file is not None:
+        if not (folder / gguf_file).is_file():
+            ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+            raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {name} (it has: {ggufs}).")
+        return
+    holds = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    listing = f"it holds: {', '.join(holds[:8])}{', ...' if len(holds) > 8 else ''}" if holds else "it is empty"
+    if not (folder / "config.json").is_file():
+        ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+        hint = f" (a GGUF model: pass gguf_file / --gguf-file, one of {ggufs})" if ggufs else ""
+        raise FileNotFoundError(f"Model folder {name} has no config.json ({listing}){hint}.")
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickled = sorted(p.name for p in folder.glob("*.bin"))
+        why = (
+            f"only pickled weights ({', '.join(pickled)}), which are never loaded (they can run code): save the model "
+            "with safetensors (model.save_pretrained(folder))"
+            if pickled
+            else f"no weights, no *.safetensors file ({listing})"
+        )
+        raise FileNotFoundError(f"Model folder {name} has {why}.")
+    for file in weights:
+        problem = safetensors_problem(file)
+        if problem is not None:
+            raise FileNotFoundError(f"Model folder {name}: {file.name} {problem}; save or download it again.")
+
+
+def safetensors_problem(file: str | os.PathLike) -> str | None:
+    """Why a `.safetensors` file cannot load (truncated, no valid header), or None: read from its header alone (the
+    8-byte header length, the JSON header, the end of its last tensor), never its tensors."""
+    import json
+
+    file = Path(file)
+    size = file.stat().st_size
+    try:
+        with open(file, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if size < 8 or length > size - 8:
+                return f"is truncated ({size} bytes, shorter than its own header)"
+            header = json.loads(handle.read(length))
+    except (ValueError, UnicodeDecodeError):
+        return "has no valid safetensors header"
+    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    if size < 8 + length + end:
+        return f"is truncated ({size} bytes of the {8 + length + end} its header describes)"
+    return None
+
+
+def _hub_problem(name: str, gguf_file: str | None) -> str | None:
+    """Why Hub id `name` (no local folder of that name) cannot load, found with one lookup, or None when it can (or
+    may: a gated model, an error loading will name)."""
+    if hub_snapshot(name, gguf_file) is not None:
+        return None
+    folder = f"no such folder ({Path(name).expanduser().absolute()})"
+    if is_hub_offline():
+        return (
+            f"Model {name!r}: {folder}, and it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+            f"pass a local model folder, or download it first where there is a network (`hf download {name}`)."
+        )
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        model_info(name, timeout=10)
+    except GatedRepoError:
+        return None
+    except (RepositoryNotFoundError, HFValidationError):
+        return f"Model {name!r}: {folder}, and no model of that name on the Hub (or it is private: log in first)."
+    except Exception as error:  # no network, a proxy, a timeout: one attempt, no retries
+        kinds = ("Connect", "Timeout", "Network", "Transport", "Proxy")
+        if isinstance(error, OSError) or any(kind in cls.__name__ for cls in type(error).__mro__ for kind in kinds):
+            return (
+                f"Model {name!r}: {folder}, and it is not in the local Hugging Face cache and the Hub cannot be "
+                f"reached ({type(error).__name__}): pass a local model folder, or download it first where there is a "
+                f"network (`hf download {name}`)."
+            )
+        return None
+    return None
+
+
+def check_model_config(config: Any, where: str = "model") -> None:
+    """Sizes a model config cannot be built with, named before any model is made: a hidden size that its attention
+    heads do not divide (torch would fail inside the first attention layer), or a size below 1.
+
+    Raises:
+        ValueError: `where.<field>` and the values."""
+    field = dict(getattr(config, "attribute_map", {}))  # standard name -> the config's own field (GPT-2: n_embd)
+    for key in ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{where}.{field.get(key, key)}: {value} must be >= 1.")
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and hidden % heads:
+        raise ValueError(
+            f"{where}.{field.get('hidden_size', 'hidden_size')}: {hidden} is not divisible by "
+            f"{where}.{field.get('num_attention_heads', 'num_attention_heads')}={heads} (each attention head gets an "
+            "equal share of the hidden size)."
+        )
 
 
 def hub_model_patterns(gguf_file: str | None = None) -> list[str]:
@@ -203,21 +326,55 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
-def ensure_pad_token(tokenizer: Any, *, pad_with_eos: bool = False) -> Any:
-    """Check that `tokenizer` can pad; with `pad_with_eos=True` a missing pad token becomes the eos token.
+PAD_WITH_EOS = (
+    "The tokenizer has no pad token: batches are padded with its eos token ({eos!r}), for `hf-unlearn run` and "
+    "`hf-unlearn eval` alike; padding is masked, so scores do not depend on it (with --reference-attention-mask, "
+    "real eos tokens are masked too, as in the reference). Set tokenizer.pad_token to choose another."
+)
+_told_pad: set[str] = set()
 
-    Padding with eos is what the TOFU reference does; it is opt-in here because, with the attention mask built as
-    `input_ids != pad`, it hides real end-of-turn tokens (see `format_qa(reference_attention_mask=True)`).
+
+def ensure_pad_token(tokenizer: Any, *, pad_with_eos: bool = True, say: Any = print) -> Any:
+    """Make sure `tokenizer` can pad: the one rule of the CLI (`run` and `eval`) and the pipelines. A tokenizer
+    without a pad token pads with its eos token, said once per tokenizer through `say` (`PAD_WITH_EOS`); padded
+    positions are masked, so no score depends on the pad id. `pad_with_eos=False` refuses instead.
+
+    Raises:
+        ValueError: no pad token and `pad_with_eos=False` (or no eos token either).
     """
     if tokenizer.pad_token_id is not None:
         return tokenizer
     if pad_with_eos and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
+        name = getattr(tokenizer, "name_or_path", "") or str(id(tokenizer))
+        if say is not None and name not in _told_pad:
+            _told_pad.add(name)
+            say(PAD_WITH_EOS.format(eos=tokenizer.eos_token))
         return tokenizer
+    why = "and no eos token to pad with" if tokenizer.eos_token_id is None else "and padding with eos was turned off"
     raise ValueError(
-        f"The tokenizer ({type(tokenizer).__name__}) has no pad token. Set one (tokenizer.pad_token = ...) or opt in to "
-        "padding with the eos token (pad_with_eos=True, CLI: --pad-with-eos)."
+        f"The tokenizer ({type(tokenizer).__name__}) has no pad token {why}: set one (tokenizer.pad_token = ...)."
     )
+
+
+def save_tokenizer(tokenizer: Any, folder: str | os.PathLike) -> None:
+    """`tokenizer.save_pretrained(folder)`, with the fast tokenizer's own file errors as `OSError`: the `tokenizers`
+    library writes `tokenizer.json` itself and reports a full disk as a plain `Exception` ("... (os error 28)").
+
+    Raises:
+        OSError: with the system's error number and text (a full disk: ENOSPC, "No space left on device")."""
+    import re
+
+    try:
+        tokenizer.save_pretrained(folder)
+    except OSError:
+        raise
+    except Exception as error:
+        code = re.search(r"os error (\d+)", str(error))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, f"Saving the tokenizer to {folder} failed: {os.strerror(number)}") from error
 
 
 def convert_gguf_to_safetensors(folder: str | os.PathLike, gguf_file: str, out_dir: str | os.PathLike) -> Path:
@@ -230,7 +387,7 @@ def convert_gguf_to_safetensors(folder: str | os.PathLike, gguf_file: str, out_d
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
     return out_dir
 
 

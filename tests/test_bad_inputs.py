@@ -80,6 +80,8 @@ def assert_one_line_error(code, err, *fragments):
         ({"unlearn": {"max_steps": "ten"}}, ["max_steps: 'ten' is not an integer"]),
         ({"methods": {"FOO": {}}}, ["Unknown method 'FOO'"]),
         ({"model": {"n_positions": 4}}, ["model.n_positions: 4 is shorter than the sequences (8 states)"]),
+        ({"model": {"n_embd": 30, "n_head": 4}}, ["model.n_embd: 30 is not divisible by model.n_head=4"]),
+        ({"model": {"n_layer": 0}}, ["model.n_layer: 0 must be >= 1"]),
         ({"train": {"learning_rat": 1e-3}}, ["Unknown key(s) in train", "did you mean 'learning_rate'"]),
         ({"evaluation": {"batch_size": 0}}, ["batch_size must be >= 1"]),
     ],
@@ -89,6 +91,12 @@ def test_bad_markov_recipe_values_fail_before_anything_trains(tmp_path, capsys, 
     code, _, err = run_cli(tmp_path, markov(**change), capsys)
     assert_one_line_error(code, err, *fragments)
     assert not (tmp_path / "out" / "models").exists()  # nothing was trained
+
+
+def test_a_dry_run_refuses_heads_that_do_not_divide_the_hidden_size(tmp_path, capsys):
+    code, out, err = run_cli(tmp_path, markov(model={"n_embd": 30, "n_head": 4}), capsys, extra=["--dry-run"])
+    assert_one_line_error(code, err, "model.n_embd: 30 is not divisible by model.n_head=4")
+    assert out == ""
 
 
 def test_a_train_section_with_trainer_settings_is_accepted(tmp_path, capsys):
@@ -249,6 +257,11 @@ def test_a_num_train_epochs_of_zero_is_refused(tmp_path):
         (rows([1, 2, 3], labels=[[1, 2]]), "labels of another length than input_ids, e.g. index 0 (2 labels for 3"),
         (rows(list(range(10))), "1 example(s) of the forget dataset are longer than the model's context of 8 tokens"),
         (rows([1, 2, 3], labels=[[-100, -100, -100]]), "have no target token"),
+        (
+            rows([1, 2, 3], [1, 2, 3], labels=[[-100, 2, 3], [-100, 2, 11]]),
+            "1 example(s) of the forget dataset have labels outside the model's vocabulary (0..10, or -100 for no "
+            "target), e.g. index 1 (labels 2..11)",
+        ),
         (Dataset.from_dict({"input_ids": [[1, 2]]}), "missing column(s) ['labels']"),
         (FORGET.select([]), "The forget dataset is empty"),
     ],
@@ -518,7 +531,11 @@ def test_an_unreachable_hub_says_to_pass_a_local_folder(tmp_path, capsys, monkey
         except ConnectionError as cause:
             raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.") from cause
 
+    import huggingface_hub
+
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", unreachable)
+    # The one lookup before loading answered (the Hub went away after it): loading's own error is the one line.
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda name, **kwargs: None)
     args = ["eval", "--model", MISSING_REPO, "--data-dir", str(FIXTURE_DIR), "--output-dir", str(tmp_path / "e")]
     code, out, err = cli(args, capsys)
     assert_error(code, out, err, "the Hub cannot be reached", "local model folder", command="eval")
@@ -645,3 +662,332 @@ def test_a_local_folder_is_keyed_by_its_files_not_the_spelling_of_its_path(base_
     monkeypatch.chdir(Path(base_model).parent)
     for spelling in (str(base_model), Path(base_model).name, f"./{Path(base_model).name}", str(tmp_path / "link")):
         assert ModelSpec(spelling).identity() == expected, spelling
+
+
+# ------------------------------------------------------------------------------------------------ round 3: the user's files
+
+
+def test_an_output_folder_of_the_users_own_files_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "models" / "original").mkdir(parents=True)
+    (out / "models" / "original" / "model.safetensors").write_bytes(b"the user's weights")
+    (out / "results.json").write_text('{"mine": 1}')
+    code, _, err = run_cli(tmp_path, markov(), capsys, out=out)
+    assert_one_line_error(code, err, f"The output folder {out} holds files hf-unlearn did not write (models, results")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "models", "models/original", "models/original/model.safetensors", "results.json"
+    ]  # fmt: skip
+    assert (out / "models" / "original" / "model.safetensors").read_bytes() == b"the user's weights"
+    assert (out / "results.json").read_text() == '{"mine": 1}'
+
+
+def test_a_folder_a_run_made_is_used_again_and_an_empty_one_is_taken(tmp_path, capsys):
+    from hf_unlearn.runtime.io import OWNER_FILE, check_own_folder
+
+    (tmp_path / "empty").mkdir()
+    check_own_folder(tmp_path / "empty")  # nothing to lose
+    check_own_folder(tmp_path / "missing")
+    earlier = tmp_path / "earlier"  # a run from before the folder marker: its results.json is a run log
+    earlier.mkdir()
+    (earlier / "results.json").write_text(json.dumps({"stages": {}, "environment": {}, "complete": True}))
+    check_own_folder(earlier)
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, markov(), capsys, out=out)[0] == 0
+    assert json.loads((out / OWNER_FILE).read_text())["written_by"] == "hf-unlearn"
+    code, stdout, err = run_cli(tmp_path, markov(), capsys, out=out)
+    assert code == 0, err
+    assert "Reusing the cached original model" in stdout
+
+
+def test_a_stage_folder_without_a_stamp_is_never_replaced(tmp_path):
+    from hf_unlearn.runtime.cache import cached_stage
+
+    stage = tmp_path / "models" / "original"
+    stage.mkdir(parents=True)
+    (stage / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds files hf-unlearn did not write \\(no hf_unlearn_stage.json\\)"):
+        cached_stage(stage, {"a": 1}, "original model")
+    assert (stage / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------------------------ round 3: killed saves
+
+
+def checkpoint(folder: Path, step: int, state: str | None) -> Path:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"x")
+    if state is not None:
+        (path / "trainer_state.json").write_text(state)
+    return path
+
+
+def test_a_checkpoint_killed_while_saving_is_skipped_and_the_one_before_resumed(tmp_path, capsys):
+    from hf_unlearn.runtime.cache import resume_checkpoint
+
+    good = checkpoint(tmp_path, 2, '{"global_step": 2}')
+    checkpoint(tmp_path, 4, None)  # killed before trainer_state.json
+    checkpoint(tmp_path, 6, '{"global_st')  # killed while writing it
+    assert resume_checkpoint(tmp_path, "GA") == str(good)
+    out = capsys.readouterr().out
+    assert "checkpoint-6, checkpoint-4 of GA is incomplete (no readable trainer_state.json): skipped." in out
+    assert f"Resuming GA from {good}." in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
+
+
+def test_only_incomplete_checkpoints_restart_the_stage(tmp_path, capsys):
+    from hf_unlearn.runtime.cache import resume_checkpoint
+
+    checkpoint(tmp_path, 3, None)
+    assert resume_checkpoint(tmp_path, "fine-tuning") is None
+    assert "checkpoint-3 of fine-tuning is incomplete" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+    assert resume_checkpoint(tmp_path / "missing", "GA") is None
+
+
+def test_a_tofu_unlearning_resumes_past_a_checkpoint_without_trainer_state(base_model, tmp_path, capsys):
+    """The run killed while saving checkpoint-1 (its scratch kept, the checkpoint without trainer_state.json): the
+    next run says so and finishes the stage instead of failing on every re-run."""
+    out = tmp_path / "out"
+    recipe = tiny_recipe(base_model, out, methods={"GA": {}})
+    recipe["unlearn"] = {**recipe["unlearn"], "save_steps": 1}
+    path = write(tmp_path / "r.yaml", recipe)
+    assert main(["run", path]) == 0
+    stage = out / "methods" / "GA" / "model"
+    scratch = stage.with_name(f".{stage.name}.partial")
+    stage.rename(scratch)  # as a killed run leaves it: the scratch, no finished stage
+    stamp = json.loads((scratch / "hf_unlearn_stage.json").read_text())
+    (scratch / "hf_unlearn_stage.json").write_text(json.dumps({"fingerprint": stamp["fingerprint"], "complete": False}))
+    broken = checkpoint(scratch / "trainer", 1, None)
+    capsys.readouterr()
+    assert main(["run", path]) == 0
+    stdout = capsys.readouterr().out
+    assert "checkpoint-1 of GA is incomplete" in stdout and "starting it afresh" in stdout
+    assert not broken.exists() and (stage / "model.safetensors").is_file()
+    assert json.loads((out / "results.json").read_text())["stages"]["unlearn/GA"]["reused"] is False
+
+
+# ------------------------------------------------------------------------------------------------ round 3: model folders
+
+
+def eval_args(model, tmp_path, *extra):
+    return ["eval", "--model", str(model), "--data-dir", str(FIXTURE_DIR), "--output-dir", str(tmp_path / "e"), *extra]
+
+
+def test_a_truncated_safetensors_file_is_named_before_loading(base_model, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "cut"
+    shutil.copytree(base_model, model)
+    weights = model / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as handle:
+        handle.truncate(size - 100)
+    code, out, err = cli(eval_args(model, tmp_path), capsys)
+    assert_error(
+        code, out, err, f"model.safetensors is truncated ({size - 100} bytes of the {size} its header describes)",
+        "save or download it again", command="eval",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("offline_hub", [False, True])
+def test_a_folder_with_only_a_config_is_named_before_loading(base_model, tmp_path, capsys, monkeypatch, offline_hub):
+    model = tmp_path / "config-only"
+    model.mkdir()
+    (model / "config.json").write_text((base_model / "config.json").read_text())
+    if offline_hub:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = cli(eval_args(model, tmp_path), capsys)
+    assert_error(code, out, err, f"Model folder '{model}' has no weights, no *.safetensors file (it holds: config.json)",
+                 command="eval")  # fmt: skip
+
+
+def test_a_folder_without_a_config_or_with_pickled_weights_only_is_named(base_model, tmp_path):
+    from hf_unlearn.models import check_model_source
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="has no config.json \\(it is empty\\)"):
+        check_model_source(str(empty))
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text("{}")
+    (pickled / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="has only pickled weights \\(pytorch_model.bin\\), which are never"):
+        check_model_source(str(pickled))
+    check_model_source(str(base_model))  # a complete folder passes
+
+
+def test_a_missing_relative_model_is_one_hub_lookup_without_retries(tmp_path, capsys, monkeypatch):
+    """`models/nope` with no `models/` here is also a valid Hub id: one lookup (no network: at once), no retries."""
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def unreachable(name, **kwargs):
+        calls.append(name)
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    tick = time.perf_counter()
+    code, out, err = cli(["eval", "--model", "models/nope", "--output-dir", str(tmp_path / "e")], capsys)
+    assert_error(code, out, err, f"Model 'models/nope': no such folder ({tmp_path / 'models' / 'nope'})",
+                 "the Hub cannot be reached (ConnectionError)", command="eval")  # fmt: skip
+    assert calls == ["models/nope"] and time.perf_counter() - tick < 10
+
+
+def test_a_name_that_is_neither_a_folder_nor_a_hub_model(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from hf_unlearn.models import check_model_source
+
+    monkeypatch.chdir(tmp_path)
+
+    def missing(name, **kwargs):
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)  # as the Hub answers 404 (no response here)
+        Exception.__init__(error, "404 Client Error: Repository Not Found")
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "model_info", missing)
+    with pytest.raises(FileNotFoundError, match="no such folder .*, and no model of that name on the Hub"):
+        check_model_source("models/nope")
+
+
+# ------------------------------------------------------------------------------------------------ round 3: silent cuts
+
+
+def test_truncation_notice_counts_the_rows_cut():
+    from hf_unlearn.data.chat import truncation_notice
+
+    data = Dataset.from_dict({"input_ids": [[1] * 5, [1] * 12, [1] * 9, [1] * 8]})
+    assert truncation_notice(data, 8, "fine-tuning") == (
+        "Warning: 2 of the 4 fine-tuning rows are longer than max_length=8 tokens (the longest has 12): they are "
+        "truncated to 8, so their ends are not trained on. Raise max_length to keep them whole."
+    )
+    masks = [[0] * 3 + [1] * 2, [0] * 10 + [1] * 2, [0] * 7 + [1] * 2, [0] * 6 + [1] * 2]  # row 1's answer is past 8
+    assert "truncated to 8, so their ends are not trained on; 1 of them lose every target token and are dropped." in (
+        truncation_notice(data.add_column("completion_mask", masks), 8, "fine-tuning")
+    )
+    assert truncation_notice(data, 12, "fine-tuning") is None and truncation_notice(data, None, "x") is None
+
+
+def test_fine_tuning_says_how_many_rows_it_truncates(base_model, tmp_path, capsys):
+    from hf_unlearn.data.tofu import TofuFormat
+    from hf_unlearn.tasks.tofu.finetune import sft_dataset
+
+    recipe = tiny_recipe(base_model, tmp_path / "out")
+    recipe["finetune"] = {**recipe["finetune"], "max_length": 150, "num_train_epochs": 1}
+    recipe["models"]["retain"] = {"name_or_path": str(base_model)}
+    rows = Dataset.from_list([*fixture_rows("retain_perturbed"), *fixture_rows("forget05")])
+    lengths = [len(ids) for ids in sft_dataset(rows, make_tokenizer(), TofuFormat())["input_ids"]]
+    long = [n for n in lengths if n > 150]
+    assert 0 < len(long) < len(lengths)  # some rows are longer than 150 tokens
+    assert main(["finetune", write(tmp_path / "r.yaml", recipe)]) == 0
+    assert (
+        f"Warning: {len(long)} of the {len(lengths)} fine-tuning rows are longer than finetune.max_length=150 tokens "
+        f"(the longest has {max(long)}): they are truncated to 150, so their ends are not trained on. Raise"
+        in capsys.readouterr().out
+    )
+
+
+# ------------------------------------------------------------------------------------------------ round 3: TOFU references
+
+
+def test_a_holdout_split_that_repeats_the_forget_questions_is_refused(base_model, tmp_path, capsys):
+    data = write_fixture(tmp_path / "data", {"holdout05": fixture_rows("forget05")[:3]})
+    args = ["eval", "--model", str(base_model), "--data-dir", str(data), "--output-dir", str(tmp_path / "e")]
+    code, out, err = cli(args, capsys)
+    assert_error(
+        code, out, err, "The holdout split (holdout05) repeats 3 of its 3 questions from the forget split "
+        "(forget05_perturbed): the MIAs would compare forget questions with themselves", command="eval",
+    )  # fmt: skip
+    assert not (tmp_path / "e" / "summary.json").exists()
+
+
+def test_retain_results_of_other_items_are_refused(base_model, tmp_path, capsys):
+    common = ["--model", str(base_model), "--data-dir", str(FIXTURE_DIR), "--no-compute-rouge", "--quiet"]
+    assert main(["eval", *common, "--output-dir", str(tmp_path / "retain"), "--max-items", "2"]) == 0
+    capsys.readouterr()
+    args = ["eval", *common, "--output-dir", str(tmp_path / "e"), "--max-items", "3"]
+    code, out, err = cli([*args, "--retain-results", str(tmp_path / "retain")], capsys)
+    assert_error(code, out, err, "were computed on other forget items: 1 of the 3 questions evaluated now are not "
+                 "among its 2", command="eval")  # fmt: skip
+    assert not (tmp_path / "e" / "summary.json").exists()
+    # Same count, other questions (items.json edited as if evaluated on other data): refused too.
+    items_path = tmp_path / "retain" / "items.json"
+    items = json.loads(items_path.read_text())
+    items["splits"]["forget"][1]["question"] = "Who wrote something else?"
+    items_path.write_text(json.dumps(items))
+    args[-1] = "2"
+    code, out, err = cli([*args, "--retain-results", str(tmp_path / "retain")], capsys)
+    assert_error(code, out, err, "were computed on other forget items: 1 of the 2 questions evaluated now are not "
+                 "among its 2", command="eval")  # fmt: skip
+    items["splits"]["forget"][1]["question"] = fixture_rows("forget05_perturbed")[1]["question"]
+    items_path.write_text(json.dumps(items))
+    assert main([*args, "--retain-results", str(tmp_path / "retain")]) == 0  # the same items: forget_quality given
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["forget_quality"] is not None
+
+
+def test_a_subset_of_the_retain_items_reads_its_own_values():
+    from hf_unlearn.evaluation.tofu.retain import RetainReference, select_retain_items
+
+    reference = RetainReference([0.1, 0.2, 0.3], 0.5, "r", "sha", ("a", "b", "c"))
+    picked = select_retain_items(reference, [{"question": "c"}, {"question": "a"}])
+    assert picked.truth_ratios == [0.3, 0.1] and picked.forget_questions == ("c", "a")
+    by_index = RetainReference([0.1, 0.2, 0.3], 0.5, "open-unlearning", "sha")  # no questions: TOFU order
+    assert select_retain_items(by_index, [{"question": "x"}, {"question": "y"}]).truth_ratios == [0.1, 0.2]
+    with pytest.raises(ValueError, match=r"hold truth ratios of 3 forget item\(s\), this evaluation has 4"):
+        select_retain_items(by_index, [{"question": str(i)} for i in range(4)])
+
+
+# ------------------------------------------------------------------------------------------------ round 3: paths, disks
+
+
+def test_a_recipe_path_that_is_a_folder_is_named(tmp_path, capsys):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "a.yaml").write_text(yaml.safe_dump(markov()))
+    code, out, err = cli(["run", str(tmp_path / "recipes")], capsys)
+    assert_error(code, out, err, f"Recipe '{tmp_path / 'recipes'}' is a folder, not a recipe file: pass a .yaml file "
+                 f"(recipes in it: {tmp_path / 'recipes' / 'a.yaml'})")  # fmt: skip
+
+
+def test_a_full_disk_while_saving_the_tokenizer_is_one_line(base_model, tmp_path, capsys, monkeypatch):
+    """The tokenizers library writes tokenizer.json itself and reports a full disk as a plain Exception."""
+    from transformers import PreTrainedTokenizerFast
+
+    from hf_unlearn.models import save_tokenizer
+
+    def full_disk(self, *args, **kwargs):
+        raise Exception("No space left on device (os error 28)")
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", full_disk)
+    with pytest.raises(OSError) as raised:
+        save_tokenizer(make_tokenizer(), tmp_path / "t")
+    assert raised.value.errno == 28
+    recipe = tiny_recipe(base_model, tmp_path / "out")
+    recipe["models"]["retain"] = {"name_or_path": str(base_model)}
+    recipe["finetune"] = {**recipe["finetune"], "num_train_epochs": 1}
+    code, out, err = cli(["finetune", write(tmp_path / "r.yaml", recipe)], capsys)
+    assert_error(code, out, err, "[Errno 28] Saving the tokenizer to", "failed: No space left on device",
+                 command="finetune")  # fmt: skip
+    assert not (tmp_path / "out" / "models" / "target").exists()  # no half-saved model claims to be done
+
+
+def test_the_evaluation_callback_example_is_small_by_default():
+    """Its evaluations once ran every TOFU item (217 s on a 3M model): by default they read the first 20 items of
+    each split, teacher-forced only (the example's own test passes smaller numbers, so it checks the defaults here)."""
+    import ast
+
+    source = (Path(__file__).parents[1] / "examples" / "eval_callback_best_checkpoint.py").read_text()
+    tree = ast.parse(source)
+    defaults = {
+        node.target.id: call.value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(node.value, ast.Call)
+        for call in node.value.keywords
+        if call.arg == "default" and isinstance(call.value, ast.Constant)
+    }
+    assert defaults["max_eval_items"] == 20
+    assert "max_items=limit" in source and "compute_rouge=False" in source

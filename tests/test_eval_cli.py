@@ -9,6 +9,7 @@ import torch
 
 from hf_unlearn.cli import main
 from hf_unlearn.models import (
+    PAD_WITH_EOS,
     dequantize_gguf_model,
     ensure_pad_token,
     is_gguf_quantized,
@@ -124,10 +125,18 @@ def test_tokenizer_without_pad_token(tmp_path, capsys):
         "--no-compute-rouge",
         "--quiet",
     ]
-    assert main(argv) == 2 and "--pad-with-eos" in capsys.readouterr().err
-    assert main([*argv, "--pad-with-eos"]) == 0
-    with pytest.raises(ValueError, match="no pad token"):
-        ensure_pad_token(make_tokenizer(pad=False))
+    # One rule for `eval` and `run`: pad with eos, said in one line; --no-pad-with-eos refuses instead.
+    assert main([*argv, "--no-pad-with-eos"]) == 2
+    assert "has no pad token and padding with eos was turned off" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert PAD_WITH_EOS.format(eos="<|im_end|>") in capsys.readouterr().out
+    assert main([*argv, "--pad-with-eos"]) == 0  # the old opt-in still parses
+    with pytest.raises(ValueError, match="no pad token and padding with eos was turned off"):
+        ensure_pad_token(make_tokenizer(pad=False), pad_with_eos=False)
+    tokenizer = make_tokenizer(pad=False)
+    told = []
+    assert ensure_pad_token(tokenizer, say=told.append).pad_token == tokenizer.eos_token
+    assert told == [PAD_WITH_EOS.format(eos="<|im_end|>")]
 
 
 def test_dequantize_gguf_flag_keeps_logits(saved_model):

@@ -262,7 +262,7 @@ def test_bad_arguments(model, tmp_path):
     with pytest.raises(ValueError, match="no pad token"):
         evaluate_tofu(model, make_tokenizer(pad=False), data_dir=FIXTURE_DIR)
     with pytest.raises(ValueError, match="Unknown MIA"):
-        evaluate_tofu(model, make_tokenizer(), data_dir=FIXTURE_DIR, mia_attacks=["gradnorm"])
+        evaluate_tofu(model, make_tokenizer(), data_dir=FIXTURE_DIR, mia_attacks=["gradnorms"])
 
 
 @pytest.mark.parametrize("architecture", ["llama-sdpa", "llama-eager", "gpt2"])

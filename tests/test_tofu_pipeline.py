@@ -121,6 +121,8 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch)
                 str(out / "eval" / "retain"),
                 "--max-items",
                 "2",
+                "--max-forget-items",  # the retain results' forget items: forget_quality compares item for item
+                "5",
                 "--max-new-tokens",
                 "4",
                 "--quiet",

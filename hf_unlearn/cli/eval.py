@@ -44,7 +44,13 @@ class EvalCommandArguments:
     )
     dtype: str | None = field(default=None, metadata={"help": "float32, bfloat16, float16 or auto."})
     device: str | None = field(default=None, metadata={"help": "Device (default: this process's GPU, else the CPU)."})
-    pad_with_eos: bool = field(default=False, metadata={"help": "Use eos as pad token when the tokenizer has none."})
+    pad_with_eos: bool = field(
+        default=True,
+        metadata={
+            "help": "Pad with the eos token when the tokenizer has none, as `hf-unlearn run` does (said in one line; "
+            "--no-pad-with-eos refuses such a tokenizer instead)."
+        },
+    )
     recompute: bool = field(default=False, metadata={"help": "Never reuse previous results in --output-dir."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's own code."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
@@ -91,9 +97,11 @@ def main(args: argparse.Namespace) -> int:
     eval_args = _apply_presets(command, eval_args)
     if command.data_dir is not None and not os.path.isdir(command.data_dir):
         raise FileNotFoundError(f"--data-dir {command.data_dir!r} does not exist.")
+    from ..models import check_model_source
     from ..tasks.tofu.eval_stage import check_stage_folder
 
     check_stage_folder(Path(command.output_dir))  # before the model loads
+    check_model_source(command.model, command.gguf_file)  # a missing folder or model: one line, no Hub retries
     from ..runtime.distributed import is_main_process, join_process_group
 
     device = command.device or join_process_group()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import shlex
+from pathlib import Path
 
 from ..recipe import RecipeError, embedded_recipes, load_recipe, parse_override, select_methods, set_override
 from ..runtime.launch import BATCH_FLAGS, NUM_PROCESSES_FLAG
@@ -147,6 +148,10 @@ def recipe_command(args: argparse.Namespace) -> str:
 
 def load_with_overrides(recipe_arg: str, overrides: list[str]) -> dict:
     """The recipe with every `--set KEY=VALUE` applied."""
+    if Path(recipe_arg).expanduser().is_dir():  # else "no recipe file", which reads as if nothing were there
+        found = sorted(str(path) for path in Path(recipe_arg).expanduser().glob("*.yaml"))
+        hint = f" (recipes in it: {', '.join(found[:5])}{', ...' if len(found) > 5 else ''})" if found else ""
+        raise IsADirectoryError(f"Recipe {recipe_arg!r} is a folder, not a recipe file: pass a .yaml file{hint}.")
     recipe = load_recipe(recipe_arg)
     for text in overrides:
         path, value = parse_override(text)

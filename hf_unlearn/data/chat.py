@@ -31,6 +31,7 @@ from .text import chunk_text_dataset, is_text_dataset
 
 __all__ = [
     "LABEL_CONVENTIONS",
+    "LABEL_SCOPES",
     "PLAIN_PROMPT",
     "ChatFormat",
     "chat_format_notice",
@@ -41,6 +42,7 @@ __all__ = [
     "prepare_lm_dataset",
     "reference_mask",
     "tokenize_dataset",
+    "truncation_notice",
 ]
 
 # Plain-text fallback for tokenizers without a chat template. The answer starts with a space so that a BPE tokenizer
@@ -49,6 +51,9 @@ PLAIN_PROMPT = "Question: {question}\nAnswer:"
 # Which tokens are an answer's targets: "end_of_turn" (answer + the template's end-of-turn token) or "reference" (all
 # tokens after the generation prompt of the tokenized conversation, plus eos when it does not end with it).
 LABEL_CONVENTIONS = ("end_of_turn", "reference")
+# Which tokens of a row are labelled: the answer's (`"answer"`) or every token (`"conversation"`, TRL SFTTrainer's
+# default for a `messages` dataset).
+LABEL_SCOPES = ("answer", "conversation")
 
 
 @dataclass
@@ -379,6 +384,7 @@ def tokenize_dataset(
     reference_attention_mask: bool = False,
     desc: str = "Tokenizing",
     label_convention: str = "end_of_turn",
+    label_scope: str = "answer",
 ) -> Dataset:
     """Map a dataset to `input_ids`/`labels`/`attention_mask` (other columns are dropped; `desc` names the progress
     bar).
@@ -386,11 +392,23 @@ def tokenize_dataset(
     Accepted rows: question/answer columns (names configurable), TRL's standard prompt/completion (raw text:
     prompt tokens + completion tokens + eos, no template, as TRL does), TRL's conversational prompt/completion, or
     TRL's conversational `messages` (the last message is the answer). Formatting arguments as in `format_qa`.
+
+    `label_scope`: `"answer"` (default) labels the answer and its end-of-turn token only, whatever the row's form;
+    `"conversation"` labels every token (system, question, template tokens and answer), as TRL's `SFTTrainer` does
+    for a `messages` dataset by default. The token ids are the same either way.
     """
     if len(dataset) == 0:
         raise ValueError("Cannot tokenize an empty dataset.")
+    if label_scope not in LABEL_SCOPES:
+        raise ValueError(f"label_scope must be one of {list(LABEL_SCOPES)}, got {label_scope!r}.")
 
     def encode(row: dict[str, Any], index: int) -> dict[str, list[int]]:
+        example = _encode(row, index)
+        if label_scope == "conversation":
+            example["labels"] = list(example["input_ids"])
+        return example
+
+    def _encode(row: dict[str, Any], index: int) -> dict[str, list[int]]:
         prompt, answer, raw = _row_to_prompt_answer(row, index, question_key, answer_key)
         if raw:
             if not answer:
@@ -409,6 +427,28 @@ def tokenize_dataset(
         )
 
     return dataset.map(encode, with_indices=True, remove_columns=dataset.column_names, desc=desc)
+
+
+def truncation_notice(dataset: Any, max_length: int | None, what: str, setting: str = "max_length") -> str | None:
+    """One line when rows of `dataset` (tokenized: `input_ids`) are longer than `max_length` and will be cut to it
+    (TRL's SFTTrainer truncates without a word): how many, the longest, the setting to raise. None when none is."""
+    if max_length is None:
+        return None
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    long = [n for n in lengths if n > max_length]
+    if not long:
+        return None
+    lost = 0  # rows whose every target lies past the cut: nothing of them is left to train on
+    targets = "completion_mask" if "completion_mask" in dataset.column_names else "labels"
+    if targets in dataset.column_names:
+        trained = (lambda v: v == 1) if targets == "completion_mask" else (lambda v: v != IGNORE_INDEX)
+        lost = sum(1 for row in dataset[targets] if not any(trained(v) for v in list(row)[:max_length]))
+    dropped = f"; {lost} of them lose every target token and are dropped" if lost else ""
+    return (
+        f"Warning: {len(long)} of the {len(lengths)} {what} rows are longer than {setting}={max_length} tokens (the "
+        f"longest has {max(long)}): they are truncated to {max_length}, so their ends are not trained on{dropped}. "
+        f"Raise {setting} to keep them whole."
+    )
 
 
 def as_row_dataset(dataset: Any, name: str) -> Any:

@@ -76,6 +76,20 @@ def check_token_rows(dataset: Any, name: str, vocab_size: int | None, max_positi
                 f"(0..{vocab_size - 1}), e.g. index {bad[0]} (ids {min(ids)}..{max(ids)}): tokenize with the model's "
                 "own tokenizer."
             )
+        try:
+            labels = _column(dataset, "labels")
+        except KeyError:  # labels made by the collator from input_ids
+            labels = []
+        if labels:
+            targets = [[t for t in row if t != IGNORE_INDEX] for row in labels]
+            bad = [i for i, row in enumerate(targets) if row and (min(row) < 0 or max(row) >= vocab_size)]
+            if bad:
+                row = targets[bad[0]]
+                raise ValueError(
+                    f"{len(bad)} example(s) of the {name} dataset have labels outside the model's vocabulary "
+                    f"(0..{vocab_size - 1}, or {IGNORE_INDEX} for no target), e.g. index {bad[0]} (labels "
+                    f"{min(row)}..{max(row)}): the loss would fail inside cross-entropy."
+                )
     if max_positions is not None:
         long = [i for i, ids in enumerate(rows) if len(ids) > max_positions]
         if long:

@@ -28,12 +28,14 @@ __all__ = [
     "STAMP_FILE",
     "StageLog",
     "cached_stage",
+    "check_replaceable",
     "commit_stage",
     "diff_fingerprints",
     "fingerprint_settings",
     "normalise",
     "open_scratch",
     "read_stamp",
+    "resume_checkpoint",
     "retire_previous_results",
     "stage_status",
 ]
@@ -135,7 +137,11 @@ def stage_status(path: Path, fingerprint: dict[str, Any]) -> tuple[dict[str, Any
 
 
 def cached_stage(path: Path, fingerprint: dict[str, Any], what: str) -> dict[str, Any] | None:
-    """The stamp of a reusable stage (and a log line saying it is reused), or None (and a log line saying why not)."""
+    """The stamp of a reusable stage (and a log line saying it is reused), or None (and a log line saying why not).
+
+    Raises:
+        FileExistsError: `path` holds files no run made (no stamp): they are never replaced."""
+    check_replaceable(path, what)
     stamp, why = stage_status(path, fingerprint)
     if stamp is not None:
         main_process_print(f"Reusing the cached {what} at {path} ({why}, computed in {stamp.get('seconds', 0):.0f} s).")
@@ -184,10 +190,68 @@ def commit_stage(
         # The content of what was made: a file replaced later (even by one of the same size) voids the stage.
         stamp["files_sha256"] = folder_sha256(scratch)
         atomic_write_json(Path(scratch) / STAMP_FILE, stamp)
+        check_replaceable(path)  # the user's files put there while this stage ran are kept (the scratch stays)
         shutil.rmtree(path, ignore_errors=True)
         Path(scratch).rename(path)
     wait_for_everyone()
     return stamp
+
+
+def check_replaceable(path: Path, what: str = "stage") -> None:
+    """A stage folder may be replaced only when a run made it: missing, empty, or stamped (`STAMP_FILE`).
+
+    Raises:
+        FileExistsError: naming the folder, which holds files without a stamp (the user's own model, say)."""
+    path = Path(path)
+    if path.is_dir() and not (path / STAMP_FILE).is_file() and any(path.iterdir()):
+        raise FileExistsError(
+            f"{path} (the {what}'s folder) holds files hf-unlearn did not write (no {STAMP_FILE}): they are never "
+            "replaced. Move them, or choose another output folder."
+        )
+
+
+def resume_checkpoint(folder: str | Path, what: str) -> str | None:
+    """The last complete Trainer checkpoint in `folder` to resume `what` from (None: start afresh), saying which.
+
+    A checkpoint is complete when its `trainer_state.json` (the Trainer writes it last) reads back: a run killed while
+    saving (SIGKILL, a full disk) leaves one without it, which the Trainer cannot resume from. Such checkpoints are
+    removed (main process; they are the stage's own scratch) and the run resumes from the one before, or restarts."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    steps = {}
+    for entry in folder.glob("checkpoint-*"):
+        if entry.is_dir() and entry.name.removeprefix("checkpoint-").isdigit():
+            steps[int(entry.name.removeprefix("checkpoint-"))] = entry
+    incomplete = []
+    for step in sorted(steps, reverse=True):
+        checkpoint = steps[step]
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            incomplete.append(checkpoint)
+            continue
+        if incomplete:
+            names = ", ".join(entry.name for entry in incomplete)
+            main_process_print(f"{names} of {what} is incomplete (no readable trainer_state.json): skipped.")
+            _remove(incomplete)
+        main_process_print(f"Resuming {what} from {checkpoint}.")
+        return str(checkpoint)
+    if incomplete:
+        names = ", ".join(entry.name for entry in incomplete)
+        main_process_print(
+            f"{names} of {what} is incomplete (no readable trainer_state.json; the run was stopped while saving it): "
+            "starting it afresh."
+        )
+        _remove(incomplete)
+    return None
+
+
+def _remove(folders: list[Path]) -> None:
+    if is_main_process():
+        for entry in folders:
+            shutil.rmtree(entry, ignore_errors=True)
+    wait_for_everyone()
 
 
 def _changed_files(path: Path, recorded: dict[str, str] | None) -> list[str]:

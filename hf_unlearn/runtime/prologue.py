@@ -33,10 +33,11 @@ def run_prologue(
     hub: bool = True,
 ) -> Iterator[None]:
     """The checks every task run makes before any work, then the block runs holding the folders' lock: the process
-    count the batches were written for, the Hub pushes (`hub`), writable folders (`folders`: what -> path; default:
-    the recipe's output and models folders)."""
+    count the batches were written for, the Hub pushes (`hub`), folders (`folders`: what -> path; default: the
+    recipe's output and models folders) that are writable and not the user's own (`io.check_own_folder`), then
+    marked as a run's (`io.claim_folder`)."""
     from .distributed import is_main_process, require_num_processes
-    from .io import check_writable_folder
+    from .io import check_own_folder, check_writable_folder, claim_folder
     from .lock import hold_output_lock
 
     if folders is None:
@@ -46,6 +47,10 @@ def run_prologue(
         check_hub(recipe.hub)
     if is_main_process():
         for what, folder in folders.items():
+            check_own_folder(folder, what)  # the user's own files there are never replaced
             check_writable_folder(folder, what)
     with hold_output_lock(*folders.values()):
+        if is_main_process():
+            for folder in folders.values():
+                claim_folder(folder, command)
         yield

@@ -15,9 +15,12 @@ from ...data.tofu import TofuFormat
 from ..runner import GENERATION_SCHEDULES
 from .data import SPLITS, tofu_split_configs
 
-__all__ = ["EVAL_PRESETS", "MIA_ATTACKS", "TofuEvalArguments"]
+__all__ = ["DEFAULT_MIA_ATTACKS", "EVAL_PRESETS", "MIA_ATTACKS", "TofuEvalArguments"]
 
-MIA_ATTACKS = ("min_k", "loss", "zlib")
+# Every attack `mia_attacks` may name; the first three read the scoring pass every evaluation makes (the default),
+# the other three make their own pass over the forget and holdout items (`hf_unlearn.evaluation.mia`).
+MIA_ATTACKS = ("min_k", "loss", "zlib", "min_k_plus_plus", "gradnorm", "reference")
+DEFAULT_MIA_ATTACKS = ("min_k", "loss", "zlib")
 
 # Named settings (`TofuEvalArguments.preset`, CLI `--preset`). `reference`: the TOFU reference evaluator's conventions,
 # so that numbers can be compared with published ones (docs/metrics.md#reference-quirks). `teacher_forced_only`: no
@@ -69,7 +72,12 @@ class TofuEvalArguments(TofuFormat):
         min_k (`float`, defaults to `0.4`):
             Fraction k of the Min-K% attack.
         mia_attacks (`list[str]`, defaults to `["min_k", "loss", "zlib"]`):
-            Attacks whose AUC is reported as `mia_<name>`; `min_k` is always computed (privleak uses it).
+            Attacks whose AUC is reported as `mia_<name>`; `min_k` is always computed (privleak uses it). Also
+            `min_k_plus_plus` (Min-K%++), `gradnorm` (a backward pass per item) and `reference` (needs
+            `mia_reference_model`), each an extra pass over the forget and holdout items.
+        mia_reference_model (`str`, *optional*):
+            The reference model of the `reference` attack (usually the retain model): a local folder or Hub id with
+            the evaluated model's tokenizer.
     """
 
     forget_split: str = field(default="forget05", metadata={"help": "forget01, forget05 or forget10."})
@@ -100,7 +108,13 @@ class TofuEvalArguments(TofuFormat):
         default=0.4,
         metadata={"help": "k of the Min-K (percent) membership attack: fraction of lowest-probability tokens."},
     )
-    mia_attacks: list[str] = field(default_factory=lambda: list(MIA_ATTACKS), metadata={"help": "Reported MIAs."})
+    mia_attacks: list[str] = field(
+        default_factory=lambda: list(DEFAULT_MIA_ATTACKS),
+        metadata={"help": f"Reported MIAs, of {', '.join(MIA_ATTACKS)}."},
+    )
+    mia_reference_model: str | None = field(
+        default=None, metadata={"help": "Reference model of the 'reference' MIA (usually the retain model)."}
+    )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TofuEvalArguments:
@@ -132,6 +146,8 @@ class TofuEvalArguments(TofuFormat):
         unknown = sorted(set(self.mia_attacks) - set(MIA_ATTACKS))
         if unknown:
             raise ValueError(f"Unknown MIA attack(s) {unknown}; use {list(MIA_ATTACKS)}.")
+        if "reference" in self.mia_attacks and not self.mia_reference_model:
+            raise ValueError("mia_attacks has 'reference' but no mia_reference_model (its reference model) is given.")
         if not 0 < self.min_k <= 1:
             raise ValueError(f"min_k must be in (0, 1], got {self.min_k}.")
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from ...data.tofu import FORGET_SPLITS, load_tofu
 
-__all__ = ["SPLITS", "SPLIT_KINDS", "load_eval_rows", "tofu_split_configs"]
+__all__ = ["SPLITS", "SPLIT_KINDS", "check_holdout", "load_eval_rows", "tofu_split_configs"]
 
 SPLITS = ("forget", "holdout", "retain", "real_authors", "world_facts")
 
@@ -86,4 +86,23 @@ def load_eval_rows(
         _validate_rows(split_rows, split, config)
         limit = item_limit(split)
         rows[split] = split_rows[:limit] if limit else split_rows
+    check_holdout(rows, forget_split)
     return rows
+
+
+def check_holdout(rows: dict[str, list[dict[str, Any]]], forget_split: str = "the forget split") -> None:
+    """The holdout split must be questions the model never saw in the forget set: the MIAs score forget against
+    holdout, so a holdout that repeats forget questions pulls every AUC towards 0.5 and privleak towards 0, silently.
+
+    Raises:
+        ValueError: how many holdout questions are forget questions."""
+    forget = {row["question"] for row in rows["forget"]}
+    shared = sum(row["question"] in forget for row in rows["holdout"])
+    if shared:
+        configs = tofu_split_configs(forget_split) if forget_split in FORGET_SPLITS else {}
+        holdout, source = configs.get("holdout", "holdout"), configs.get("forget", "forget")
+        raise ValueError(
+            f"The holdout split ({holdout}) repeats {shared} of its {len(rows['holdout'])} questions from the forget "
+            f"split ({source}): the MIAs would compare forget questions with themselves (AUC towards 0.5, privleak "
+            "towards 0). Give the holdout split questions the model was not trained on."
+        )

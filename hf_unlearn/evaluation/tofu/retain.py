@@ -3,6 +3,7 @@ evaluation on disk: an `hf-unlearn eval` output folder or an open-unlearning `TO
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from ...utils import sha256_json
 
-__all__ = ["ITEMS_FILE", "SUMMARY_FILE", "RetainReference", "load_retain_reference"]
+__all__ = ["ITEMS_FILE", "SUMMARY_FILE", "RetainReference", "load_retain_reference", "select_retain_items"]
 
 # The files of an evaluation folder (`hf-unlearn eval --output-dir`, a pipeline's eval/ stages).
 SUMMARY_FILE = "summary.json"
@@ -26,6 +27,8 @@ class RetainReference:
     mia_auc: float | None
     source: str
     sha256: str
+    # The forget questions the truth ratios belong to, in order (None: not recorded, as in open-unlearning's file).
+    forget_questions: tuple[str, ...] | None = None
 
 
 def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainReference:
@@ -50,12 +53,15 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
         if split != forget_split:
             raise ValueError(f"Retain-model results {str(path)!r} are for {split!r}, not {forget_split!r}.")
         items_path = path.with_name(ITEMS_FILE)
-        truth_ratios = None
+        truth_ratios, questions = None, None
         if items_path.is_file():
             items = json.loads(items_path.read_text())["splits"]
             truth_ratios = [item["truth_ratio"] for item in items["forget"]]
+            if all("question" in item for item in items["forget"]):
+                questions = tuple(item["question"] for item in items["forget"])
         auc = payload.get("mia_min_k")
-        return RetainReference(truth_ratios, auc, f"hf-unlearn results {path}", _reference_sha256(truth_ratios, auc))
+        source = f"hf-unlearn results {path}"
+        return RetainReference(truth_ratios, auc, source, _reference_sha256(truth_ratios, auc), questions)
 
     if "forget_truth_ratio" in payload or "mia_min_k" in payload:  # open-unlearning TOFU_EVAL.json
         truth_ratios = None
@@ -75,6 +81,45 @@ def load_retain_reference(path: str | os.PathLike, forget_split: str) -> RetainR
         f"{str(path)!r} is not a retain-model evaluation (expected an hf-unlearn summary.json or an open-unlearning "
         "TOFU_EVAL.json)."
     )
+
+
+def select_retain_items(reference: RetainReference, forget_rows: list[dict]) -> RetainReference:
+    """The retain model's truth ratios of exactly the forget items evaluated now, in their order: forget_quality is a
+    KS test between the two lists, and other items make it meaningless (before this check: 1.0 from two lists of
+    unrelated items). With the questions recorded (an hf-unlearn evaluation) the items are matched by question, so a
+    subset (a trajectory's first items) reads its own values; without (open-unlearning's file, by TOFU index) the
+    first ones are taken.
+
+    Raises:
+        ValueError: forget items the reference does not have (how many)."""
+    if reference.truth_ratios is None:
+        return reference
+    want = len(forget_rows)
+    if reference.forget_questions is not None:
+        position = {}
+        for index, question in enumerate(reference.forget_questions):
+            position.setdefault(question, index)
+        missing = sum(row["question"] not in position for row in forget_rows)
+        if missing:
+            raise ValueError(
+                f"The retain-model results ({reference.source}) were computed on other forget items: {missing} of "
+                f"the {want} questions evaluated now are not among its {len(reference.forget_questions)}. Evaluate "
+                "the retain model on the same data (--data-dir) and at least the same items."
+            )
+        order = [position[row["question"]] for row in forget_rows]
+        return dataclasses.replace(
+            reference,
+            truth_ratios=[reference.truth_ratios[i] for i in order],
+            forget_questions=tuple(row["question"] for row in forget_rows),
+        )
+    have = len(reference.truth_ratios)
+    if have < want:
+        raise ValueError(
+            f"The retain-model results ({reference.source}) hold truth ratios of {have} forget item(s), this "
+            f"evaluation has {want}: evaluate the retain model on at least the same items (max_items / "
+            "max_forget_items)."
+        )
+    return dataclasses.replace(reference, truth_ratios=list(reference.truth_ratios[:want]))
 
 
 def _reference_sha256(truth_ratios: list[float] | None, auc: float | None) -> str:

@@ -25,11 +25,12 @@ import torch
 
 from ...data.chat import chat_format_notice
 from ...utils import rank_and_world
+from ..mia import SEQUENCE_ATTACKS, as_attack_sequences, sequence_attack_scores
 from .aggregate import aggregate, item_values
 from .arguments import TofuEvalArguments
-from .data import load_eval_rows, tofu_split_configs
+from .data import check_holdout, load_eval_rows, tofu_split_configs
 from .plan import generate_plan, plan_evaluation, score_plan
-from .retain import RetainReference, load_retain_reference
+from .retain import RetainReference, load_retain_reference, select_retain_items
 
 __all__ = ["check_pad_token", "evaluate_rows", "evaluate_tofu"]
 
@@ -98,6 +99,9 @@ def evaluate_rows(
     started = time.perf_counter() if started is None else started
     timing = dict(timing or {})
     check_pad_token(tokenizer)
+    check_holdout(rows, args.forget_split)
+    if retain_ref is not None:  # the retain model's values of exactly these forget items
+        retain_ref = select_retain_items(retain_ref, rows["forget"])
 
     def say(message: str) -> None:
         if show_progress and rank_and_world()[0] == 0:
@@ -117,6 +121,8 @@ def evaluate_rows(
 
     tic = time.perf_counter()
     items = item_values(plan, scored, generations, tokenizer, args)
+    if any(attack in SEQUENCE_ATTACKS for attack in args.mia_attacks):
+        timing["sequence_attacks"] = _add_sequence_attacks(model, plan, items, args)
     summary, notices = aggregate(items, retain_ref, args)
     formatting_notice = chat_format_notice(tokenizer, args.chat_format())
     formatting_used = _formatting_used(tokenizer, args)
@@ -151,12 +157,41 @@ def evaluate_rows(
     return dict(summary, items=items)
 
 
+def _add_sequence_attacks(model: torch.nn.Module, plan: Any, items: dict[str, list], args: TofuEvalArguments) -> float:
+    """The MIAs that need their own pass (Min-K++, GradNorm, Reference), on the forget and holdout items; returns the
+    seconds taken."""
+    attacks = [attack for attack in args.mia_attacks if attack in SEQUENCE_ATTACKS]
+    tic = time.perf_counter()
+    reference = None
+    if "reference" in attacks:
+        from ...models import load_model_and_tokenizer
+
+        reference, _ = load_model_and_tokenizer(args.mia_reference_model, device=next(model.parameters()).device)
+        if getattr(reference.config, "vocab_size", None) != getattr(model.config, "vocab_size", None):
+            raise ValueError(
+                f"mia_reference_model {args.mia_reference_model!r} has another vocabulary than the evaluated model: "
+                "the Reference attack compares both models on the same tokens."
+            )
+    was_training = model.training
+    model.eval()
+    try:
+        for split in ("forget", "holdout"):
+            scores = sequence_attack_scores(
+                model, as_attack_sequences(plan, plan.items[split]), attacks, k=args.min_k, reference_model=reference
+            )
+            for values, extra in zip(items[split], scores):
+                values.update(extra)
+    finally:
+        model.train(was_training)
+    return time.perf_counter() - tic
+
+
 def check_pad_token(tokenizer: Any) -> None:
     """A one-line error, before any work, for a tokenizer without a pad token (batches are padded)."""
     if tokenizer.pad_token_id is None:
         raise ValueError(
-            "The tokenizer has no pad token: set one, or use hf_unlearn.models.ensure_pad_token(tokenizer, "
-            "pad_with_eos=True) (CLI: --pad-with-eos)."
+            "The tokenizer has no pad token: set one, or call hf_unlearn.models.ensure_pad_token(tokenizer) (pads "
+            "with eos, as the CLI does)."
         )
 
 

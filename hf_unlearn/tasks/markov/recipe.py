@@ -216,6 +216,12 @@ def gpt2_config(settings: dict[str, Any], max_length: int):
             **typed,
         }
     )
+    from ...models import check_model_config
+
+    try:
+        check_model_config(config)
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
     if config.n_positions < max_length:  # GPT-2's learned positions end there: an IndexError inside torch
         raise RecipeError(
             f"model.n_positions: {config.n_positions} is shorter than the sequences ({max_length} states): raise it "

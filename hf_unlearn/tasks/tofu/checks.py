@@ -52,7 +52,7 @@ def check_model_sources(plan: TofuPlan, *, dry_run: bool = False, given: bool = 
 
 def _check_spec(spec: ModelSpec, check_cache: bool) -> None:
     path = spec.path  # `pkg:NAME` resolved (FileNotFoundError when the package is not installed)
-    check_model_source(path, spec.gguf_file)
+    check_model_source(path, spec.gguf_file, hub=check_cache)  # a dry run looks nothing up on the Hub
     offline = check_cache and is_hub_offline() and not looks_like_local_path(path)
     if offline and hub_snapshot(path, spec.gguf_file) is None:
         raise FileNotFoundError(

@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from transformers.trainer_utils import get_last_checkpoint
 
-from ...data.chat import chat_format_notice, tokenize_dataset
+from ...data.chat import chat_format_notice, tokenize_dataset, truncation_notice
 from ...data.tofu import TOFU_HUB_ID, TofuFormat, load_tofu
 from ...hub import ModelCardInfo, hub_id_or_none, write_model_card
-from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer
-from ...runtime.cache import StageLog, cached_stage, commit_stage, fingerprint_settings, open_scratch
+from ...models import ensure_pad_token, hub_snapshot, load_model_and_tokenizer, save_tokenizer
+from ...runtime.cache import (
+    StageLog,
+    cached_stage,
+    commit_stage,
+    fingerprint_settings,
+    open_scratch,
+    resume_checkpoint,
+)
 from ...runtime.distributed import is_main_process, main_process_print, wait_for_everyone
 from ...runtime.hashing import sha256_json
 from ...runtime.io import atomic_write_json
@@ -111,6 +117,9 @@ def finetune_model(
         main_process_print(f"Note: fine-tuning: {notice}")
     dataset = sft_dataset(rows, tokenizer, plan.formatting)
     args = build_sft_config(plan.finetune, scratch / "trainer")
+    cut = truncation_notice(dataset, args.max_length, "fine-tuning", setting="finetune.max_length")
+    if cut:
+        main_process_print(cut)
     trainer_class, extra = SFTTrainer, {}
     if restriction is not None:  # IAU's training phase: ℓ + α‖∇_θ ℓ‖ (a double backward per step)
         from ...trainers.gradient_restriction import GradientRestrictionMixin, causal_lm_loss
@@ -126,9 +135,7 @@ def finetune_model(
         peft_config=build_lora_config(plan.finetune_lora, "finetune_lora"),
         **extra,
     )
-    checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    if checkpoint:
-        main_process_print(f"Resuming fine-tuning from {checkpoint}.")
+    checkpoint = resume_checkpoint(args.output_dir, "fine-tuning")
     tick = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - tick
@@ -139,7 +146,7 @@ def finetune_model(
         trained = trainer.model
     if is_main_process():
         trained.save_pretrained(scratch)  # safetensors
-        tokenizer.save_pretrained(scratch)
+        save_tokenizer(tokenizer, scratch)  # a full disk: one OSError line
         # Numbers only (loss, grad norm, lr per logging step): no text.
         atomic_write_json(scratch / "train_log.json", trainer.state.log_history)
     wait_for_everyone()

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.trainer_utils import get_last_checkpoint
 
 from ...callbacks import StopAtTargetCallback
 from ...data.chat import tokenize_dataset
@@ -43,6 +42,7 @@ from ...runtime.cache import (
     commit_stage,
     fingerprint_settings,
     open_scratch,
+    resume_checkpoint,
 )
 from ...runtime.distributed import is_main_process, main_process_print
 from ...runtime.hashing import sha256_json
@@ -279,9 +279,7 @@ def _train_method(
     if plan.trajectory is not None:
         shared, callbacks, eval_dataset = _trajectory(plan, forget, retain)
     config = build_method_config(spec, shared, scratch / "trainer", where=f"methods.{label}")
-    checkpoint = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
-    if checkpoint:
-        main_process_print(f"Resuming {label} from {checkpoint}.")
+    checkpoint = resume_checkpoint(config.output_dir, label)
     # Run time as in the paper's Table 13: everything the method needs, its one-off passes included (NPO's
     # reference log-probs in the constructor, IMU's influence scores in train()); loading and saving excluded.
     tick = time.perf_counter()
