@@ -105,6 +105,40 @@ def summarize(method: str, runs: dict[str, dict], results: dict) -> dict:
     return entry
 
 
+def closest_to_retrained(entry: dict) -> dict | None:
+    """Over every grid point and step: where forget KL + retain KL to the retrained model is smallest (the retrained
+    model has 0 on both). The matched-forgetting reading counts a higher forget KL as more forgetting; this one counts
+    any distance from the retrained model, on either set, as error."""
+    points = [
+        (h["forget_kl"] + h["retain_kl"], label, h)
+        for label, point in entry["grid"].items()
+        for h in point.get("history", [])
+    ]
+    if not points:
+        return None
+    total, label, h = min(points, key=lambda p: p[0])
+    return {"sum": total, "forget_kl": h["forget_kl"], "retain_kl": h["retain_kl"], "step": h["step"], "run": label}
+
+
+def iau_from_step_sizes(path: Path, original: dict) -> dict:
+    """IAU's row from `benchmarks/markov_iau_step_size.py`'s curve instead of a run per step size: IAU's one step
+    θ* − η·d moves along one line, and that script scores it for every η of a grid from one pass (full test sets).
+    The curve over η (η = 0: the original) is read like a trajectory; the step size is the grid point."""
+    etas = json.loads(path.read_text())["eta"]
+    curve = [{"step": 0.0, **original}] + [
+        {"step": float(eta), **etas[eta]} for eta in sorted(etas, key=float) if float(eta) <= max(IAU_STEP_SIZES)
+    ]
+    entry = {"source": str(path.relative_to(ROOT)), "grid": {}, "at_forget_kl": {}}
+    for level in LEVELS:
+        row = matched_row(curve, level)
+        entry["at_forget_kl"][str(level)] = None if row is None else {**row, "run": f"IAU@η={row.pop('step'):.3g}"}
+    entry["grid"] = {
+        f"IAU@{point['step']:g}": {"at_forget_kl": {}, "end": {k: point[k] for k in ("forget_kl", "retain_kl")}}
+        for point in curve[1:]
+    }
+    return entry
+
+
 def plot(table: dict, path: Path) -> None:
     figure, axes = figure_axes(1, figsize=(8, 6))
     for index, (method, entry) in enumerate(table.items()):
@@ -126,6 +160,11 @@ def verdict_table(table: dict) -> str:
         for method, entry in table.items()
     ]
     return format_table(rows, ["method"] + [f"rKL @ fKL {level:g}" for level in LEVELS])
+
+
+def _full_test_original() -> dict:
+    """The original model's numbers on the full test sets (the main job's results), the η = 0 point of IAU's curve."""
+    return json.loads((ROOT / "benchmarks/results/markov_results.json").read_text())["original"]
 
 
 def main() -> None:
@@ -160,7 +199,12 @@ def main() -> None:
     payload = json.loads(args.json.read_text()) if args.json.is_file() else {"methods": {}, "calls": []}
     for method, method_runs in runs.items():
         payload["methods"][method] = summarize(method, method_runs, results)
+    iau_curve = ROOT / "benchmarks/results/markov_iau_step_size.json"
+    if "IAU" not in args.methods and iau_curve.is_file():
+        payload["methods"]["IAU"] = iau_from_step_sizes(iau_curve, _full_test_original())
     payload["methods"] = {m: payload["methods"][m] for m in GRID_METHODS if m in payload["methods"]}
+    for entry in payload["methods"].values():
+        entry["closest_to_retrained"] = closest_to_retrained(entry)
     payload["calls"].append(
         {"methods": args.methods, "coefficients": not args.no_coefficients, "seconds": seconds, "load": args.load}
     )

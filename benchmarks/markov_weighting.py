@@ -17,8 +17,10 @@ the unlearning run only (the order of forget batches, the permutation), not the 
 
 For each run the retain KL is read where the forget KL first reaches each level (linear between steps); per variant
 and level the mean over seeds with a two-sided 95 % Student-t interval (mean ± t_{0.975, n−1}·s/√n), and for the
-contrasts (CONTRASTS) the difference of the two means with a Welch 95 % interval. Writes
-`benchmarks/results/markov_weighting.json`.
+contrasts (CONTRASTS) the difference of the two means with a Welch 95 % interval. Also per variant, over seeds: the
+closest approach to the retrained model along the trajectory (the smallest forget KL + retain KL). Each run stops at
+the first step that reaches the highest level (`evaluation.stop_at_forget_kl`). Writes
+`benchmarks/results/markov_weighting.json`; `--from-json` summarizes its stored trajectories again without running.
 """
 
 from __future__ import annotations
@@ -96,6 +98,61 @@ def variant_spec(variant: str, grid: dict, target: str, seed: int, weighting: di
     return {k: v for k, v in spec.items() if v is not None}
 
 
+def summarize(runs: dict[str, dict[str, dict]]) -> dict:
+    """From each run's trajectory (`runs[variant][seed]["history"]`): per variant and level the retain KL where the
+    forget KL first reaches the level, over seeds (mean, 95 % t-interval, how many seeds reach it); the contrasts'
+    Welch intervals; and per variant the closest approach to the retrained model (the smallest forget KL + retain KL
+    along the trajectory), over seeds."""
+    table, closest = {}, {}
+    for variant, seeds in runs.items():
+        per_level = {}
+        for level in LEVELS:
+            values = [value_at_level(run["history"], "forget_kl", "retain_kl", level) for run in seeds.values()]
+            reached = [v for v in values if v is not None]
+            per_level[str(level)] = {
+                **(mean_interval(reached) if reached else {"n": 0}),
+                "seeds_reaching": len(reached),
+            }
+        table[variant] = per_level
+        closest[variant] = mean_interval(
+            [min(h["forget_kl"] + h["retain_kl"] for h in run["history"]) for run in seeds.values()]
+        )
+    contrasts = {}
+    for a, b in CONTRASTS:
+        if a not in table or b not in table:
+            continue
+        for level in LEVELS:
+            va, vb = table[a][str(level)].get("values"), table[b][str(level)].get("values")
+            if va and vb and len(va) > 1 and len(vb) > 1:
+                contrasts.setdefault(f"{a} - {b}", {})[str(level)] = welch_interval(va, vb)
+    return {"retain_kl_at_forget_kl": table, "contrasts": contrasts, "closest_to_retrained": closest}
+
+
+def reuse_influence_scores() -> None:
+    """Every run of this study starts from the same original model with the same forget set and influence settings,
+    so its influence scores are the same: compute them once per (settings, model weights) and reuse them (the
+    weights, their permutation and the kept subset are still made per run from the scores). This only saves time;
+    the IMU runs' `unlearn_seconds` then leave the influence pass out."""
+    import torch
+
+    from hf_unlearn.trainers import influence_weighting
+
+    compute = influence_weighting.compute_influence
+    cache = {}
+
+    def cached(model, dataset, args):
+        with torch.no_grad():
+            checksum = tuple(round(float(p.double().sum()), 6) for p in model.parameters())
+        key = (getattr(dataset, "_fingerprint", id(dataset)), len(dataset), repr(args), checksum)
+        if key not in cache:
+            cache[key] = compute(model, dataset, args)
+        else:
+            print("Reusing the influence scores computed for an earlier run of this study.", flush=True)
+        return cache[key]
+
+    influence_weighting.compute_influence = cached
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
@@ -106,7 +163,14 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=ROOT / "outputs" / "markov_weighting")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/markov_weighting.json")
     parser.add_argument("--load", default="", help="What else ran on the machine (recorded with the times).")
+    parser.add_argument(
+        "--from-json", action="store_true", help="Run nothing: summarize the trajectories already in --json again."
+    )
     args = parser.parse_args()
+    if args.from_json:
+        payload = json.loads(args.json.read_text())
+        write({**payload, "levels": LEVELS, **summarize(payload["runs"])}, args.json)
+        return
 
     grid = json.loads(args.grid.read_text())
     raw = copy.deepcopy(load_recipe(ROOT / "recipes" / "markov.yaml"))
@@ -127,25 +191,13 @@ def main() -> None:
     raw["methods"] = specs
     recipe = parse_markov_recipe(raw, output_dir=str(args.output_dir))
     recipe.models_dir = str(args.models_dir)
+    reuse_influence_scores()
     tick = time.perf_counter()
     results = run_markov(recipe)
     seconds = time.perf_counter() - tick
 
-    table, runs = {}, {}
-    for variant in args.variants:
-        per_level = {}
-        for level in LEVELS:
-            values = [
-                value_at_level(results["methods"][f"{variant}#seed{seed}"]["history"], "forget_kl", "retain_kl", level)
-                for seed in args.seeds
-            ]
-            reached = [v for v in values if v is not None]
-            per_level[str(level)] = {
-                **(mean_interval(reached) if reached else {"n": 0}),
-                "seeds_reaching": len(reached),
-            }
-        table[variant] = per_level
-        runs[variant] = {
+    runs = {
+        variant: {
             str(seed): {
                 "settings": specs[f"{variant}#seed{seed}"],
                 "unlearn_seconds": results["methods"][f"{variant}#seed{seed}"]["unlearn_seconds"],
@@ -160,14 +212,8 @@ def main() -> None:
             }
             for seed in args.seeds
         }
-    contrasts = {}
-    for a, b in CONTRASTS:
-        if a not in table or b not in table:
-            continue
-        for level in LEVELS:
-            va, vb = table[a][str(level)].get("values"), table[b][str(level)].get("values")
-            if va and vb and len(va) > 1 and len(vb) > 1:
-                contrasts.setdefault(f"{a} - {b}", {})[str(level)] = welch_interval(va, vb)
+        for variant in args.variants
+    }
     payload = {
         "benchmark": "markov_weighting",
         "levels": LEVELS,
@@ -176,16 +222,19 @@ def main() -> None:
         "trajectory_examples": TRAJECTORY_EXAMPLES,
         "interval": "95 % Student-t interval of the mean over seeds; contrasts: Welch 95 % interval of the difference",
         "variants": {variant: list(VARIANTS[variant]) for variant in args.variants},
-        "retain_kl_at_forget_kl": table,
-        "contrasts": contrasts,
+        **summarize(runs),
         "runs": runs,
         "seconds": seconds,
         "load": args.load,
         "environment": environment_versions(),
     }
-    atomic_write_json(args.json, payload)
+    write(payload, args.json)
+
+
+def write(payload: dict, path: Path) -> None:
+    atomic_write_json(path, payload)
     rows = []
-    for variant, levels in table.items():
+    for variant, levels in payload["retain_kl_at_forget_kl"].items():
         cells = []
         for level in LEVELS:
             cell = levels[str(level)]
@@ -196,7 +245,7 @@ def main() -> None:
             )
         rows.append([variant] + cells)
     print(format_table(rows, ["variant"] + [f"rKL @ fKL {level:g}" for level in LEVELS]))
-    print(f"Wrote {args.json} ({seconds:.0f} s).")
+    print(f"Wrote {path}.")
 
 
 if __name__ == "__main__":
