@@ -40,7 +40,7 @@ COEFFICIENTS = {
     "NPO": ("beta", [1.0, 0.1]),
     "SimNPO": ("beta", [1.0, 2.5]),
     "IMU": ("trainable", ["head", "all"]),  # not a coefficient: the paper trains the head only; `all` as GA does
-    "MU-Mis": ("sensitivity_output", ["logits", "logprob"]),
+    "MU-Mis": ("sensitivity_output", ["logit", "logprob"]),
     "IdkDPO": ("beta", [0.1, 1.0]),
     "RMU": ("steering_coefficient", [2.0, 6.5]),
     "UNDIAL": ("beta", [10.0, 3.0]),

@@ -58,6 +58,7 @@ VARIANTS = {
 # study of benchmarks/imu_matched_forgetting.py has them); `--variants` adds them.
 DEFAULT_VARIANTS = [v for v in VARIANTS if v not in ("GA-head", "IMU-head-permuted")]
 CONTRASTS = [
+    ("IMU-head", "GA"),
     ("IMU-head", "GA-head"),
     ("IMU-head", "IMU-head-permuted"),
     ("IMU-all", "GA"),
