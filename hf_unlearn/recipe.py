@@ -344,11 +344,22 @@ def select_methods(recipe: dict[str, Any], labels: list[str]) -> dict[str, Any]:
 
 
 def build_method_config(spec: dict[str, Any], shared: dict[str, Any], output_dir: str | Path, where: str = ""):
-    """A method's config from the recipe's shared `unlearn` settings, overridden by the method's own entry; every
-    value converted to its field's type (`from_mapping`)."""
+    """A method's config from the recipe's shared `unlearn` settings, overridden by the method's named preset
+    (`preset:`, `METHOD_PRESETS`), then by the method's own entry; every value converted to its field's type
+    (`from_mapping`)."""
     from .trainers import METHODS
+    from .trainers.methods import METHOD_PRESETS
 
     config_class = METHODS[spec["method"]][0]
-    settings = {**shared, **{key: value for key, value in spec.items() if key != "method"}}
+    own = {key: value for key, value in spec.items() if key not in ("method", "preset")}
     where = where or f"unlearn settings of {spec['method']} ({config_class.__name__})"
+    if spec.get("preset") is not None:  # a method's named settings (e.g. RMU's `preset: tofu`), under its own keys
+        presets = METHOD_PRESETS.get(spec["method"], {})
+        if spec["preset"] not in presets:
+            raise RecipeError(
+                f"{where}: preset {spec['preset']!r} is not one of {spec['method']}'s presets "
+                f"({', '.join(map(repr, presets)) or 'it has none'})."
+            )
+        own = {**presets[spec["preset"]], **own}
+    settings = {**shared, **own}
     return from_mapping(config_class, settings, where, output_dir=str(output_dir))

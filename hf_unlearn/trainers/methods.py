@@ -1,4 +1,5 @@
-"""`METHODS`: recipe name -> (config class, trainer class)."""
+"""`METHODS`: recipe name -> (config class, trainer class); `METHOD_PRESETS`: recipe name -> its named settings
+(a recipe entry's `preset:` key)."""
 
 from .ceu_config import CEUConfig
 from .ceu_trainer import CEUTrainer
@@ -22,7 +23,7 @@ from .npo_config import NPOConfig
 from .npo_trainer import NPOTrainer
 from .pdu_config import PDUConfig
 from .pdu_trainer import PDUTrainer
-from .rmu_config import RMUConfig
+from .rmu_config import RMU_PRESETS, RMUConfig
 from .rmu_trainer import RMUTrainer
 from .satimp_config import SatImpConfig
 from .satimp_trainer import SatImpTrainer
@@ -33,7 +34,7 @@ from .undial_trainer import UNDIALTrainer
 from .wga_config import WGAConfig
 from .wga_trainer import WGATrainer
 
-__all__ = ["METHODS"]
+__all__ = ["METHODS", "METHOD_PRESETS"]
 
 METHODS = {
     "GA": (GAConfig, GATrainer),
@@ -53,3 +54,6 @@ METHODS = {
     "ME+GD": (MEGDConfig, MEGDTrainer),
     "PDU": (PDUConfig, PDUTrainer),
 }
+
+# A recipe entry's `preset: NAME` takes these settings (under the entry's own keys): `build_method_config`.
+METHOD_PRESETS = {"RMU": RMU_PRESETS}

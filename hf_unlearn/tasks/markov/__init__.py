@@ -17,6 +17,8 @@ _EXPORTS = {
     "MarkovTask": ".task",
     "run_markov": ".task",
     "markov_table": ".report",
+    "mean_interval": ".statistics",
+    "welch_interval": ".statistics",
     "plot_markov_tradeoff": ".report",
 }
 __all__ = list(_EXPORTS)

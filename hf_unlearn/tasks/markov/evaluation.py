@@ -95,11 +95,13 @@ class MarkovEvaluator:
 class MarkovEvalCallback(TrainerCallback):
     """Evaluates before the first step and after every optimiser step, keeping the history for trade-off curves.
 
-    `seconds` is the time spent evaluating, so callers can report the unlearning time alone.
+    `seconds` is the time spent evaluating, so callers can report the unlearning time alone. With
+    `stop_at_forget_kl`, training ends after the first step whose forget KL reaches that level.
     """
 
-    def __init__(self, evaluator: MarkovEvaluator):
+    def __init__(self, evaluator: MarkovEvaluator, stop_at_forget_kl: float | None = None):
         self.evaluator = evaluator
+        self.stop_at_forget_kl = stop_at_forget_kl
         self.history: list[dict[str, float]] = []
         self.seconds = 0.0
 
@@ -113,6 +115,10 @@ class MarkovEvalCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self._evaluate(state.global_step, model)
+        level = self.stop_at_forget_kl
+        if level is not None and (self.history[-1]["forget_kl"] or 0.0) >= level:
+            control.should_training_stop = True
+        return control
 
 
 def retain_kl_at_forget_kl(history: list[dict[str, float]], level: float) -> float | None:

@@ -61,14 +61,19 @@ def run_stages(recipe: MarkovRecipe, log: StageLog) -> None:
         "num_states": recipe.data.num_states,
         "batch_size": recipe.evaluation.batch_size,
     }
-    evaluator = MarkovEvaluator(test_sets, models["retrained"], pad_token_id, **evaluate)
-    trajectory_evaluator = evaluator
-    if recipe.evaluation.trajectory_examples is not None:
-        subsets = {
-            name: split.select(range(min(len(split), recipe.evaluation.trajectory_examples)))
-            for name, split in test_sets.items()
-        }
-        trajectory_evaluator = MarkovEvaluator(subsets, models["retrained"], pad_token_id, **evaluate)
+    evaluators = {}  # by the number of test sequences per split (None: all)
+
+    def evaluator_of(examples: int | None) -> MarkovEvaluator:
+        if examples not in evaluators:
+            subsets = {
+                name: split if examples is None else split.select(range(min(len(split), examples)))
+                for name, split in test_sets.items()
+            }
+            evaluators[examples] = MarkovEvaluator(subsets, models["retrained"], pad_token_id, **evaluate)
+        return evaluators[examples]
+
+    evaluator = evaluator_of(recipe.evaluation.final_examples)
+    trajectory_evaluator = evaluator_of(recipe.evaluation.trajectory_examples)
     results.update({name: evaluator(models[name]) for name in models})
     results["training"] = training  # seconds and steps of each model's training (from the cache when reused)
     results["methods"] = {}
@@ -84,7 +89,7 @@ def run_stages(recipe: MarkovRecipe, log: StageLog) -> None:
         with log.stage(f"unlearn/{label}"):
             original, config_spec = method_original(spec)
             config = build_method_config(config_spec, recipe.shared_unlearn, recipe.output_path / "methods" / label)
-            callback = MarkovEvalCallback(trajectory_evaluator)
+            callback = MarkovEvalCallback(trajectory_evaluator, recipe.evaluation.stop_at_forget_kl)
             model = copy.deepcopy(models["original_gr" if original == "gradient_restricted" else "original"])
             model.config.pad_token_id = pad_token_id
             trainer = METHODS[spec["method"]][1](

@@ -61,16 +61,30 @@ class MarkovEvalArguments:
         trajectory_examples (`int` or `None`, defaults to `None`):
             The per-step evaluation that draws the trade-off curve uses the first N sequences of each test split
             (None: all). On a CPU it dominates the run; final numbers always use the full test sets.
+        final_examples (`int` or `None`, defaults to `None`):
+            The final numbers of every model use the first N sequences of each test split (None: all, the
+            benchmark's numbers). Grids of many runs that read the trajectory only set it small.
+        stop_at_forget_kl (`float` or `None`, defaults to `None`):
+            End each method's unlearning after the first step whose trajectory forget KL reaches this level (None:
+            run every step). Studies read at matched forgetting need no steps past their highest level.
         batch_size (`int`, defaults to `1024`):
             Sequences per evaluation forward pass.
     """
 
     trajectory_examples: int | None = field(default=None, metadata={"help": "Test sequences per split per step."})
+    final_examples: int | None = field(default=None, metadata={"help": "Test sequences per split, final numbers."})
+    stop_at_forget_kl: float | None = field(
+        default=None, metadata={"help": "End unlearning once the trajectory's forget KL reaches this level."}
+    )
     batch_size: int = field(default=1024, metadata={"help": "Sequences per evaluation forward pass."})
 
     def __post_init__(self) -> None:
         if self.trajectory_examples is not None and self.trajectory_examples < 1:
             raise ValueError(f"trajectory_examples must be >= 1 or null, got {self.trajectory_examples}.")
+        if self.final_examples is not None and self.final_examples < 1:
+            raise ValueError(f"final_examples must be >= 1 or null, got {self.final_examples}.")
+        if self.stop_at_forget_kl is not None and self.stop_at_forget_kl <= 0:
+            raise ValueError(f"stop_at_forget_kl must be > 0 or null, got {self.stop_at_forget_kl}.")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
 
