@@ -1,0 +1,197 @@
+"""TOFU-mini: every method unlearns the committed LoRA target until it has forgotten as much as the retain model,
+then the TOFU suite compares them there (model utility and forget ROUGE at matched forget probability).
+
+    python benchmarks/tofu_mini.py --data-dir path/to/tofu                       # all methods of the recipe
+    python benchmarks/tofu_mini.py --data-dir path/to/tofu --methods GA NPO      # a subset (the rest stay cached)
+    python benchmarks/tofu_mini.py --data-dir path/to/tofu --dry-run             # the plan; nothing loaded
+
+It runs `recipes/tofu/mini_smollm2.yaml` (TOFU forget01 on SmolLM2-135M-Instruct; target and retain models are the
+LoRA adapters committed in benchmarks/results/tofu_mini/) through `hf-unlearn run`'s stages, so every unlearned model
+and evaluation is cached in the recipe's output folder and a re-run only adds what is missing. Each method stops at
+the first trajectory evaluation (teacher-forced, all 40 forget01 items) where its forget Q_A prob is at or below
+the recipe's `trajectory.stop_at` (the retain model's forget Q_A prob; `--stop-at` to change it), or after the
+recipe's maximum steps. Then:
+
+- `matched`: the teacher-forced model utility where each trajectory first reaches each of `--levels` (linear between
+  evaluations), as in `benchmarks/imu_matched_forgetting_tofu.py`;
+- `end_points`: the full suite at the stop (model utility with ROUGE, forget ROUGE, forget quality, ...), and whether
+  the stop level was reached.
+
+Writes benchmarks/results/tofu_mini_<name>.json and docs/results/tofu_mini_<name>.png (relative to the working
+directory: run it from the repository root), and prints both tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hf_unlearn.evaluation import value_at_level
+from hf_unlearn.evaluation.tofu import TEACHER_FORCED_UTILITY as UTILITY
+from hf_unlearn.recipe import load_recipe
+from hf_unlearn.reporting import figure_axes, format_table, save_figure
+from hf_unlearn.runtime.distributed import is_main_process
+from hf_unlearn.runtime.io import atomic_write_json
+from hf_unlearn.runtime.versions import environment_versions
+
+PROB = "forget_Q_A_Prob"
+END_METRICS = (
+    PROB,
+    "forget_Q_A_ROUGE",
+    "model_utility",
+    UTILITY,
+    "forget_truth_ratio",
+    "forget_quality",
+    "extraction_strength",
+    "privleak",
+)
+MODEL_METRICS = (*END_METRICS, "retain_Q_A_Prob", "retain_Q_A_ROUGE", "num_items")
+
+
+def stop_condition(level: float) -> str:
+    return f"{PROB} <= {level:.6g}"
+
+
+def matched(histories: dict[str, list[dict]], levels: list[float]) -> dict[str, dict[str, float | None]]:
+    """method -> {level: teacher-forced utility where its forget Q_A prob first reaches the level, or None}."""
+    return {
+        label: {f"{level:g}": value_at_level(history, PROB, UTILITY, level, falling=True) for level in levels}
+        for label, history in histories.items()
+    }
+
+
+def end_points(results: dict, level: float) -> dict[str, dict[str, Any]]:
+    """method -> the suite's metrics at its stop, its steps and seconds, and whether it reached `level`."""
+    table = {}
+    for label, run in results["methods"].items():
+        history = run.get("history") or []
+        table[label] = {
+            **{key: run["metrics"].get(key) for key in END_METRICS},
+            "reached": bool(history) and history[-1][PROB] <= level,
+            "steps": run.get("unlearn_steps"),
+            "unlearn_seconds": run.get("unlearn_seconds"),
+            "trajectory_eval_seconds": run.get("trajectory_eval_seconds"),
+        }
+    return table
+
+
+def end_table(models: dict[str, dict], ends: dict[str, dict]) -> str:
+    columns = [PROB, "forget_Q_A_ROUGE", "model_utility", UTILITY, "forget_quality", "extraction_strength"]
+    rows = [[role] + [models[role].get(key) for key in columns] + ["", ""] for role in ("target", "retain")]
+    rows += [
+        [label] + [end.get(key) for key in columns] + [end["steps"], "yes" if end["reached"] else "no"]
+        for label, end in ends.items()
+    ]
+    return format_table(rows, ["model", *columns, "steps", "reached"])
+
+
+def matched_table(table: dict[str, dict], levels: list[float]) -> str:
+    rows = [[label] + [cells[f"{level:g}"] for level in levels] for label, cells in table.items()]
+    return format_table(rows, ["method"] + [f"TF utility @ forget prob {level:g}" for level in levels])
+
+
+def plot(results: dict, ends: dict, level: float, path: Path, title: str) -> None:
+    figure, (trajectories, final) = figure_axes(2, figsize=(13, 5))
+    for label, run in results["methods"].items():
+        history = run.get("history") or []
+        trajectories.plot([h[PROB] for h in history], [h[UTILITY] for h in history], marker=".", label=label)
+    trajectories.axvline(level, color="grey", linestyle=":", label=f"stop ({PROB} {level:.3g})")
+    trajectories.invert_xaxis()  # forgetting goes to the right
+    trajectories.set_xlabel(f"{PROB} (all forget01 items; lower = more forgotten)")
+    trajectories.set_ylabel("teacher-forced model utility")
+    trajectories.set_title(f"{title}: unlearning trajectories")
+    for role, marker in (("target", "s"), ("retain", "*")):
+        metrics = results["models"][role]["metrics"]
+        final.scatter(metrics["forget_Q_A_ROUGE"], metrics["model_utility"], marker=marker, s=120, color="k")
+        final.annotate(role, (metrics["forget_Q_A_ROUGE"], metrics["model_utility"]))
+    for label, end in ends.items():
+        if end["forget_Q_A_ROUGE"] is not None and end["model_utility"] is not None:
+            final.scatter(end["forget_Q_A_ROUGE"], end["model_utility"], marker="o" if end["reached"] else "x")
+            final.annotate(label, (end["forget_Q_A_ROUGE"], end["model_utility"]))
+    final.set_xlabel("forget ROUGE-L recall (lower = more forgotten)")
+    final.set_ylabel("model utility (higher is better)")
+    final.set_title("at the stop (o: reached the retain model's forget prob; x: not)")
+    trajectories.legend(fontsize=7)
+    save_figure(figure, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="tofu/mini_smollm2", help="A TOFU recipe (embedded name or path).")
+    parser.add_argument("--data-dir", default=None, help="Local TOFU folder (default: the recipe's, else the Hub).")
+    parser.add_argument("--methods", nargs="+", default=None, help="Labels of the recipe's methods (default: all).")
+    parser.add_argument("--stop-at", type=float, default=None, help="Forget Q_A prob to stop at (default: recipe's).")
+    parser.add_argument("--levels", nargs="+", type=float, default=None, help="Matched levels (default: 4 steps).")
+    parser.add_argument("--output-dir", type=Path, default=None, help="Default: the recipe's output_dir.")
+    parser.add_argument("--name", default=None, help="Results name (default: from the recipe, e.g. smollm2).")
+    parser.add_argument("--json", type=Path, default=None, help="Default: benchmarks/results/tofu_mini_<name>.json")
+    parser.add_argument("--plot", type=Path, default=None, help="Default: docs/results/tofu_mini_<name>.png")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE (YAML) override.")
+    parser.add_argument("--dry-run", action="store_true", help="Validate and print the plan; load nothing.")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    from hf_unlearn.tasks.tofu import run_tofu
+
+    raw = copy.deepcopy(load_recipe(args.recipe))
+    for override in args.overrides:
+        key, _, value = override.partition("=")
+        *parents, leaf = key.split(".")
+        section = raw
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[leaf] = yaml.safe_load(value)
+    name = args.name or Path(args.recipe).stem.split("_", 1)[-1]
+    if args.methods:
+        unknown = sorted(set(args.methods) - set(raw["methods"]))
+        if unknown:
+            parser.error(f"--methods: {unknown} not in the recipe's methods ({', '.join(raw['methods'])}).")
+        raw["methods"] = {label: raw["methods"][label] for label in args.methods}
+    output_dir = args.output_dir or raw.get("output_dir")
+    tick, load_before = time.perf_counter(), os.getloadavg()
+    trajectory = raw.setdefault("trajectory", {})
+    if args.stop_at is not None:
+        trajectory["stop_at"] = stop_condition(args.stop_at)
+    if not str(trajectory.get("stop_at", "")).startswith(f"{PROB} <="):
+        parser.error(f"the recipe's trajectory.stop_at must read '{PROB} <= LEVEL' (or give --stop-at).")
+    level = float(trajectory["stop_at"].split("<=")[1])
+    results = run_tofu(raw, output_dir=output_dir, data_dir=args.data_dir, dry_run=args.dry_run, recipe_arg=args.recipe)
+    if results is None or not is_main_process():
+        return
+    target_prob = results["models"]["target"]["metrics"][PROB]
+    levels = args.levels or [round(level + (target_prob - level) * k / 4, 4) for k in (3, 2, 1, 0)]
+    histories = {label: run.get("history") or [] for label, run in results["methods"].items()}
+    table, ends = matched(histories, levels), end_points(results, level)
+    models = {role: results["models"][role]["metrics"] for role in ("target", "retain")}
+    payload = {
+        "benchmark": f"tofu_mini_{name}",
+        "recipe": args.recipe,
+        "overrides": args.overrides,
+        "stop_at": stop_condition(level),
+        "levels_forget_Q_A_Prob": levels,
+        "utility": f"{UTILITY}: harmonic mean of the six teacher-forced model-utility components (trajectory items)",
+        "models": {role: {key: metrics.get(key) for key in MODEL_METRICS} for role, metrics in models.items()},
+        "memorisation": results.get("checks", {}).get("memorisation"),
+        "settings": results.get("settings"),
+        "end_points": ends,
+        "matched": table,
+        "histories": histories,
+        "seconds": time.perf_counter() - tick,
+        "load_average": {"start": load_before, "end": os.getloadavg()},
+        "stages": results.get("stages"),
+        "environment": environment_versions(),
+    }
+    json_path = args.json or Path("benchmarks") / "results" / f"tofu_mini_{name}.json"
+    plot_path = args.plot or Path("docs") / "results" / f"tofu_mini_{name}.png"
+    atomic_write_json(json_path, payload)
+    plot(results, ends, level, plot_path, f"TOFU-mini ({raw.get('forget_split')}), {name}")
+    print(f"\n{end_table(models, ends)}\n\n{matched_table(table, levels)}\n\nWrote {json_path} and {plot_path}.")
+
+
+if __name__ == "__main__":
+    main()
