@@ -119,12 +119,34 @@ def plot(results: dict, ends: dict, level: float, path: Path, title: str) -> Non
     save_figure(figure, path)
 
 
+def retain_level(raw: dict, output_dir, data_dir) -> float:
+    """The retain model's forget Q_A prob: its evaluation stage, run (or reused) exactly as the pipeline runs it, so
+    the recipe's run reuses it in turn."""
+    from hf_unlearn.runtime.distributed import join_process_group
+    from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage
+    from hf_unlearn.tasks.tofu.finetune import load_model
+    from hf_unlearn.tasks.tofu.recipe import parse_tofu_recipe
+
+    device = join_process_group()
+    plan = parse_tofu_recipe(copy.deepcopy(raw), output_dir=output_dir, data_dir=data_dir)
+    model, tokenizer = load_model(plan.given["retain"], device)
+    out = plan.output_dir / "eval" / "retain"
+    result = evaluate_tofu_stage(
+        model, tokenizer, plan.evaluation, data_dir=plan.data_dir, output_dir=out, model_name="retain"
+    )
+    return result[PROB]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="tofu/mini_smollm2", help="A TOFU recipe (embedded name or path).")
     parser.add_argument("--data-dir", default=None, help="Local TOFU folder (default: the recipe's, else the Hub).")
     parser.add_argument("--methods", nargs="+", default=None, help="Labels of the recipe's methods (default: all).")
-    parser.add_argument("--stop-at", type=float, default=None, help="Forget Q_A prob to stop at (default: recipe's).")
+    parser.add_argument(
+        "--stop-at",
+        default=None,
+        help="Forget Q_A prob to stop at, or 'retain': the retain model's (default: recipe's).",
+    )
     parser.add_argument("--levels", nargs="+", type=float, default=None, help="Matched levels (default: 4 steps).")
     parser.add_argument("--output-dir", type=Path, default=None, help="Default: the recipe's output_dir.")
     parser.add_argument("--name", default=None, help="Results name (default: from the recipe, e.g. smollm2).")
@@ -155,20 +177,37 @@ def main(argv: list[str] | None = None) -> None:
     output_dir = args.output_dir or raw.get("output_dir")
     tick, load_before = time.perf_counter(), os.getloadavg()
     trajectory = raw.setdefault("trajectory", {})
-    if args.stop_at is not None:
-        trajectory["stop_at"] = stop_condition(args.stop_at)
+    if args.stop_at == "retain" and not args.dry_run:
+        trajectory["stop_at"] = stop_condition(retain_level(raw, output_dir, args.data_dir))
+    elif args.stop_at is not None and args.stop_at != "retain":
+        trajectory["stop_at"] = stop_condition(float(args.stop_at))
     if not str(trajectory.get("stop_at", "")).startswith(f"{PROB} <="):
         parser.error(f"the recipe's trajectory.stop_at must read '{PROB} <= LEVEL' (or give --stop-at).")
     level = float(trajectory["stop_at"].split("<=")[1])
-    results = run_tofu(raw, output_dir=output_dir, data_dir=args.data_dir, dry_run=args.dry_run, recipe_arg=args.recipe)
-    if results is None or not is_main_process():
+    if args.dry_run:
+        run_tofu(raw, output_dir=output_dir, data_dir=args.data_dir, dry_run=True, recipe_arg=args.recipe)
         return
+    # One method at a time (the earlier ones reused from their cached stages), the results written after each: an
+    # interrupted comparison keeps every method it finished.
+    labels = list(raw["methods"])
+    for count in range(1, len(labels) + 1):
+        partial = {**raw, "methods": {label: raw["methods"][label] for label in labels[:count]}}
+        results = run_tofu(partial, output_dir=output_dir, data_dir=args.data_dir, recipe_arg=args.recipe)
+        if results is None or not is_main_process():
+            continue
+        payload = report(results, args, raw, name, level, {"start": load_before, "now": os.getloadavg()})
+        payload["seconds"] = time.perf_counter() - tick
+        payload["methods_to_run"] = labels
+        write(payload, results, args, raw, name, level)
+
+
+def report(results: dict, args, raw: dict, name: str, level: float, load: dict) -> dict:
+    """The benchmark's record of one run (what `--json` holds)."""
     target_prob = results["models"]["target"]["metrics"][PROB]
     levels = args.levels or [round(level + (target_prob - level) * k / 4, 4) for k in (3, 2, 1, 0)]
     histories = {label: run.get("history") or [] for label, run in results["methods"].items()}
-    table, ends = matched(histories, levels), end_points(results, level)
     models = {role: results["models"][role]["metrics"] for role in ("target", "retain")}
-    payload = {
+    return {
         "benchmark": f"tofu_mini_{name}",
         "recipe": args.recipe,
         "overrides": args.overrides,
@@ -178,19 +217,27 @@ def main(argv: list[str] | None = None) -> None:
         "models": {role: {key: metrics.get(key) for key in MODEL_METRICS} for role, metrics in models.items()},
         "memorisation": results.get("checks", {}).get("memorisation"),
         "settings": results.get("settings"),
-        "end_points": ends,
-        "matched": table,
+        "end_points": end_points(results, level),
+        "matched": matched(histories, levels),
         "histories": histories,
-        "seconds": time.perf_counter() - tick,
-        "load_average": {"start": load_before, "end": os.getloadavg()},
+        "load_average": load,
         "stages": results.get("stages"),
         "environment": environment_versions(),
     }
+
+
+def write(payload: dict, results: dict, args, raw: dict, name: str, level: float) -> None:
     json_path = args.json or Path("benchmarks") / "results" / f"tofu_mini_{name}.json"
     plot_path = args.plot or Path("docs") / "results" / f"tofu_mini_{name}.png"
     atomic_write_json(json_path, payload)
-    plot(results, ends, level, plot_path, f"TOFU-mini ({raw.get('forget_split')}), {name}")
-    print(f"\n{end_table(models, ends)}\n\n{matched_table(table, levels)}\n\nWrote {json_path} and {plot_path}.")
+    plot(results, payload["end_points"], level, plot_path, f"TOFU-mini ({raw.get('forget_split')}), {name}")
+    ends, levels = payload["end_points"], payload["levels_forget_Q_A_Prob"]
+    tables = f"{end_table(results_models(results), ends)}\n\n{matched_table(payload['matched'], levels)}"
+    print(f"\n{tables}\n\nWrote {json_path} and {plot_path}.", flush=True)
+
+
+def results_models(results: dict) -> dict[str, dict]:
+    return {role: results["models"][role]["metrics"] for role in ("target", "retain")}
 
 
 if __name__ == "__main__":

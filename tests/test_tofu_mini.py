@@ -226,13 +226,20 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
     )
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     result, figure = tmp_path / "r.json", tmp_path / "r.png"
-    argv = ["--recipe", str(tmp_path / "r.yaml"), "--json", str(result), "--plot", str(figure), "--methods", "GA"]
-    benchmark.main([*argv, "--stop-at", "0.05", "--levels", "0.9", "0.05"])
+    argv = ["--recipe", str(tmp_path / "r.yaml"), "--json", str(result), "--plot", str(figure)]
+    benchmark.main([*argv, "--methods", "WGA", "GA", "--stop-at", "retain", "--levels", "0.9", "0.05"])
     payload = json.loads(result.read_text())
-    assert figure.stat().st_size > 1000 and payload["stop_at"] == "forget_Q_A_Prob <= 0.05"
-    assert set(payload["end_points"]) == set(payload["histories"]) == {"GA"}  # --methods keeps only those
-    history, end = payload["histories"]["GA"], payload["end_points"]["GA"]
-    assert end["steps"] == history[-1]["step"] and end["reached"] == (history[-1]["forget_Q_A_Prob"] <= 0.05)
-    assert end["steps"] == 3 or end["reached"]  # stops at the level, else runs its maximum
-    assert payload["matched"]["GA"] == benchmark.matched({"GA": history}, [0.9, 0.05])["GA"]
+    # --stop-at retain: the retain model's forget prob, from its evaluation stage, which the run then reuses.
+    level = payload["models"]["retain"]["forget_Q_A_Prob"]
+    assert payload["stop_at"] == benchmark.stop_condition(level) and payload["stages"]["eval/retain"]["reused"]
+    assert figure.stat().st_size > 1000
+    assert list(payload["end_points"]) == list(payload["histories"]) == payload["methods_to_run"] == ["WGA", "GA"]
+    assert payload["stages"]["unlearn/WGA"]["reused"] and not payload["stages"]["unlearn/GA"]["reused"]  # one by one
+    for label in ("WGA", "GA"):
+        history, end = payload["histories"][label], payload["end_points"][label]
+        assert end["steps"] == history[-1]["step"]
+        assert end["reached"] == (history[-1]["forget_Q_A_Prob"] <= float(payload["stop_at"].split("<=")[1]))
+        assert end["steps"] == 3 or end["reached"]  # stops at the level, else runs its maximum
+        assert all(h["forget_Q_A_Prob"] > level for h in history[:-1])  # never ran past a reached level
+    assert payload["matched"]["GA"] == benchmark.matched({"GA": payload["histories"]["GA"]}, [0.9, 0.05])["GA"]
     assert payload["models"]["target"]["forget_Q_A_Prob"] > 0 and payload["load_average"]["start"]
