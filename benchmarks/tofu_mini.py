@@ -120,8 +120,9 @@ def plot(results: dict, ends: dict, level: float, path: Path, title: str) -> Non
 
 
 def retain_level(raw: dict, output_dir, data_dir) -> float:
-    """The retain model's forget Q_A prob: its evaluation stage, run (or reused) exactly as the pipeline runs it, so
-    the recipe's run reuses it in turn."""
+    """The retain model's forget Q_A prob on the items the trajectory scores (its first `max_forget_items`, all by
+    default): from its evaluation stage, run (or reused) exactly as the pipeline runs it, so the recipe's run reuses
+    it in turn."""
     from hf_unlearn.runtime.distributed import join_process_group
     from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage
     from hf_unlearn.tasks.tofu.finetune import load_model
@@ -134,7 +135,9 @@ def retain_level(raw: dict, output_dir, data_dir) -> float:
     result = evaluate_tofu_stage(
         model, tokenizer, plan.evaluation, data_dir=plan.data_dir, output_dir=out, model_name="retain"
     )
-    return result[PROB]
+    count = (raw.get("trajectory") or {}).get("max_forget_items")
+    probs = [item["prob"] for item in result["items"]["forget"][:count]]  # forget_Q_A_Prob is their mean
+    return sum(probs) / len(probs)
 
 
 def main(argv: list[str] | None = None) -> None:

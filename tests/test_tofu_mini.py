@@ -147,7 +147,7 @@ def test_the_mini_recipes_use_the_committed_adapters_and_dry_run(base_and_adapte
         "retain": Path("benchmarks/results/tofu_mini/retain"),
     }
     assert set(plan.specs) == {"GA", "NPO", "SimNPO", "IMU", "WGA", "SatImp", "RMU", "IdkDPO"}
-    assert plan.trajectory.stop_at.startswith("forget_Q_A_Prob <=") and plan.trajectory.max_forget_items is None
+    assert plan.trajectory.stop_at.startswith("forget_Q_A_Prob <=") and plan.trajectory.max_forget_items == 20
     adapters = parse_tofu_recipe(load_recipe("tofu/mini_smollm2_adapters"), dry_run=True)
     assert adapters.finetune_lora["r"] == 8 and set(adapters.train_data) == {"target", "retain"}
     # The retain model's data is the target's less forget01; the unlearning retain set is the same rows.
@@ -219,7 +219,7 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
         methods={"GA": {}, "WGA": {}},
         trajectory={
             "eval_steps": 1,
-            "max_forget_items": None,
+            "max_forget_items": 3,
             "max_utility_items": 2,
             "stop_at": "forget_Q_A_Prob <= 0",
         },
@@ -229,8 +229,11 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
     argv = ["--recipe", str(tmp_path / "r.yaml"), "--json", str(result), "--plot", str(figure)]
     benchmark.main([*argv, "--methods", "WGA", "GA", "--stop-at", "retain", "--levels", "0.9", "0.05"])
     payload = json.loads(result.read_text())
-    # --stop-at retain: the retain model's forget prob, from its evaluation stage, which the run then reuses.
-    level = payload["models"]["retain"]["forget_Q_A_Prob"]
+    # --stop-at retain: the retain model's forget prob on the trajectory's items (the first 3 of 5), from its
+    # evaluation stage, which the run then reuses.
+    items = json.loads((tmp_path / "out" / "eval" / "retain" / "items.json").read_text())["splits"]["forget"]
+    assert len(items) == 5
+    level = sum(item["prob"] for item in items[:3]) / 3
     assert payload["stop_at"] == benchmark.stop_condition(level) and payload["stages"]["eval/retain"]["reused"]
     assert figure.stat().st_size > 1000
     assert list(payload["end_points"]) == list(payload["histories"]) == payload["methods_to_run"] == ["WGA", "GA"]
