@@ -56,10 +56,13 @@ def stop_condition(level: float) -> str:
     return f"{PROB} <= {level:.6g}"
 
 
-def matched(histories: dict[str, list[dict]], levels: list[float]) -> dict[str, dict[str, float | None]]:
-    """method -> {level: teacher-forced utility where its forget Q_A prob first reaches the level, or None}."""
+def matched(
+    histories: dict[str, list[dict]], levels: list[float], metric: str = UTILITY
+) -> dict[str, dict[str, float | None]]:
+    """method -> {level: `metric` where its forget Q_A prob first reaches the level (linear between evaluations), or
+    None if it never does}."""
     return {
-        label: {f"{level:g}": value_at_level(history, PROB, UTILITY, level, falling=True) for level in levels}
+        label: {f"{level:g}": value_at_level(history, PROB, metric, level, falling=True) for level in levels}
         for label, history in histories.items()
     }
 
@@ -89,20 +92,20 @@ def end_table(models: dict[str, dict], ends: dict[str, dict]) -> str:
     return format_table(rows, ["model", *columns, "steps", "reached"])
 
 
-def matched_table(table: dict[str, dict], levels: list[float]) -> str:
+def matched_table(table: dict[str, dict], levels: list[float], metric: str = UTILITY) -> str:
     rows = [[label] + [cells[f"{level:g}"] for level in levels] for label, cells in table.items()]
-    return format_table(rows, ["method"] + [f"TF utility @ forget prob {level:g}" for level in levels])
+    return format_table(rows, ["method"] + [f"{metric} @ forget prob {level:g}" for level in levels])
 
 
-def plot(results: dict, ends: dict, level: float, path: Path, title: str) -> None:
+def plot(results: dict, ends: dict, level: float, path: Path, title: str, metric: str = UTILITY) -> None:
     figure, (trajectories, final) = figure_axes(2, figsize=(13, 5))
     for label, run in results["methods"].items():
         history = run.get("history") or []
-        trajectories.plot([h[PROB] for h in history], [h[UTILITY] for h in history], marker=".", label=label)
+        trajectories.plot([h[PROB] for h in history], [h[metric] for h in history], marker=".", label=label)
     trajectories.axvline(level, color="grey", linestyle=":", label=f"stop ({PROB} {level:.3g})")
     trajectories.invert_xaxis()  # forgetting goes to the right
-    trajectories.set_xlabel(f"{PROB} (all forget01 items; lower = more forgotten)")
-    trajectories.set_ylabel("teacher-forced model utility")
+    trajectories.set_xlabel(f"{PROB} (trajectory items; lower = more forgotten)")
+    trajectories.set_ylabel(f"{metric} (trajectory items)")
     trajectories.set_title(f"{title}: unlearning trajectories")
     for role, marker in (("target", "s"), ("retain", "*")):
         metrics = results["models"][role]["metrics"]
@@ -151,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
         help="Forget Q_A prob to stop at, or 'retain': the retain model's (default: recipe's).",
     )
     parser.add_argument("--levels", nargs="+", type=float, default=None, help="Matched levels (default: 4 steps).")
+    parser.add_argument(
+        "--matched-metric",
+        default=UTILITY,
+        help="Trajectory metric read at matched forget prob (any teacher-forced metric, e.g. retain_Q_A_Prob).",
+    )
     parser.add_argument("--output-dir", type=Path, default=None, help="Default: the recipe's output_dir.")
     parser.add_argument("--name", default=None, help="Results name (default: from the recipe, e.g. smollm2).")
     parser.add_argument("--json", type=Path, default=None, help="Default: benchmarks/results/tofu_mini_<name>.json")
@@ -216,12 +224,13 @@ def report(results: dict, args, raw: dict, name: str, level: float, load: dict) 
         "overrides": args.overrides,
         "stop_at": stop_condition(level),
         "levels_forget_Q_A_Prob": levels,
-        "utility": f"{UTILITY}: harmonic mean of the six teacher-forced model-utility components (trajectory items)",
+        "matched_metric": f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "
+        "reaches each level (linear between evaluations)",
         "models": {role: {key: metrics.get(key) for key in MODEL_METRICS} for role, metrics in models.items()},
         "memorisation": results.get("checks", {}).get("memorisation"),
         "settings": results.get("settings"),
         "end_points": end_points(results, level),
-        "matched": matched(histories, levels),
+        "matched": matched(histories, levels, args.matched_metric),
         "histories": histories,
         "load_average": load,
         "stages": results.get("stages"),
@@ -233,9 +242,11 @@ def write(payload: dict, results: dict, args, raw: dict, name: str, level: float
     json_path = args.json or Path("benchmarks") / "results" / f"tofu_mini_{name}.json"
     plot_path = args.plot or Path("docs") / "results" / f"tofu_mini_{name}.png"
     atomic_write_json(json_path, payload)
-    plot(results, payload["end_points"], level, plot_path, f"TOFU-mini ({raw.get('forget_split')}), {name}")
+    title = f"TOFU-mini ({raw.get('forget_split')}), {name}"
+    plot(results, payload["end_points"], level, plot_path, title, args.matched_metric)
     ends, levels = payload["end_points"], payload["levels_forget_Q_A_Prob"]
-    tables = f"{end_table(results_models(results), ends)}\n\n{matched_table(payload['matched'], levels)}"
+    metric = args.matched_metric
+    tables = f"{end_table(results_models(results), ends)}\n\n{matched_table(payload['matched'], levels, metric)}"
     print(f"\n{tables}\n\nWrote {json_path} and {plot_path}.", flush=True)
 
 

@@ -227,6 +227,7 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     result, figure = tmp_path / "r.json", tmp_path / "r.png"
     argv = ["--recipe", str(tmp_path / "r.yaml"), "--json", str(result), "--plot", str(figure)]
+    argv += ["--matched-metric", "retain_Q_A_Prob"]
     benchmark.main([*argv, "--methods", "WGA", "GA", "--stop-at", "retain", "--levels", "0.9", "0.05"])
     payload = json.loads(result.read_text())
     # --stop-at retain: the retain model's forget prob on the trajectory's items (the first 3 of 5), from its
@@ -244,5 +245,6 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
         assert end["reached"] == (history[-1]["forget_Q_A_Prob"] <= float(payload["stop_at"].split("<=")[1]))
         assert end["steps"] == 3 or end["reached"]  # stops at the level, else runs its maximum
         assert all(h["forget_Q_A_Prob"] > level for h in history[:-1])  # never ran past a reached level
-    assert payload["matched"]["GA"] == benchmark.matched({"GA": payload["histories"]["GA"]}, [0.9, 0.05])["GA"]
+    expected = benchmark.matched({"GA": payload["histories"]["GA"]}, [0.9, 0.05], "retain_Q_A_Prob")["GA"]
+    assert payload["matched"]["GA"] == expected
     assert payload["models"]["target"]["forget_Q_A_Prob"] > 0 and payload["load_average"]["start"]
