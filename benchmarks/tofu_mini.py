@@ -122,6 +122,35 @@ def plot(results: dict, ends: dict, level: float, path: Path, title: str, metric
     save_figure(figure, path)
 
 
+def rerender(args) -> None:
+    """`--from-json`: the matched table (`--matched-metric`, `--levels`) and the plot again from a result file's
+    histories and end points; nothing is loaded or run."""
+    import json
+
+    payload = json.loads(args.from_json.read_text())
+    level = float(payload["stop_at"].split("<=")[1])
+    levels = args.levels or payload["levels_forget_Q_A_Prob"]
+    payload.update(
+        levels_forget_Q_A_Prob=levels,
+        matched=matched(payload["histories"], levels, args.matched_metric),
+        matched_metric=f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "
+        "reaches each level (linear between evaluations)",
+    )
+    results = {
+        "models": {role: {"metrics": metrics} for role, metrics in payload["models"].items()},
+        "methods": {label: {"history": history} for label, history in payload["histories"].items()},
+    }
+    name = payload["benchmark"].removeprefix("tofu_mini_")
+    json_path = args.json or args.from_json
+    plot_path = args.plot or Path("docs") / "results" / f"tofu_mini_{name}.png"
+    atomic_write_json(json_path, payload)
+    plot(results, payload["end_points"], level, plot_path, f"TOFU-mini, {name}", args.matched_metric)
+    tables = f"{end_table(payload['models'], payload['end_points'])}\n\n"
+    print(
+        tables + matched_table(payload["matched"], levels, args.matched_metric) + f"\n\nWrote {json_path}, {plot_path}."
+    )
+
+
 def retain_level(raw: dict, output_dir, data_dir) -> float:
     """The retain model's forget Q_A prob on the items the trajectory scores (its first `max_forget_items`, all by
     default): from its evaluation stage, run (or reused) exactly as the pipeline runs it, so the recipe's run reuses
@@ -165,7 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=None, help="Default: docs/results/tofu_mini_<name>.png")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE (YAML) override.")
     parser.add_argument("--dry-run", action="store_true", help="Validate and print the plan; load nothing.")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="Redo the tables and plot of this result file; run nothing."
+    )
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        rerender(args)
+        return
 
     import yaml
 

@@ -247,4 +247,10 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
         assert all(h["forget_Q_A_Prob"] > level for h in history[:-1])  # never ran past a reached level
     expected = benchmark.matched({"GA": payload["histories"]["GA"]}, [0.9, 0.05], "retain_Q_A_Prob")["GA"]
     assert payload["matched"]["GA"] == expected
+    # --from-json: the tables and plot again from the result file (another metric), nothing run.
+    again, figure2 = tmp_path / "again.json", tmp_path / "again.png"
+    benchmark.main(["--from-json", str(result), "--json", str(again), "--plot", str(figure2)])
+    redone = json.loads(again.read_text())
+    assert redone["matched"] == benchmark.matched(payload["histories"], [0.9, 0.05], benchmark.UTILITY)
+    assert redone["end_points"] == payload["end_points"] and figure2.stat().st_size > 1000
     assert payload["models"]["target"]["forget_Q_A_Prob"] > 0 and payload["load_average"]["start"]
