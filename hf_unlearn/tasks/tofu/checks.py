@@ -48,6 +48,10 @@ def check_model_sources(plan: TofuPlan, *, dry_run: bool = False, given: bool = 
             _check_spec(spec, check_cache=not dry_run)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"{where}.name_or_path: {error}") from None
+        if spec.adapter is not None and not (Path(spec.adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(
+                f"{where}.adapter: {spec.adapter!r} is not a PEFT adapter folder (no adapter_config.json)."
+            )
 
 
 def _check_spec(spec: ModelSpec, check_cache: bool) -> None:

@@ -54,7 +54,8 @@ __all__ = [
 
 def load_model(spec: ModelSpec, device: str | None = None) -> tuple[Any, Any]:
     """Model (fp32 unless the spec says otherwise) and tokenizer, with a pad token (eos if it has none: padding is
-    masked everywhere, so any id works), a PEFT adapter applied if the spec has one."""
+    masked everywhere, so any id works), a PEFT adapter applied if the spec has one (merged into the weights with
+    `merge_adapter`: a target or retain model given as an adapter is then a plain model, trained in full)."""
     model, tokenizer = load_model_and_tokenizer(
         spec.path, gguf_file=spec.gguf_file, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code, device=device
     )
@@ -63,6 +64,8 @@ def load_model(spec: ModelSpec, device: str | None = None) -> tuple[Any, Any]:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, spec.adapter)
+        if spec.merge_adapter:  # PEFT froze the base weights: a merged model is trainable as if loaded plain
+            model = model.merge_and_unload().requires_grad_(True)
         model.eval()
     return model, tokenizer
 

@@ -63,11 +63,14 @@ class ModelSource:
     gguf_file: str | None = field(default=None, metadata={"help": "A GGUF file inside name_or_path."})
     dtype: DTYPES = field(default="float32", metadata={"help": "Weights dtype (fp32 master weights by default)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model's own code (off by default)."})
+    adapter: str | None = field(
+        default=None, metadata={"help": "A PEFT adapter folder merged into name_or_path (a target given as LoRA)."}
+    )
     train_data: list[Selection] | None = field(default=None, metadata={"help": "Fine-tune from models.base on these."})
 
     def __post_init__(self) -> None:
         if self.train_data is not None:
-            given = [name for name in ("name_or_path", "gguf_file") if getattr(self, name) is not None]
+            given = [name for name in ("name_or_path", "gguf_file", "adapter") if getattr(self, name) is not None]
             if given:
                 raise ValueError(
                     f"give either train_data (fine-tune from models.base) or name_or_path, not both (also got {given})."
@@ -148,6 +151,7 @@ class ModelSpec:
     dtype: str = "float32"  # fp32 master weights; bf16 compute comes from the trainer's autocast (`bf16: true`)
     trust_remote_code: bool = False
     adapter: str | None = None  # a PEFT adapter folder applied on top (unlearning with LoRA)
+    merge_adapter: bool = False  # merge it into the weights on loading (a given target or retain adapter)
 
     @property
     def path(self) -> str:
@@ -272,7 +276,15 @@ class TofuRecipe:
 
 
 def _model_spec(source: ModelSource) -> ModelSpec:
-    return ModelSpec(source.name_or_path, source.gguf_file, source.dtype, source.trust_remote_code)
+    merge = source.adapter is not None  # a given adapter is part of the model: merged, then trained or scored as one
+    return ModelSpec(
+        source.name_or_path,
+        source.gguf_file,
+        source.dtype,
+        source.trust_remote_code,
+        source.adapter,
+        merge_adapter=merge,
+    )
 
 
 def parse_tofu_recipe(
@@ -310,8 +322,13 @@ def parse_tofu_recipe(
         if getattr(recipe.models, role) is None:
             raise RecipeError(f"models.{role} is missing: give name_or_path, or train_data to fine-tune it.")
     base_source = recipe.models.base
-    if base_source is not None and base_source.train_data is not None:
+    if base_source is not None and (base_source.train_data is not None or base_source.adapter is not None):
         raise RecipeError("models.base takes name_or_path only (it is what the other models are fine-tuned from).")
+    if recipe.unlearn_lora and recipe.models.target.adapter is not None:
+        raise RecipeError(
+            "unlearn_lora on a target given as an adapter (models.target.adapter) is not supported: unlearn the "
+            "merged target in full, or merge the adapter into a folder and give that as models.target.name_or_path."
+        )
     train_data = recipe.train_data
     if train_data and base_source is None:
         raise RecipeError(

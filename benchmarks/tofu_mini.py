@@ -1,0 +1,293 @@
+"""TOFU-mini: every method unlearns the committed LoRA target until it has forgotten as much as the retain model,
+then the TOFU suite compares them there (model utility and forget ROUGE at matched forget probability).
+
+    python benchmarks/tofu_mini.py --data-dir path/to/tofu                       # all methods of the recipe
+    python benchmarks/tofu_mini.py --data-dir path/to/tofu --methods GA NPO      # a subset (the rest stay cached)
+    python benchmarks/tofu_mini.py --data-dir path/to/tofu --dry-run             # the plan; nothing loaded
+
+It runs `recipes/tofu/mini_smollm2.yaml` (TOFU forget01 on SmolLM2-135M-Instruct; target and retain models are the
+LoRA adapters committed in benchmarks/results/tofu_mini/) through `hf-unlearn run`'s stages, so every unlearned model
+and evaluation is cached in the recipe's output folder and a re-run only adds what is missing. Each method stops at
+the first trajectory evaluation (teacher-forced, all 40 forget01 items) where its forget Q_A prob is at or below
+the recipe's `trajectory.stop_at` (the retain model's forget Q_A prob; `--stop-at` to change it), or after the
+recipe's maximum steps. Then:
+
+- `matched`: the teacher-forced model utility where each trajectory first reaches each of `--levels` (linear between
+  evaluations), as in `benchmarks/imu_matched_forgetting_tofu.py`;
+- `end_points`: the full suite at the stop (model utility with ROUGE, forget ROUGE, forget quality, ...), and whether
+  the stop level was reached.
+
+Writes benchmarks/results/tofu_mini_<name>.json and docs/results/tofu_mini_<name>.png (relative to the working
+directory: run it from the repository root), and prints both tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hf_unlearn.evaluation import value_at_level
+from hf_unlearn.evaluation.tofu import TEACHER_FORCED_UTILITY as UTILITY
+from hf_unlearn.recipe import load_recipe
+from hf_unlearn.reporting import figure_axes, format_table, save_figure
+from hf_unlearn.runtime.distributed import is_main_process
+from hf_unlearn.runtime.io import atomic_write_json
+from hf_unlearn.runtime.versions import environment_versions
+
+PROB = "forget_Q_A_Prob"
+END_METRICS = (
+    PROB,
+    "forget_Q_A_ROUGE",
+    "model_utility",
+    UTILITY,
+    "forget_truth_ratio",
+    "forget_quality",
+    "extraction_strength",
+    "privleak",
+)
+MODEL_METRICS = (*END_METRICS, "retain_Q_A_Prob", "retain_Q_A_ROUGE", "num_items")
+
+
+def stop_condition(level: float) -> str:
+    return f"{PROB} <= {level:.6g}"
+
+
+def matched(
+    histories: dict[str, list[dict]], levels: list[float], metric: str = UTILITY
+) -> dict[str, dict[str, float | None]]:
+    """method -> {level: `metric` where its forget Q_A prob first reaches the level (linear between evaluations), or
+    None if it never does}."""
+    return {
+        label: {f"{level:g}": value_at_level(history, PROB, metric, level, falling=True) for level in levels}
+        for label, history in histories.items()
+    }
+
+
+def end_points(results: dict, level: float) -> dict[str, dict[str, Any]]:
+    """method -> the suite's metrics at its stop, its steps and seconds, and whether it reached `level`."""
+    table = {}
+    for label, run in results["methods"].items():
+        history = run.get("history") or []
+        table[label] = {
+            **{key: run["metrics"].get(key) for key in END_METRICS},
+            "reached": bool(history) and history[-1][PROB] <= level,
+            "steps": run.get("unlearn_steps"),
+            "unlearn_seconds": run.get("unlearn_seconds"),
+            "trajectory_eval_seconds": run.get("trajectory_eval_seconds"),
+        }
+    return table
+
+
+def end_table(models: dict[str, dict], ends: dict[str, dict]) -> str:
+    columns = [PROB, "forget_Q_A_ROUGE", "model_utility", UTILITY, "forget_quality", "extraction_strength"]
+    rows = [[role] + [models[role].get(key) for key in columns] + ["", ""] for role in ("target", "retain")]
+    rows += [
+        [label] + [end.get(key) for key in columns] + [end["steps"], "yes" if end["reached"] else "no"]
+        for label, end in ends.items()
+    ]
+    return format_table(rows, ["model", *columns, "steps", "reached"])
+
+
+def matched_table(table: dict[str, dict], levels: list[float], metric: str = UTILITY) -> str:
+    rows = [[label] + [cells[f"{level:g}"] for level in levels] for label, cells in table.items()]
+    return format_table(rows, ["method"] + [f"{metric} @ forget prob {level:g}" for level in levels])
+
+
+def plot(results: dict, ends: dict, level: float, path: Path, title: str, metric: str = UTILITY) -> None:
+    figure, (trajectories, final) = figure_axes(2, figsize=(13, 5))
+    for label, run in results["methods"].items():
+        history = run.get("history") or []
+        trajectories.plot([h[PROB] for h in history], [h[metric] for h in history], marker=".", label=label)
+    trajectories.axvline(level, color="grey", linestyle=":", label=f"stop ({PROB} {level:.3g})")
+    trajectories.invert_xaxis()  # forgetting goes to the right
+    trajectories.set_xlabel(f"{PROB} (trajectory items; lower = more forgotten)")
+    trajectories.set_ylabel(f"{metric} (trajectory items)")
+    trajectories.set_title(f"{title}: unlearning trajectories")
+    for role, marker in (("target", "s"), ("retain", "*")):
+        metrics = results["models"][role]["metrics"]
+        final.scatter(metrics["forget_Q_A_ROUGE"], metrics["model_utility"], marker=marker, s=120, color="k")
+        final.annotate(role, (metrics["forget_Q_A_ROUGE"], metrics["model_utility"]))
+    for label, end in ends.items():
+        if end["forget_Q_A_ROUGE"] is not None and end["model_utility"] is not None:
+            final.scatter(end["forget_Q_A_ROUGE"], end["model_utility"], marker="o" if end["reached"] else "x")
+            final.annotate(label, (end["forget_Q_A_ROUGE"], end["model_utility"]))
+    final.set_xlabel("forget ROUGE-L recall (lower = more forgotten)")
+    final.set_ylabel("model utility (higher is better)")
+    final.set_title("at the stop (o: reached the retain model's forget prob; x: not)")
+    trajectories.legend(fontsize=7)
+    save_figure(figure, path)
+
+
+def rerender(args) -> None:
+    """`--from-json`: the matched table (`--matched-metric`, `--levels`) and the plot again from a result file's
+    histories and end points; nothing is loaded or run."""
+    import json
+
+    payload = json.loads(args.from_json.read_text())
+    level = float(payload["stop_at"].split("<=")[1])
+    levels = args.levels or payload["levels_forget_Q_A_Prob"]
+    payload.update(
+        levels_forget_Q_A_Prob=levels,
+        matched=matched(payload["histories"], levels, args.matched_metric),
+        matched_metric=f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "
+        "reaches each level (linear between evaluations)",
+    )
+    results = {
+        "models": {role: {"metrics": metrics} for role, metrics in payload["models"].items()},
+        "methods": {label: {"history": history} for label, history in payload["histories"].items()},
+    }
+    name = payload["benchmark"].removeprefix("tofu_mini_")
+    json_path = args.json or args.from_json
+    plot_path = args.plot or Path("docs") / "results" / f"tofu_mini_{name}.png"
+    atomic_write_json(json_path, payload)
+    plot(results, payload["end_points"], level, plot_path, f"TOFU-mini, {name}", args.matched_metric)
+    tables = f"{end_table(payload['models'], payload['end_points'])}\n\n"
+    print(
+        tables + matched_table(payload["matched"], levels, args.matched_metric) + f"\n\nWrote {json_path}, {plot_path}."
+    )
+
+
+def retain_level(raw: dict, output_dir, data_dir) -> float:
+    """The retain model's forget Q_A prob on the items the trajectory scores (its first `max_forget_items`, all by
+    default): from its evaluation stage, run (or reused) exactly as the pipeline runs it, so the recipe's run reuses
+    it in turn."""
+    from hf_unlearn.runtime.distributed import join_process_group
+    from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage
+    from hf_unlearn.tasks.tofu.finetune import load_model
+    from hf_unlearn.tasks.tofu.recipe import parse_tofu_recipe
+
+    device = join_process_group()
+    plan = parse_tofu_recipe(copy.deepcopy(raw), output_dir=output_dir, data_dir=data_dir)
+    model, tokenizer = load_model(plan.given["retain"], device)
+    out = plan.output_dir / "eval" / "retain"
+    result = evaluate_tofu_stage(
+        model, tokenizer, plan.evaluation, data_dir=plan.data_dir, output_dir=out, model_name="retain"
+    )
+    count = (raw.get("trajectory") or {}).get("max_forget_items")
+    probs = [item["prob"] for item in result["items"]["forget"][:count]]  # forget_Q_A_Prob is their mean
+    return sum(probs) / len(probs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="tofu/mini_smollm2", help="A TOFU recipe (embedded name or path).")
+    parser.add_argument("--data-dir", default=None, help="Local TOFU folder (default: the recipe's, else the Hub).")
+    parser.add_argument("--methods", nargs="+", default=None, help="Labels of the recipe's methods (default: all).")
+    parser.add_argument(
+        "--stop-at",
+        default=None,
+        help="Forget Q_A prob to stop at, or 'retain': the retain model's (default: recipe's).",
+    )
+    parser.add_argument("--levels", nargs="+", type=float, default=None, help="Matched levels (default: 4 steps).")
+    parser.add_argument(
+        "--matched-metric",
+        default=UTILITY,
+        help="Trajectory metric read at matched forget prob (any teacher-forced metric, e.g. retain_Q_A_Prob).",
+    )
+    parser.add_argument("--output-dir", type=Path, default=None, help="Default: the recipe's output_dir.")
+    parser.add_argument("--name", default=None, help="Results name (default: from the recipe, e.g. smollm2).")
+    parser.add_argument("--json", type=Path, default=None, help="Default: benchmarks/results/tofu_mini_<name>.json")
+    parser.add_argument("--plot", type=Path, default=None, help="Default: docs/results/tofu_mini_<name>.png")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE (YAML) override.")
+    parser.add_argument("--dry-run", action="store_true", help="Validate and print the plan; load nothing.")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="Redo the tables and plot of this result file; run nothing."
+    )
+    args = parser.parse_args(argv)
+    if args.from_json is not None:
+        rerender(args)
+        return
+
+    import yaml
+
+    from hf_unlearn.tasks.tofu import run_tofu
+
+    raw = copy.deepcopy(load_recipe(args.recipe))
+    for override in args.overrides:
+        key, _, value = override.partition("=")
+        *parents, leaf = key.split(".")
+        section = raw
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[leaf] = yaml.safe_load(value)
+    name = args.name or Path(args.recipe).stem.split("_", 1)[-1]
+    if args.methods:
+        unknown = sorted(set(args.methods) - set(raw["methods"]))
+        if unknown:
+            parser.error(f"--methods: {unknown} not in the recipe's methods ({', '.join(raw['methods'])}).")
+        raw["methods"] = {label: raw["methods"][label] for label in args.methods}
+    output_dir = args.output_dir or raw.get("output_dir")
+    tick, load_before = time.perf_counter(), os.getloadavg()
+    trajectory = raw.setdefault("trajectory", {})
+    if args.stop_at == "retain" and not args.dry_run:
+        trajectory["stop_at"] = stop_condition(retain_level(raw, output_dir, args.data_dir))
+    elif args.stop_at is not None and args.stop_at != "retain":
+        trajectory["stop_at"] = stop_condition(float(args.stop_at))
+    if not str(trajectory.get("stop_at", "")).startswith(f"{PROB} <="):
+        parser.error(f"the recipe's trajectory.stop_at must read '{PROB} <= LEVEL' (or give --stop-at).")
+    level = float(trajectory["stop_at"].split("<=")[1])
+    if args.dry_run:
+        run_tofu(raw, output_dir=output_dir, data_dir=args.data_dir, dry_run=True, recipe_arg=args.recipe)
+        return
+    # One method at a time (the earlier ones reused from their cached stages), the results written after each: an
+    # interrupted comparison keeps every method it finished.
+    labels = list(raw["methods"])
+    for count in range(1, len(labels) + 1):
+        partial = {**raw, "methods": {label: raw["methods"][label] for label in labels[:count]}}
+        results = run_tofu(partial, output_dir=output_dir, data_dir=args.data_dir, recipe_arg=args.recipe)
+        if results is None or not is_main_process():
+            continue
+        payload = report(results, args, raw, name, level, {"start": load_before, "now": os.getloadavg()})
+        payload["seconds"] = time.perf_counter() - tick
+        payload["methods_to_run"] = labels
+        write(payload, results, args, raw, name, level)
+
+
+def report(results: dict, args, raw: dict, name: str, level: float, load: dict) -> dict:
+    """The benchmark's record of one run (what `--json` holds)."""
+    target_prob = results["models"]["target"]["metrics"][PROB]
+    levels = args.levels or [round(level + (target_prob - level) * k / 4, 4) for k in (3, 2, 1, 0)]
+    histories = {label: run.get("history") or [] for label, run in results["methods"].items()}
+    models = {role: results["models"][role]["metrics"] for role in ("target", "retain")}
+    return {
+        "benchmark": f"tofu_mini_{name}",
+        "recipe": args.recipe,
+        "overrides": args.overrides,
+        "stop_at": stop_condition(level),
+        "levels_forget_Q_A_Prob": levels,
+        "matched_metric": f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "
+        "reaches each level (linear between evaluations)",
+        "models": {role: {key: metrics.get(key) for key in MODEL_METRICS} for role, metrics in models.items()},
+        "memorisation": results.get("checks", {}).get("memorisation"),
+        "settings": results.get("settings"),
+        "end_points": end_points(results, level),
+        "matched": matched(histories, levels, args.matched_metric),
+        "histories": histories,
+        "load_average": load,
+        "stages": results.get("stages"),
+        "environment": environment_versions(),
+    }
+
+
+def write(payload: dict, results: dict, args, raw: dict, name: str, level: float) -> None:
+    json_path = args.json or Path("benchmarks") / "results" / f"tofu_mini_{name}.json"
+    plot_path = args.plot or Path("docs") / "results" / f"tofu_mini_{name}.png"
+    atomic_write_json(json_path, payload)
+    title = f"TOFU-mini ({raw.get('forget_split')}), {name}"
+    plot(results, payload["end_points"], level, plot_path, title, args.matched_metric)
+    ends, levels = payload["end_points"], payload["levels_forget_Q_A_Prob"]
+    metric = args.matched_metric
+    tables = f"{end_table(results_models(results), ends)}\n\n{matched_table(payload['matched'], levels, metric)}"
+    print(f"\n{tables}\n\nWrote {json_path} and {plot_path}.", flush=True)
+
+
+def results_models(results: dict) -> dict[str, dict]:
+    return {role: results["models"][role]["metrics"] for role in ("target", "retain")}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""TOFU-mini: a target or retain model given as a LoRA adapter (merged on loading, unlearned in full), the shipped
+TOFU-mini recipes and their committed adapters, the GPU recipes of every method (dry runs), and the comparison
+script's tables (benchmarks/tofu_mini.py) against hand-computed values and end to end on a tiny model."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hf_unlearn.cli import main
+from hf_unlearn.recipe import RecipeError, load_recipe
+from hf_unlearn.tasks.tofu.finetune import load_model
+from hf_unlearn.tasks.tofu.recipe import parse_tofu_recipe
+
+from .tofu_helpers import save_tiny_model, tiny_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+MINI = ROOT / "benchmarks" / "results" / "tofu_mini"
+# Trainer class prefixes of the 16 methods, as the dry run prints them ("GATrainer(GAConfig)").
+METHODS16 = ["GA", "GradDiff", "NPO", "SimNPO", "IMU", "IAU", "MUMis", "IdkNLL", "IdkDPO", "RMU", "UNDIAL", "WGA"]
+METHODS16 += ["SatImp", "CEU", "MEGD", "PDU"]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("tofu_mini_benchmark", ROOT / "benchmarks" / "tofu_mini.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def base_and_adapter(tmp_path_factory):
+    """A tiny Llama and a LoRA adapter on it whose B matrices are random (a fresh LoRA is the identity)."""
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path_factory.mktemp("mini")
+    base = save_tiny_model(folder / "base")
+    model, _ = load_model(parse_tofu_recipe(_given(base, None), dry_run=True).given["target"])
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(folder / "adapter")
+    return base, folder / "adapter"
+
+
+def _given(base, adapter, out="unused", **changes):
+    target = {"name_or_path": str(base)} | ({"adapter": str(adapter)} if adapter else {})
+    recipe = tiny_recipe(base, out, models={"target": target, "retain": {"name_or_path": str(base)}}, **changes)
+    recipe.pop("finetune")
+    return recipe
+
+
+def test_an_adapter_target_is_merged_on_loading(base_and_adapter):
+    from peft import PeftModel
+
+    base, adapter = base_and_adapter
+    spec = parse_tofu_recipe(_given(base, adapter), dry_run=True).given["target"]
+    assert spec.adapter == str(adapter) and spec.merge_adapter
+    assert "adapter" in spec.describe() and spec.identity()["adapter_sha256"]
+    merged, tokenizer = load_model(spec)
+    assert not isinstance(merged, PeftModel)
+    assert all(p.requires_grad for p in merged.parameters())  # a plain model: the methods train it in full
+    plain_spec = parse_tofu_recipe(_given(base, None), dry_run=True).given["target"]
+    plain = load_model(plain_spec)[0]
+    unmerged = PeftModel.from_pretrained(load_model(plain_spec)[0], adapter)
+    ids = tokenizer("The author wrote a book.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = merged(ids).logits
+        assert torch.allclose(logits, unmerged(ids).logits, atol=1e-5)  # the same function as base + adapter
+        assert not torch.allclose(logits, plain(ids).logits, atol=1e-3)  # and not the base's
+
+
+def test_a_run_unlearns_an_adapter_target_in_full(base_and_adapter, tmp_path):
+    from safetensors.torch import load_file
+
+    base, adapter = base_and_adapter
+    out = tmp_path / "out"
+    recipe = _given(base, adapter, out, methods={"GA": {}})
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "r.yaml")]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "+ adapter" in results["models"]["target"]["source"]
+    assert "finetune/target" not in results["stages"]
+    unlearned = load_file(str(out / "methods" / "GA" / "model" / "model.safetensors"))  # a full model, merged
+    merged, _ = load_model(parse_tofu_recipe(recipe, dry_run=True).given["target"])
+    state = merged.state_dict()
+    assert set(unlearned) <= set(state) and not any(".lora_" in name for name in unlearned)
+    assert any(not torch.equal(unlearned[name], state[name]) for name in unlearned)  # GA moved the merged weights
+    # A re-run reuses the unlearned model: the adapter's files are part of the target's identity.
+    assert main(["run", str(tmp_path / "r.yaml")]) == 0
+    assert json.loads((out / "results.json").read_text())["stages"]["unlearn/GA"]["reused"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"models": {"train_data": ["forget05"], "adapter": "x"}}, "not both"),
+        ({"unlearn_lora": {"r": 2, "target_modules": ["q_proj"]}}, "unlearn_lora on a target given as an adapter"),
+    ],
+)
+def test_bad_adapter_recipes_are_refused(base_and_adapter, change, message):
+    base, adapter = base_and_adapter
+    recipe = _given(base, adapter)
+    if "models" in change:
+        recipe["models"]["target"] = change["models"]
+        recipe["models"]["base"] = {"name_or_path": str(base)}
+        recipe["finetune"] = {"learning_rate": 1e-3}
+    else:
+        recipe.update(change)
+    with pytest.raises((RecipeError, ValueError), match=message):
+        parse_tofu_recipe(recipe, dry_run=True)
+
+
+def test_a_missing_adapter_folder_is_named(base_and_adapter, tmp_path, capsys):
+    base, _ = base_and_adapter
+    recipe = _given(base, tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "r.yaml"), "--dry-run"]) != 0
+    assert "models.target.adapter" in capsys.readouterr().err
+
+
+def test_the_committed_adapters_are_small_lora_on_attention():
+    for role in ("target", "retain"):
+        config = json.loads((MINI / role / "adapter_config.json").read_text())
+        weights = MINI / role / "adapter_model.safetensors"
+        assert config["r"] == 8 and config["lora_alpha"] == 16 and config["peft_type"] == "LORA"
+        assert sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+        assert weights.stat().st_size < 5_000_000
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(weights))
+        # 30 layers x 4 projections x (A, B); SmolLM2-135M: hidden 576, 3 KV heads of 64.
+        assert len(tensors) == 240
+        assert sum(t.numel() for t in tensors.values()) == 30 * 8 * (4 * 576 + 576 + 2 * 192 + 576)
+
+
+def test_the_mini_recipes_use_the_committed_adapters_and_dry_run(base_and_adapter, tmp_path, capsys, monkeypatch):
+    base, _ = base_and_adapter
+    monkeypatch.chdir(ROOT)  # the adapters' paths are relative to the repository root
+    plan = parse_tofu_recipe(load_recipe("tofu/mini_smollm2"), dry_run=True)
+    assert plan.forget_split == "forget01" and not plan.train_data
+    assert {role: Path(spec.adapter) for role, spec in plan.given.items()} == {
+        "target": Path("benchmarks/results/tofu_mini/target"),
+        "retain": Path("benchmarks/results/tofu_mini/retain"),
+    }
+    assert set(plan.specs) == {"GA", "NPO", "SimNPO", "IMU", "WGA", "SatImp", "RMU", "IdkDPO"}
+    assert plan.trajectory.stop_at.startswith("forget_Q_A_Prob <=") and plan.trajectory.max_forget_items == 20
+    adapters = parse_tofu_recipe(load_recipe("tofu/mini_smollm2_adapters"), dry_run=True)
+    assert adapters.finetune_lora["r"] == 8 and set(adapters.train_data) == {"target", "retain"}
+    # The retain model's data is the target's less forget01; the unlearning retain set is the same rows.
+    assert [s.config for s in adapters.train_data["target"]] == ["full", "forget01"]
+    assert adapters.train_data["retain"] == adapters.train_data["target"][:1] == plan.unlearn_data["retain"]
+    # The dry run checks the adapter folders (a tiny base stands in for SmolLM2: nothing is loaded).
+    sets = [f"--set=models.{role}.name_or_path={base}" for role in ("target", "retain")]
+    assert main(["run", "tofu/mini_smollm2", "--dry-run", "--output-dir", str(tmp_path / "o"), *sets]) == 0
+    printed = capsys.readouterr().out
+    assert "+ adapter benchmarks/results/tofu_mini/target" in printed and "stop at forget_Q_A_Prob <=" in printed
+
+
+@pytest.mark.parametrize("split", ["forget05", "forget10"])
+def test_gpu_recipes_list_every_method_and_dry_run_offline(split, tmp_path, capsys, monkeypatch):
+    import datasets
+    import transformers
+
+    def offline(*args, **kwargs):
+        raise AssertionError("a dry run must not load weights or data")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", offline)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name = f"tofu/gpu/llama32_1b_{split}"
+    assert main(["run", name, "--dry-run", "--output-dir", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    retain = {"forget05": "retain95", "forget10": "retain90"}[split]
+    assert f"open-unlearning/tofu_Llama-3.2-1B-Instruct_{retain}" in printed
+    assert f"forget = {split}, retain = {retain}" in printed
+    for prefix in METHODS16:
+        assert f"{prefix}Trainer({prefix}Config)" in printed
+    lines = {line.split(":")[0].strip(): line for line in printed.splitlines() if "Trainer(" in line}
+    assert len(lines) == 16
+    for label, line in lines.items():
+        if label != "IAU":  # one plain-SGD step by design
+            assert "= 32, bf16 autocast, fp32 weights" in line and "warmup 0.1, weight decay 0.01" in line
+            expected = "lr 0.0001" if label == "UNDIAL" else "lr 1e-05"
+            epochs = "5 epochs" if label in ("WGA", "SatImp", "ME+GD") else "10 epochs"
+            assert f"{expected}, {epochs}" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_matched_reads_utility_where_forget_prob_first_reaches_each_level():
+    benchmark = load_benchmark()
+    u = benchmark.UTILITY
+    history = [
+        {"step": 0, "forget_Q_A_Prob": 0.8, u: 0.50},
+        {"step": 2, "forget_Q_A_Prob": 0.4, u: 0.40},
+        {"step": 4, "forget_Q_A_Prob": 0.1, u: 0.10},
+    ]
+    table = benchmark.matched({"GA": history}, [0.6, 0.4, 0.2, 0.05])
+    # 0.6 is half way from 0.8 to 0.4: utility half way from 0.5 to 0.4; 0.2 is 2/3 of the way from 0.4 to 0.1.
+    assert table["GA"]["0.6"] == pytest.approx(0.45)
+    assert table["GA"]["0.4"] == pytest.approx(0.40)
+    assert table["GA"]["0.2"] == pytest.approx(0.40 - (2 / 3) * 0.30)
+    assert table["GA"]["0.05"] is None  # never reached
+    assert benchmark.stop_condition(0.123456789) == "forget_Q_A_Prob <= 0.123457"
+
+
+def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
+    benchmark = load_benchmark()
+    base, adapter = base_and_adapter
+    recipe = _given(
+        base,
+        adapter,
+        tmp_path / "out",
+        unlearn={"learning_rate": 1e-2, "max_steps": 3, "per_device_train_batch_size": 2, "disable_tqdm": True},
+        methods={"GA": {}, "WGA": {}},
+        trajectory={
+            "eval_steps": 1,
+            "max_forget_items": 3,
+            "max_utility_items": 2,
+            "stop_at": "forget_Q_A_Prob <= 0",
+        },
+    )
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result, figure = tmp_path / "r.json", tmp_path / "r.png"
+    argv = ["--recipe", str(tmp_path / "r.yaml"), "--json", str(result), "--plot", str(figure)]
+    argv += ["--matched-metric", "retain_Q_A_Prob"]
+    benchmark.main([*argv, "--methods", "WGA", "GA", "--stop-at", "retain", "--levels", "0.9", "0.05"])
+    payload = json.loads(result.read_text())
+    # --stop-at retain: the retain model's forget prob on the trajectory's items (the first 3 of 5), from its
+    # evaluation stage, which the run then reuses.
+    items = json.loads((tmp_path / "out" / "eval" / "retain" / "items.json").read_text())["splits"]["forget"]
+    assert len(items) == 5
+    level = sum(item["prob"] for item in items[:3]) / 3
+    assert payload["stop_at"] == benchmark.stop_condition(level) and payload["stages"]["eval/retain"]["reused"]
+    assert figure.stat().st_size > 1000
+    assert list(payload["end_points"]) == list(payload["histories"]) == payload["methods_to_run"] == ["WGA", "GA"]
+    assert payload["stages"]["unlearn/WGA"]["reused"] and not payload["stages"]["unlearn/GA"]["reused"]  # one by one
+    for label in ("WGA", "GA"):
+        history, end = payload["histories"][label], payload["end_points"][label]
+        assert end["steps"] == history[-1]["step"]
+        assert end["reached"] == (history[-1]["forget_Q_A_Prob"] <= float(payload["stop_at"].split("<=")[1]))
+        assert end["steps"] == 3 or end["reached"]  # stops at the level, else runs its maximum
+        assert all(h["forget_Q_A_Prob"] > level for h in history[:-1])  # never ran past a reached level
+    expected = benchmark.matched({"GA": payload["histories"]["GA"]}, [0.9, 0.05], "retain_Q_A_Prob")["GA"]
+    assert payload["matched"]["GA"] == expected
+    # --from-json: the tables and plot again from the result file (another metric), nothing run.
+    again, figure2 = tmp_path / "again.json", tmp_path / "again.png"
+    benchmark.main(["--from-json", str(result), "--json", str(again), "--plot", str(figure2)])
+    redone = json.loads(again.read_text())
+    assert redone["matched"] == benchmark.matched(payload["histories"], [0.9, 0.05], benchmark.UTILITY)
+    assert redone["end_points"] == payload["end_points"] and figure2.stat().st_size > 1000
+    assert payload["models"]["target"]["forget_Q_A_Prob"] > 0 and payload["load_average"]["start"]
