@@ -44,6 +44,11 @@ REFERENCE_COMMIT = "d3d7cf9"
 REFERENCE_BATCH = 32  # the reference's default `eval.tofu.batch_size`
 SYSTEM_PROMPT = "You are a helpful assistant."
 DATE_STRING = "10 Apr 2025"
+RUNTIME_PATCHES = [
+    "data.utils.load_hf_dataset (and its import in data.qa) reads the local JSON lines, first N rows",
+    "the tokenizer instance's apply_chat_template defaults to return_dict=False (transformers 4.x behaviour)",
+    "empty stand-in modules for deepspeed and lm_eval when absent (imported, never called by the TOFU evaluation)",
+]
 RTOL = 1e-4  # relative tolerance on teacher-forced per-item values (fp32, other batch shapes and padding)
 
 
@@ -363,7 +368,7 @@ def main() -> None:
         "reference": {
             "toolkit": "open-unlearning",
             "commit": commit or REFERENCE_COMMIT,
-            "runtime_patch": "data.utils.load_hf_dataset reads the local JSON lines (first N rows)",
+            "runtime_patches": RUNTIME_PATCHES,
         },
         "settings": {
             "model": Path(args.model).name,

@@ -1,0 +1,56 @@
+"""`benchmarks/eval_speed_reference.py`'s item-by-item comparison of the reference's logs with ours."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "eval_speed_reference", REPO / "benchmarks" / "eval_speed_reference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_pair(tmp_path, ours_nll=2.0, ours_text="Paris"):
+    ref, ours = tmp_path / "ref", tmp_path / "ours"
+    ref.mkdir()
+    ours.mkdir()
+    log = {
+        "forget_Q_A_Prob": {"agg_value": 0.1, "value_by_index": {"0": {"prob": 0.135, "avg_loss": 2.0}}},
+        "forget_Q_A_PERT_Prob": {"value_by_index": {"0": {"avg_loss": [1.0, 3.0]}}},
+        "mia_min_k": {"forget": {"value_by_index": {"0": {"score": 4.0}}}},
+        "wf_Q_A_ROUGE": {"value_by_index": {"0": {"generation": "Paris", "rougeL_recall": 1.0}}},
+    }
+    (ref / "TOFU_EVAL.json").write_text(json.dumps(log))
+    items = {
+        "forget": [{"avg_nll": ours_nll, "prob": 0.135, "wrong_avg_nlls": [1.0, 3.0], "mia_min_k": 4.0}],
+        "world_facts": [{"generation": ours_text, "rougeL_recall": 1.0 if ours_text == "Paris" else 0.0}],
+    }
+    (ours / "items.json").write_text(json.dumps({"splits": items}))
+    return ref, ours
+
+
+def test_compare_matches_values_lists_and_attack_splits(tmp_path):
+    bench = load_benchmark()
+    report = bench.compare(*write_pair(tmp_path))
+    tf = report["teacher_forced"]
+    assert tf["forget_Q_A_Prob.avg_loss"] == {"values": 1, "max_rel_diff": 0.0, "beyond_rtol": []}
+    assert tf["forget_Q_A_PERT_Prob.avg_loss"]["values"] == 2  # a list compares element by element
+    assert tf["mia_min_k/forget.score"]["values"] == 1
+    assert report["generation"]["wf_Q_A_ROUGE"] == {"identical": 1, "differ": []}
+    # metrics the log lacks are reported as missing, so this toy pair is not "all identical"
+    assert "missing" in tf["retain_Q_A_Prob.avg_loss"] and report["all_identical"] is False
+
+
+def test_compare_flags_a_value_beyond_the_tolerance_and_a_different_generation(tmp_path):
+    bench = load_benchmark()
+    report = bench.compare(*write_pair(tmp_path, ours_nll=2.0 * (1 + 3 * bench.RTOL), ours_text="Lyon"))
+    entry = report["teacher_forced"]["forget_Q_A_Prob.avg_loss"]
+    assert abs(entry["max_rel_diff"] - 3 * bench.RTOL) < 1e-9
+    assert entry["beyond_rtol"] == [{"index": 0, "reference": 2.0, "ours": 2.0 * (1 + 3 * bench.RTOL)}]
+    assert report["generation"]["wf_Q_A_ROUGE"]["differ"][0]["ours"] == "Lyon"
