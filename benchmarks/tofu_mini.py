@@ -155,13 +155,17 @@ def retain_level(raw: dict, output_dir, data_dir) -> float:
     """The retain model's forget Q_A prob on the items the trajectory scores (its first `max_forget_items`, all by
     default): from its evaluation stage, run (or reused) exactly as the pipeline runs it, so the recipe's run reuses
     it in turn."""
-    from hf_unlearn.runtime.distributed import join_process_group
+    from hf_unlearn.runtime.distributed import is_main_process, join_process_group
+    from hf_unlearn.runtime.io import check_own_folder, claim_folder
     from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage
     from hf_unlearn.tasks.tofu.finetune import load_model
     from hf_unlearn.tasks.tofu.recipe import parse_tofu_recipe
 
     device = join_process_group()
     plan = parse_tofu_recipe(copy.deepcopy(raw), output_dir=output_dir, data_dir=data_dir)
+    if is_main_process():  # the run's own folder, as the run will claim it: never a folder of the user's files
+        check_own_folder(plan.output_dir)
+        claim_folder(plan.output_dir, "benchmarks/tofu_mini.py")
     model, tokenizer = load_model(plan.given["retain"], device)
     out = plan.output_dir / "eval" / "retain"
     result = evaluate_tofu_stage(
