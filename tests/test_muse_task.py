@@ -187,6 +187,7 @@ def test_cpu_smollm2_recipe_plan(capsys):
     assert "retain: fine-tuned from HuggingFaceTB/SmolLM2-135M-Instruct on privleak/retain[0:1] (" in plan
     for method in ("GATrainer", "NPOTrainer", "SimNPOTrainer", "IMUTrainer"):
         assert f"{method}, lr 0.0001, 1 epochs, batch 4 x 1" in plan
+    assert "IMU-lr1e-3: IMUTrainer, lr 0.001, 1 epochs" in plan and "SimNPO-noretain: SimNPOTrainer" in plan
     recipe = parse_muse_recipe(yaml.safe_load((RECIPES / "muse" / "news_cpu_smollm2.yaml").read_text()), dry_run=True)
     ev = recipe.evaluation
     assert (ev.max_verbmem_items, ev.verbmem_max_new_tokens, ev.max_knowmem_items) == (2, 64, 5)
