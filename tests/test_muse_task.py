@@ -15,6 +15,7 @@ from hf_unlearn.cli import main
 from hf_unlearn.data import chunk_text_dataset
 from hf_unlearn.data.text import chunk_token_ids
 from hf_unlearn.runtime.cache import STAMP_FILE
+from hf_unlearn.tasks.muse.data import TextSelection, select_texts
 from hf_unlearn.tasks.muse.recipe import parse_muse_recipe
 from tests.tofu_helpers import make_tokenizer, save_tiny_model
 
@@ -162,7 +163,7 @@ def test_muse_scalability_plan_and_bad_recipes(base, tmp_path, capsys):
 
 def test_shipped_muse_and_wmdp_recipes_parse(capsys):
     names = ("news_ga", "news_npo", "news_simnpo", "news_imu", "news_scal_npo", "news_sust_npo")
-    assert sorted(p.stem for p in (RECIPES / "muse").glob("*.yaml")) == sorted(names)
+    assert sorted(p.stem for p in (RECIPES / "muse").glob("*.yaml")) == sorted((*names, "news_cpu_smollm2"))
     for name in names:
         assert main(["run", f"muse/{name}", "--dry-run"]) == 0, name
         assert "MUSE-News (muse-bench/MUSE-News from the Hub)" in capsys.readouterr().out
@@ -173,3 +174,33 @@ def test_shipped_muse_and_wmdp_recipes_parse(capsys):
     recipe = parse_muse_recipe(raw, dry_run=True)
     assert recipe.models.target.name_or_path == "muse-bench/MUSE-News_target"
     assert recipe.max_length == 2048
+
+
+def test_cpu_smollm2_recipe_plan(capsys):
+    """The small-scale CPU recipe: two forget articles and one privleak/retain text, the four methods, the cuts."""
+    assert main(["run", "muse/news_cpu_smollm2", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert (
+        "target: fine-tuned from HuggingFaceTB/SmolLM2-135M-Instruct on raw/forget[140:141] + raw/forget[299:300] + "
+        "privleak/retain[0:1] (256-token chunks; lr 0.0003, 2 epochs, batch 4)" in plan
+    )
+    assert "retain: fine-tuned from HuggingFaceTB/SmolLM2-135M-Instruct on privleak/retain[0:1] (" in plan
+    for method in ("GATrainer", "NPOTrainer", "SimNPOTrainer", "IMUTrainer"):
+        assert f"{method}, lr 0.0001, 1 epochs, batch 4 x 1" in plan
+    assert "IMU-lr1e-3: IMUTrainer, lr 0.001, 1 epochs" in plan and "SimNPO-noretain: SimNPOTrainer" in plan
+    recipe = parse_muse_recipe(yaml.safe_load((RECIPES / "muse" / "news_cpu_smollm2.yaml").read_text()), dry_run=True)
+    ev = recipe.evaluation
+    assert (ev.max_verbmem_items, ev.verbmem_max_new_tokens, ev.max_knowmem_items) == (2, 64, 5)
+    assert (ev.max_privleak_items, ev.privleak_max_length) == (10, 128)
+
+
+def test_privleak_texts_as_training_documents(base, tmp_path, capsys):
+    """privleak/retain stands in for raw/retain1 where a copy lacks it; privleak/forget stays out of the retain model."""
+    assert select_texts([TextSelection("privleak/retain", rows=[1, 2])], "news", str(FIXTURE)) == [
+        json.loads((FIXTURE / "privleak" / "retain.json").read_text())[1]
+    ]
+    models = {"base": {"name_or_path": str(base)}, "retain": {"train_data": [{"split": "privleak/forget"}]}}
+    raw = tiny_muse_recipe(base, tmp_path / "out")
+    raw["models"] = {**raw["models"], **models}
+    assert main(["run", str(_write(raw, tmp_path / "bad.yaml"))]) == 2
+    assert "must not contain forget" in capsys.readouterr().err

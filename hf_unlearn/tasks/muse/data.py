@@ -25,6 +25,9 @@ HUB_IDS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 # The configs and splits a run may read (config/split).
 RAW_SPLITS = ("raw/forget", "raw/retain1", "raw/retain2", "raw/holdout")
 FOLD_SPLITS = tuple(f"{protocol}/forget_{k}" for protocol in ("scal", "sust") for k in range(1, 5))
+# The privleak texts as training documents: a stand-in where a copy lacks raw/retain1 (privleak/retain are retain-set
+# texts; PrivLeak itself compares forget with holdout, so training on privleak/retain leaves it a fair test).
+PRIVLEAK_SPLITS = ("privleak/forget", "privleak/retain", "privleak/holdout")
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,9 @@ class TextSelection:
             raise ValueError("give either split (a MUSE split) or file (a local .json/.jsonl of texts).")
         if self.split is not None and "/" not in self.split:
             object.__setattr__(self, "split", f"raw/{self.split}")
-        if self.split is not None and self.split not in RAW_SPLITS + FOLD_SPLITS:
-            raise ValueError(f"split must be one of {list(RAW_SPLITS + FOLD_SPLITS)}, got {self.split!r}.")
+        if self.split is not None and self.split not in RAW_SPLITS + FOLD_SPLITS + PRIVLEAK_SPLITS:
+            splits = list(RAW_SPLITS + FOLD_SPLITS + PRIVLEAK_SPLITS)
+            raise ValueError(f"split must be one of {splits}, got {self.split!r}.")
         if self.rows is not None:
             if len(self.rows) != 2 or not 0 <= self.rows[0] < self.rows[1]:
                 raise ValueError(f"rows must be [start, end) with 0 <= start < end, got {self.rows}.")

@@ -20,7 +20,7 @@ from ...evaluation.lm_eval import LmEvalArguments
 from ...evaluation.muse import MuseEvalArguments
 from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
 from ...runtime.hashing import model_identity
-from .data import HUB_IDS, TextSelection, describe_text_selections
+from .data import FOLD_SPLITS, HUB_IDS, TextSelection, describe_text_selections
 
 __all__ = ["MuseModel", "MuseRecipe", "describe_muse_recipe", "parse_muse_recipe", "training_arguments"]
 
@@ -191,7 +191,7 @@ def parse_muse_recipe(
         if recipe.models.base is None or recipe.models.base.name_or_path is None:
             raise RecipeError("models.target/retain have train_data but models.base (name_or_path) is missing.")
         retain_splits = {s.split for s in recipe.train_data.get("retain", [])}
-        if retain_splits & {"raw/forget", *(f"{p}/forget_{k}" for p in ("scal", "sust") for k in range(1, 5))}:
+        if retain_splits & {"raw/forget", "privleak/forget", *FOLD_SPLITS}:
             raise RecipeError("models.retain.train_data must not contain forget documents (it is the retrained model).")
         recipe.finetune = {"seed": recipe.seed, **recipe.finetune}
         training_arguments(recipe.finetune, out / "_check", check_only=True)
