@@ -504,6 +504,13 @@ def describe_plan(plan: TofuRecipe, command: str, recipe_arg: str) -> str:
                 f"{t.max_forget_items or 'all'}, utility splits first {t.max_utility_items or 'all'})"
                 + (f"; stop at {t.stop_at}" if t.stop_at else "")
             )
+        if plan.attacks is not None:
+            a = plan.attacks
+            lines.append(
+                f"Attacks (every method; target and retain as controls: {a.controls}): {', '.join(a.attacks)}; "
+                f"relearning {', '.join(a.relearn_sets)} at steps {a.relearn.steps}, lr {a.relearn.learning_rate}; "
+                f"quantization {a.quant_backend}; {a.eval_examples or 'all'} items per split scored (one process)"
+            )
     lines += [
         "",
         "Launch:",
