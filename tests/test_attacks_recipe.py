@@ -84,4 +84,4 @@ def test_attack_command_on_saved_models(tmp_path, capsys):
     for row in rows:
         assert row["recovery"] == row["retrained_recovery"]
     assert main(["attack", "--model", "m", "--original", "o", "--task", "tofu"]) == 2
-    assert "not wired yet" in capsys.readouterr().err
+    assert "--model: m is not a folder" in capsys.readouterr().err

@@ -34,7 +34,11 @@ _EXPORTS = {
     "ATTACK_NAMES": ".suite",
     "RELEARN_SETS": ".suite",
     "AttackArguments": ".suite",
+    "attack_versions": ".suite",
+    "controls_recovery": ".suite",
     "recovery_rows": ".suite",
+    "recovery_table": ".suite",
+    "weights_sha256": ".suite",
     "run_attacks": ".suite",
 }
 __all__ = sorted(_EXPORTS)

@@ -12,7 +12,17 @@ from typing import Any
 from .record import QUANT_BACKENDS, recovery
 from .relearning import RelearnArguments
 
-__all__ = ["ATTACK_NAMES", "RELEARN_SETS", "AttackArguments", "recovery_rows", "run_attacks"]
+__all__ = [
+    "ATTACK_NAMES",
+    "RELEARN_SETS",
+    "AttackArguments",
+    "attack_versions",
+    "controls_recovery",
+    "recovery_rows",
+    "recovery_table",
+    "run_attacks",
+    "weights_sha256",
+]
 
 ATTACK_NAMES = ("relearn", "quant8", "quant4", "paraphrase", "prefix", "few_shot", "logit_lens")
 # (a) a seeded subset of the forget set, (b) related but different text, (c) unrelated text.
@@ -231,3 +241,99 @@ def recovery_rows(
         elif "metrics" in result:
             row(name, None, result["metrics"], control.get(name, {}).get("metrics"))
     return rows
+
+
+def controls_recovery(
+    attacked: dict[str, Any], controls: dict[str, Any], keys: list[str], utility_keys: list[str]
+) -> list[dict[str, Any]]:
+    """`recovery_rows` of one unlearned model against a run's controls (`{"original", "retrained"}` -> their
+    `run_attacks` results, or only `{"original": {"before": ...}}` without controls), every model scored before the
+    attacks as the attacks score them (`"before"`)."""
+    base = {name: controls[name]["before"] for name in ("original", "retrained") if name in controls}
+    base.setdefault("retrained", {})
+    base["unlearned"] = attacked["before"]
+    if "original" in controls and "logit_lens" in controls["original"]:
+        base["original_lens"] = controls["original"]["logit_lens"]["layers"]
+    return recovery_rows(attacked, base, keys, utility_keys, controls.get("retrained"))
+
+
+def recovery_table(
+    methods: dict[str, dict[str, Any]],
+    metric: str,
+    utility: str,
+    steps=(10, 50, 100),
+    probe_metric: str | None = None,
+) -> str:
+    """Markdown: per method (label -> `{"results", "recovery"}`), the recovery of `metric` under each attack
+    (relearning at `steps`), the retrained model's in brackets and the change of `utility` after the attack;
+    `probe_metric` is read for the probes (paraphrase, prefix, logit lens: their metrics are losses)."""
+    if not methods:
+        return ""
+    columns: list[tuple[str, int | None]] = []
+    for rows in methods.values():
+        for row in rows["recovery"]:
+            key = (row["attack"], row["step"])
+            if (row["step"] is None or row["step"] in steps) and key not in columns:
+                columns.append(key)
+    header = ["method"] + [attack + (f"@{step}" if step is not None else "") for attack, step in columns]
+    lines = [
+        f"Recovery of {metric} (retrained model's in brackets; Δ {utility} after the attack):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for label, rows in methods.items():
+        cells = [label]
+        by_key = {(row["attack"], row["step"]): row for row in rows["recovery"]}
+        for key in columns:
+            row = by_key.get(key)
+            if row is None:
+                cells.append("")
+                continue
+            probe = key[0] in ("paraphrase", "prefix", "few_shot", "logit_lens")
+            name = probe_metric if probe and probe_metric else metric
+            value = row["recovery"].get(name)
+            control = row.get("retrained_recovery", {}).get(name)
+            change = row["utility_change"].get(utility)
+            cells.append(f"{_number(value)} ({_number(control)})" + (f" Δ{change:+.3f}" if change is not None else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def weights_sha256(model) -> str:
+    """sha256 of the state dict alone (`runtime.hashing.model_sha256` also hashes the config, whose serialisation
+    differs between a model trained in this process and the same model loaded from its folder): the key of a cached
+    attack stage."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def attack_versions(args: AttackArguments) -> dict[str, str | None]:
+    """The versions of the libraries the attacks of `args` run through (the quantization backend, peft for LoRA
+    relearning), for a cached stage's fingerprint."""
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    versions = {"peft": None}
+    if args.quant_backend in ("bitsandbytes", "torchao") and {"quant8", "quant4"} & set(args.attacks):
+        versions[args.quant_backend] = version(args.quant_backend)
+    if args.relearn.lora is not None:
+        versions["peft"] = version("peft")
+    return versions

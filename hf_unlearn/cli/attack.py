@@ -2,11 +2,14 @@
 
     hf-unlearn attack --model UNLEARNED --original ORIGINAL [--retrained RETRAINED] --task markov \\
         --attacks relearn,quant8,quant4,logit_lens [--recipe markov] [--output-dir DIR]
+    hf-unlearn attack --model UNLEARNED --original TARGET [--retrained RETAIN] --task tofu --data-dir TOFU \\
+        --attacks relearn,quant8,paraphrase,prefix [--recipe tofu/mini_smollm2]
 
 The recipe (an embedded name or a file) gives the task's data and, when it has one, its `attacks` section; the flags
 override that section. Recovery of each forget metric M: (M(attacked) − M(unlearned)) / (M(original) − M(unlearned)),
 with the same attack on `--retrained` as the control. Writes `attacks.json` to `--output-dir` and prints the table.
-TOFU: not wired into this command yet (the TOFU task's `attacks` stage is where it goes; docs/attacks.md).
+On TOFU the models are local folders of full models (the original: the target, the retrained: the retain model); the
+recipe gives the data, the formatting and the evaluation settings, not the models.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def build_parser(prog: str = "hf-unlearn attack") -> argparse.ArgumentParser:
     )
     parser.add_argument("--recipe", default=None, help="The task's recipe (name or file; default: the task's own).")
     parser.add_argument("--output-dir", default=None, help="Where attacks.json is written (default: print only).")
+    parser.add_argument("--data-dir", default=None, help="TOFU only: a local TOFU folder (default: the recipe's).")
     parser.add_argument("--relearn-lr", type=float, default=None, help="Relearning learning rate (default 1e-5).")
     parser.add_argument("--relearn-steps", default=None, help="Comma-separated scored steps (default 0,10,25,50,100).")
     parser.add_argument("--relearn-rows", type=int, default=None, help="Rows per relearning set (default 100).")
@@ -42,13 +46,11 @@ def build_parser(prog: str = "hf-unlearn attack") -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.task == "tofu":
-        raise ValueError(
-            "attack --task tofu is not wired yet: the TOFU task's attacks stage is the place for it (docs/attacks.md)."
-        )
     from ..recipe import load_recipe
 
-    raw = load_recipe(args.recipe or "markov")
+    if args.data_dir is not None and args.task != "tofu":
+        raise ValueError("--data-dir applies to --task tofu only (the Markov data is generated).")
+    raw = load_recipe(args.recipe or ("markov" if args.task == "markov" else "tofu/mini_smollm2"))
     section = dict(raw.get("attacks") or {})
     if args.attacks is not None:
         section["attacks"] = [name.strip() for name in args.attacks.split(",") if name.strip()]
@@ -64,6 +66,13 @@ def main(args: argparse.Namespace) -> int:
         section["quant_backend"] = args.quant_backend
     section["controls"] = args.retrained is not None
     raw = {**raw, "attacks": section}
+    if args.task == "tofu":
+        payload = _attack_tofu(raw, args)
+        from ..tasks.tofu.attacks import tofu_attacks_table
+
+        print(tofu_attacks_table({"methods": {"unlearned": payload["unlearned"]}}))
+        _write(payload, args.output_dir)
+        return 0
     from ..tasks.markov.recipe import parse_markov_recipe
 
     recipe = parse_markov_recipe(raw, output_dir=args.output_dir)
@@ -71,13 +80,70 @@ def main(args: argparse.Namespace) -> int:
     from ..tasks.markov.attacks import attacks_table
 
     print(attacks_table({"methods": {"unlearned": payload["unlearned"]}}))
-    if args.output_dir is not None:
+    _write(payload, args.output_dir)
+    return 0
+
+
+def _write(payload: dict, output_dir: str | None) -> None:
+    if output_dir is not None:
         from ..runtime.io import atomic_write_json
 
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(args.output_dir) / "attacks.json", payload)
-        print(f"Wrote {Path(args.output_dir) / 'attacks.json'}.")
-    return 0
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(output_dir) / "attacks.json", payload)
+        print(f"Wrote {Path(output_dir) / 'attacks.json'}.")
+
+
+def _check_folders(paths: dict[str, str | None]) -> None:
+    for name, path in paths.items():
+        if path is not None and not Path(path).is_dir():
+            raise FileNotFoundError(f"--{name if name != 'unlearned' else 'model'}: {path} is not a folder.")
+
+
+def _attack_tofu(raw: dict, args: argparse.Namespace) -> dict:
+    """The TOFU suite and the attacks on the three models (the recipe's data, formatting and evaluation settings)."""
+    from ..attacks.suite import controls_recovery, run_attacks
+    from ..tasks.tofu.attacks import RECOVERY_METRICS, UTILITY_METRICS, tofu_attack_inputs
+    from ..tasks.tofu.pipeline import load_attack_model
+    from ..tasks.tofu.recipe import ModelSpec, parse_tofu_recipe
+
+    paths = {"unlearned": args.model, "original": args.original, "retrained": args.retrained}
+    _check_folders(paths)
+    raw = dict(raw)
+    raw["models"] = {
+        "target": {"name_or_path": args.original},
+        "retain": {"name_or_path": args.retrained or args.original},
+    }
+    raw["methods"], raw["finetune"], raw["finetune_lora"] = {}, {}, None
+    recipe = parse_tofu_recipe(raw, output_dir=args.output_dir, data_dir=args.data_dir, require_methods=False)
+    models, tokenizer = {}, None
+    for name, path in paths.items():
+        if path is not None:
+            models[name], loaded = load_attack_model(ModelSpec(path))
+            tokenizer = tokenizer or loaded
+    inputs = tofu_attack_inputs(recipe, tokenizer)
+
+    def attack(model):
+        return run_attacks(
+            model,
+            recipe.attacks,
+            inputs["evaluator"],
+            inputs["relearn_sets"],
+            inputs["probes"],
+            inputs["pad_token_id"],
+            inputs["data_collator"],
+            original=models["original"],
+            progress=lambda line: print(f"  {line}", flush=True),
+        )
+
+    controls = {name: attack(models[name]) for name in ("original", "retrained") if name in models}
+    attacked = attack(models["unlearned"])
+    entry = {
+        "attacks": {
+            "results": attacked,
+            "recovery": controls_recovery(attacked, controls, RECOVERY_METRICS, UTILITY_METRICS),
+        }
+    }
+    return json.loads(json.dumps({"unlearned": entry, "attack_controls": controls}))
 
 
 def _attack_markov(recipe, model_path: str, original_path: str, retrained_path: str | None) -> dict:
@@ -89,9 +155,7 @@ def _attack_markov(recipe, model_path: str, original_path: str, retrained_path: 
     from ..tasks.markov.data import make_markov_datasets
 
     paths = {"unlearned": model_path, "original": original_path, "retrained": retrained_path}
-    for name, path in paths.items():
-        if path is not None and not Path(path).is_dir():
-            raise FileNotFoundError(f"--{name if name != 'unlearned' else 'model'}: {path} is not a folder.")
+    _check_folders(paths)
     models = {name: GPT2LMHeadModel.from_pretrained(path) for name, path in paths.items() if path is not None}
     data = make_markov_datasets(recipe.data, seed=recipe.seed)
     pad_token_id = models["original"].config.pad_token_id

@@ -61,6 +61,7 @@ __all__ = [
     "METRICS",
     "RESULT_FILES",
     "describe_data",
+    "load_attack_model",
     "memorisation_check",
     "run_stages",
     "training_batches",
@@ -102,6 +103,7 @@ def run_stages(plan: TofuRecipe, log: StageLog, samples: dict, device: str | Non
     )
     log.save(complete=False)
     write_reports(plan, log, samples)
+    attacks = _attack_controls(plan, log, models, device) if plan.attacks is not None else None
     for label, spec in plan.methods.items():
         unlearned, record = _unlearn(plan, log, label, spec, models["target"], device)
         payload["methods"][label] = {
@@ -124,8 +126,32 @@ def run_stages(plan: TofuRecipe, log: StageLog, samples: dict, device: str | Non
             payload["methods"][label]["hub"] = publish(
                 plan, label, plan.hub[label], payload, models["target"], unlearned, record, device
             )
+        if attacks is not None:  # the attacks stage: after the method's evaluation, against the controls
+            from .attacks import attack_method
+
+            model, _ = load_attack_model(unlearned, device)
+            attack_method(log, plan, label, model, *attacks, payload, payload["attack_controls"])
+            del model
+            _free()
         log.save(complete=False)
         write_reports(plan, log, samples)  # an interrupted run keeps the table of what it finished
+
+
+def _attack_controls(plan: TofuRecipe, log: StageLog, models: dict[str, ModelSpec], device: str | None):
+    """Load the target (the attacks' `original`) and retain (`retrained`) models, build the attacks' inputs and run
+    the control stages (`tasks/tofu/attacks.py`); returns (models, inputs) for the methods' attacks."""
+    from ...runtime.distributed import num_processes
+    from .attacks import attack_controls, tofu_attack_inputs
+
+    if num_processes() > 1:
+        raise ValueError("The attacks stage runs in one process: run this recipe without torchrun.")
+    loaded = {}
+    for name, role in (("original", "target"), ("retrained", "retain")):
+        loaded[name], tokenizer = load_attack_model(models[role], device)
+    inputs = tofu_attack_inputs(plan, tokenizer)
+    log.payload["attack_controls"] = attack_controls(log, plan, loaded, inputs)
+    log.save(complete=False)
+    return loaded, inputs
 
 
 def memorisation_check(target: dict[str, Any], retain: dict[str, Any], margin: float = MEMORISATION_MARGIN) -> dict:
@@ -310,6 +336,15 @@ def _train_method(
     return record
 
 
+def load_attack_model(spec, device: str | None = None):
+    """A model of the run as one plain model (a LoRA-unlearned one merged: quantization and relearning act on the
+    weights), with its tokenizer."""
+    model, tokenizer = load_model(spec, device)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return model.eval(), tokenizer
+
+
 def _model_eval_dir(plan: TofuRecipe, role: str) -> Path:
     """The evaluation folder of the target or retain model (the retain one is every other model's reference)."""
     return plan.output_dir / "eval" / role
@@ -342,6 +377,11 @@ def write_reports(plan: TofuRecipe, log: StageLog, samples: dict) -> str | None:
     if not is_main_process():
         return None
     table = tofu_table(log.payload)
+    if plan.attacks is not None:
+        from .attacks import tofu_attacks_table
+
+        attacks = tofu_attacks_table(log.payload)
+        table += "\n\n" + attacks if attacks else ""
     atomic_write_text(plan.output_dir / "table.md", table + "\n")
     labels = ["target", "retain", *plan.methods]
     atomic_write_text(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..._compat import checkpointing_settings
+from ...attacks.suite import AttackArguments
 from ...callbacks import MetricCondition
 from ...data.tofu import TofuFormat
 from ...evaluation.tofu import TofuEvalArguments, tofu_split_configs
@@ -208,6 +209,10 @@ class TofuRecipe:
     report: ReportArguments = field(default_factory=ReportArguments)
     launch: LaunchArguments = field(default_factory=LaunchArguments)
     save_dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None: as trained (fp32)
+    attacks: AttackArguments | None = field(
+        default=None,
+        metadata={"help": "Attack every unlearned model (and the target and retain controls): docs/attacks.md."},
+    )
     # label -> its push, taken out of `unlearn`/`methods` by parse_tofu_recipe (not a recipe key).
     hub: dict[str, HubPush] = field(default_factory=dict, init=False, repr=False)
 
@@ -251,6 +256,8 @@ class TofuRecipe:
             extra["finetune_gradient_restriction"] = dataclasses.asdict(self.finetune_gradient_restriction)
         if self.trajectory is not None:
             extra["trajectory"] = dataclasses.asdict(self.trajectory)
+        if self.attacks is not None:
+            extra["attacks"] = self.attacks.settings()
         return {
             **extra,
             "forget_split": self.forget_split,
@@ -308,6 +315,9 @@ def parse_tofu_recipe(
         )
         check_keys(raw.get("unlearn_data") or {}, set(UNLEARN_DATA_ROLES), "unlearn_data")
     recipe: TofuRecipe = from_mapping(TofuRecipe, raw, "the TOFU recipe", root=True)
+    from .attacks import check_tofu_attacks
+
+    check_tofu_attacks(recipe.attacks)
     try:
         tofu_split_configs(recipe.forget_split)
     except ValueError as error:
@@ -493,6 +503,13 @@ def describe_plan(plan: TofuRecipe, command: str, recipe_arg: str) -> str:
                 f"Trajectory: teacher-forced evaluation at step 0 and every {t.eval_steps} steps (forget/holdout first "
                 f"{t.max_forget_items or 'all'}, utility splits first {t.max_utility_items or 'all'})"
                 + (f"; stop at {t.stop_at}" if t.stop_at else "")
+            )
+        if plan.attacks is not None:
+            a = plan.attacks
+            lines.append(
+                f"Attacks (every method; target and retain as controls: {a.controls}): {', '.join(a.attacks)}; "
+                f"relearning {', '.join(a.relearn_sets)} at steps {a.relearn.steps}, lr {a.relearn.learning_rate}; "
+                f"quantization {a.quant_backend}; {a.eval_examples or 'all'} items per split scored (one process)"
             )
     lines += [
         "",
