@@ -150,8 +150,8 @@ def _attack_markov(recipe, model_path: str, original_path: str, retrained_path: 
     """Score the three models on the recipe's test sets, attack them, and the recovery rows of the unlearned one."""
     from transformers import GPT2LMHeadModel
 
-    from ..attacks.suite import run_attacks
-    from ..tasks.markov.attacks import markov_attack_inputs, method_recovery
+    from ..attacks.suite import controls_recovery, run_attacks
+    from ..tasks.markov.attacks import RECOVERY_METRICS, UTILITY_METRICS, markov_attack_inputs
     from ..tasks.markov.data import make_markov_datasets
 
     paths = {"unlearned": model_path, "original": original_path, "retrained": retrained_path}
@@ -176,5 +176,10 @@ def _attack_markov(recipe, model_path: str, original_path: str, retrained_path: 
 
     controls = {name: attack(models[name]) for name in ("original", "retrained") if name in models}
     attacked = attack(models["unlearned"])
-    entry = {"attacks": {"results": attacked, "recovery": method_recovery(attacked, controls)}}
+    entry = {
+        "attacks": {
+            "results": attacked,
+            "recovery": controls_recovery(attacked, controls, RECOVERY_METRICS, UTILITY_METRICS),
+        }
+    }
     return json.loads(json.dumps({"unlearned": entry, "attack_controls": controls}))

@@ -8,9 +8,6 @@ sequences of the forget-1 chain that unlearning never saw; (c) `unrelated`, reta
 
 from __future__ import annotations
 
-import json
-import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,6 @@ __all__ = [
     "UTILITY_METRICS",
     "attack_controls",
     "attack_method",
-    "attack_stage",
     "attacks_table",
     "check_markov_attacks",
     "markov_attack_inputs",
@@ -93,134 +89,18 @@ def markov_attack_inputs(recipe, data, pad_token_id: int, retrained) -> dict[str
     }
 
 
-def _versions(args: AttackArguments) -> dict[str, str | None]:
-    names = {"bitsandbytes": "bitsandbytes", "torchao": "torchao"}
-    versions = {"peft": None}
-    if args.quant_backend in names and {"quant8", "quant4"} & set(args.attacks):
-        versions[args.quant_backend] = _version(names[args.quant_backend])
-    if args.relearn.lora is not None:
-        versions["peft"] = _version("peft")
-    return versions
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _weights_sha256(model) -> str:
-    """sha256 of the state dict alone (`runtime.hashing.model_sha256` also hashes the config, whose serialisation
-    differs between a model trained in this process and the same model loaded from its folder)."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-def attack_stage(log, recipe, name: str, model, models: dict[str, Any], inputs) -> dict[str, Any]:
-    """`run_attacks` on `model` as the cached stage `attacks/<name>` (folder `output/attacks/<name>`): reused when the
-    model's weights, the original and retrained models, the data, the attack settings and the library versions
-    match. Returns the attacks' results."""
-    from ...attacks.suite import run_attacks
-    from ...runtime.cache import cached_stage, commit_stage, open_scratch
-    from ...runtime.distributed import is_main_process, main_process_print
-    from ...runtime.io import atomic_write_json
-    from ...runtime.versions import environment_versions
-
-    path = recipe.output_path / "attacks" / name.replace("/", "_")
-    fingerprint = {
-        "model": _weights_sha256(model),
-        "original": _weights_sha256(models["original"]),
-        "retrained": _weights_sha256(models["retrained"]),
-        "data": recipe.settings()["data"],
-        "attacks": recipe.attacks.settings(),
-        "evaluation_batch": recipe.evaluation.batch_size,
-        "versions": {**environment_versions(), **_versions(recipe.attacks)},
-    }
-    with log.stage(f"attacks/{name}") as entry:
-        stamp = cached_stage(path, fingerprint, f"attacks on {name}")
-        if stamp is not None:
-            entry.update(reused=True, compute_seconds=stamp.get("seconds"))
-            return json.loads((path / "attacks.json").read_text())
-        scratch = open_scratch(path, fingerprint)
-        tick = time.perf_counter()
-        results = run_attacks(
-            model,
-            recipe.attacks,
-            inputs["evaluator"],
-            inputs["relearn_sets"],
-            inputs["probes"],
-            inputs["pad_token_id"],
-            inputs["data_collator"],
-            original=models["original"],
-            progress=lambda line: main_process_print(f"  attacks on {name}: {line}"),
-        )
-        if is_main_process():
-            atomic_write_json(scratch / "attacks.json", results)
-        commit_stage(scratch, path, fingerprint, {"seconds": time.perf_counter() - tick})
-    return results
-
-
-def method_recovery(attacked, controls) -> list[dict[str, Any]]:
-    """The recovery rows of one unlearned model (`hf_unlearn.attacks.recovery_rows`) against this run's controls,
-    every model scored before the attacks as the attacks score them (`"before"`)."""
-    from ...attacks.suite import recovery_rows
-
-    base = {name: controls[name]["before"] for name in ("original", "retrained") if name in controls}
-    base["unlearned"] = attacked["before"]
-    if "original" in controls and "logit_lens" in controls["original"]:
-        base["original_lens"] = controls["original"]["logit_lens"]["layers"]
-    return recovery_rows(attacked, base, RECOVERY_METRICS, UTILITY_METRICS, controls.get("retrained"))
+def _fingerprint(recipe) -> dict[str, Any]:
+    """What the Markov scores depend on besides the models and the attack settings (the cached stage's key)."""
+    return {"data": recipe.settings()["data"], "evaluation_batch": recipe.evaluation.batch_size}
 
 
 def attacks_table(payload: dict[str, Any], metric: str = "forget1_loss", steps=(10, 50, 100)) -> str:
     """Markdown: per method, the recovery of `metric` under each attack (relearning at `steps`), with the retrained
     model's in brackets and the retain-loss change after the attack."""
+    from ...attacks.suite import recovery_table
+
     methods = {label: entry["attacks"] for label, entry in payload.get("methods", {}).items() if "attacks" in entry}
-    if not methods:
-        return ""
-    columns: list[tuple[str, int | None]] = []
-    for rows in methods.values():
-        for row in rows["recovery"]:
-            key = (row["attack"], row["step"])
-            if (row["step"] is None or row["step"] in steps) and key not in columns:
-                columns.append(key)
-    metric_of = {"logit_lens": f"{metric}"}
-    header = ["method"] + [f"{attack}" + (f"@{step}" if step is not None else "") for attack, step in columns]
-    lines = [
-        f"Recovery of {metric} (retrained model's in brackets; Δ retain loss after the attack):",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for label, rows in methods.items():
-        cells = [label]
-        by_key = {(row["attack"], row["step"]): row for row in rows["recovery"]}
-        for key in columns:
-            row = by_key.get(key)
-            if row is None:
-                cells.append("")
-                continue
-            value = row["recovery"].get(metric_of.get(key[0], metric))
-            control = row.get("retrained_recovery", {}).get(metric_of.get(key[0], metric))
-            utility = row["utility_change"].get("retain_loss")
-            cells.append(
-                f"{_number(value)} ({_number(control)})" + (f" Δ{utility:+.3f}" if utility is not None else "")
-            )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+    return recovery_table(methods, metric, "retain_loss", steps)
 
 
 def plot_recovery_curves(payload: dict[str, Any], path: Path, metric: str = "forget1_loss") -> Path | None:
@@ -262,12 +142,16 @@ def plot_recovery_curves(payload: dict[str, Any], path: Path, metric: str = "for
 def attack_controls(log, recipe, models, inputs) -> dict[str, Any]:
     """The same attacks on the original and retrained models (`recipe.attacks.controls`), each a cached stage;
     without controls only the original's scores (the reference of every recovery)."""
-    if not recipe.attacks.controls:
-        return {"original": {"before": inputs["evaluator"](models["original"])}}
-    return {name: attack_stage(log, recipe, name, models[name], models, inputs) for name in ("original", "retrained")}
+    from ...runtime.attack_stage import attack_controls as controls
+
+    return controls(log, recipe, models, inputs, _fingerprint(recipe))
 
 
 def attack_method(log, recipe, label, model, models, inputs, results, controls) -> None:
     """Attack one unlearned model; its attacks' results and recovery rows go into `results["methods"][label]`."""
-    attacked = attack_stage(log, recipe, f"methods/{label}", model, models, inputs)
-    results["methods"][label]["attacks"] = {"results": attacked, "recovery": method_recovery(attacked, controls)}
+    from ...attacks.suite import controls_recovery
+    from ...runtime.attack_stage import attack_stage
+
+    attacked = attack_stage(log, recipe, f"methods/{label}", model, models, inputs, _fingerprint(recipe))
+    recovery = controls_recovery(attacked, controls, RECOVERY_METRICS, UTILITY_METRICS)
+    results["methods"][label]["attacks"] = {"results": attacked, "recovery": recovery}

@@ -14,8 +14,6 @@ token-mean NLL of the scored forget and retain answers (`forget_loss`, `retain_l
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from typing import Any
 
 from ...attacks.suite import AttackArguments
@@ -28,7 +26,6 @@ __all__ = [
     "UTILITY_METRICS",
     "attack_controls",
     "attack_method",
-    "attack_stage",
     "check_tofu_attacks",
     "tofu_attack_inputs",
     "tofu_attacks_table",
@@ -136,68 +133,32 @@ def tofu_attack_inputs(recipe, tokenizer) -> dict[str, Any]:
     }
 
 
-def attack_stage(log, recipe, name: str, model, models: dict[str, Any], inputs) -> dict[str, Any]:
-    """`run_attacks` on `model` as the cached stage `attacks/<name>` (folder `output/attacks/<name>`): reused when the
-    model's weights, the target and retain models, the data, the formatting, the evaluation and attack settings and
-    the library versions match. Returns the attacks' results."""
-    from ...attacks.suite import attack_versions, run_attacks, weights_sha256
-    from ...runtime.cache import cached_stage, commit_stage, open_scratch
-    from ...runtime.distributed import is_main_process, main_process_print
+def _fingerprint(recipe, inputs) -> dict[str, Any]:
+    """What the TOFU scores depend on besides the models and the attack settings (the cached stage's key)."""
     from ...runtime.hashing import sha256_json
-    from ...runtime.io import atomic_write_json
-    from ...runtime.versions import environment_versions
 
-    path = recipe.output_path / "attacks" / name.replace("/", "_")
-    fingerprint = {
-        "model": weights_sha256(model),
-        "original": weights_sha256(models["original"]),
-        "retrained": weights_sha256(models["retrained"]),
+    return {
         "data": sha256_json(inputs["data"]),
         "relearn_sets": sha256_json({key: value.to_list() for key, value in inputs["relearn_sets"].items()}),
         "formatting": recipe.formatting.formatting(),
         "evaluation": recipe.evaluation.settings(),
-        "attacks": recipe.attacks.settings(),
-        "versions": {**environment_versions(), **attack_versions(recipe.attacks)},
     }
-    with log.stage(f"attacks/{name}") as entry:
-        stamp = cached_stage(path, fingerprint, f"attacks on {name}")
-        if stamp is not None:
-            entry.update(reused=True, compute_seconds=stamp.get("seconds"))
-            return json.loads((path / "attacks.json").read_text())
-        scratch = open_scratch(path, fingerprint)
-        tick = time.perf_counter()
-        results = run_attacks(
-            model,
-            recipe.attacks,
-            inputs["evaluator"],
-            inputs["relearn_sets"],
-            inputs["probes"],
-            inputs["pad_token_id"],
-            inputs["data_collator"],
-            original=models["original"],
-            progress=lambda line: main_process_print(f"  attacks on {name}: {line}"),
-        )
-        results = json.loads(json.dumps(results))  # as it is read back from attacks.json
-        if is_main_process():
-            atomic_write_json(scratch / "attacks.json", results)
-        commit_stage(scratch, path, fingerprint, {"seconds": time.perf_counter() - tick})
-        entry.update(reused=False, compute_seconds=time.perf_counter() - tick)
-    return results
 
 
 def attack_controls(log, recipe, models, inputs) -> dict[str, Any]:
     """The same attacks on the target (`original`) and retain (`retrained`) models, each a cached stage; with
     `attacks.controls: false` only their scores before any attack (the references of every recovery)."""
-    if not recipe.attacks.controls:
-        return {"original": {"before": inputs["evaluator"](models["original"])}}
-    return {name: attack_stage(log, recipe, name, models[name], models, inputs) for name in ("original", "retrained")}
+    from ...runtime.attack_stage import attack_controls as controls
+
+    return controls(log, recipe, models, inputs, _fingerprint(recipe, inputs))
 
 
 def attack_method(log, recipe, label, model, models, inputs, payload, controls) -> None:
     """Attack one unlearned model; its results and recovery rows go into `payload["methods"][label]["attacks"]`."""
     from ...attacks.suite import controls_recovery
+    from ...runtime.attack_stage import attack_stage
 
-    attacked = attack_stage(log, recipe, f"methods/{label}", model, models, inputs)
+    attacked = attack_stage(log, recipe, f"methods/{label}", model, models, inputs, _fingerprint(recipe, inputs))
     recovery = controls_recovery(attacked, controls, RECOVERY_METRICS, UTILITY_METRICS)
     payload["methods"][label]["attacks"] = {"results": attacked, "recovery": recovery}
 
