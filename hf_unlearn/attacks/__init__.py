@@ -40,6 +40,7 @@ _EXPORTS = {
     "recovery_table": ".suite",
     "weights_sha256": ".suite",
     "run_attacks": ".suite",
+    "run_task_attacks": ".suite",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

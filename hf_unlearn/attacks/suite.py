@@ -21,6 +21,7 @@ __all__ = [
     "recovery_rows",
     "recovery_table",
     "run_attacks",
+    "run_task_attacks",
     "weights_sha256",
 ]
 
@@ -241,6 +242,22 @@ def recovery_rows(
         elif "metrics" in result:
             row(name, None, result["metrics"], control.get(name, {}).get("metrics"))
     return rows
+
+
+def run_task_attacks(model, args: AttackArguments, inputs: dict[str, Any], original=None, progress=None):
+    """`run_attacks` with a task's attack inputs: `{"evaluator", "relearn_sets", "probes", "pad_token_id",
+    "data_collator"}` (what `markov_attack_inputs` and `tofu_attack_inputs` build)."""
+    return run_attacks(
+        model,
+        args,
+        inputs["evaluator"],
+        inputs["relearn_sets"],
+        inputs["probes"],
+        inputs["pad_token_id"],
+        inputs["data_collator"],
+        original=original,
+        progress=progress,
+    )
 
 
 def controls_recovery(

@@ -101,7 +101,6 @@ def _check_folders(paths: dict[str, str | None]) -> None:
 
 def _attack_tofu(raw: dict, args: argparse.Namespace) -> dict:
     """The TOFU suite and the attacks on the three models (the recipe's data, formatting and evaluation settings)."""
-    from ..attacks.suite import controls_recovery, run_attacks
     from ..tasks.tofu.attacks import RECOVERY_METRICS, UTILITY_METRICS, tofu_attack_inputs
     from ..tasks.tofu.pipeline import load_attack_model
     from ..tasks.tofu.recipe import ModelSpec, parse_tofu_recipe
@@ -122,35 +121,13 @@ def _attack_tofu(raw: dict, args: argparse.Namespace) -> dict:
             tokenizer = tokenizer or loaded
     inputs = tofu_attack_inputs(recipe, tokenizer)
 
-    def attack(model):
-        return run_attacks(
-            model,
-            recipe.attacks,
-            inputs["evaluator"],
-            inputs["relearn_sets"],
-            inputs["probes"],
-            inputs["pad_token_id"],
-            inputs["data_collator"],
-            original=models["original"],
-            progress=lambda line: print(f"  {line}", flush=True),
-        )
-
-    controls = {name: attack(models[name]) for name in ("original", "retrained") if name in models}
-    attacked = attack(models["unlearned"])
-    entry = {
-        "attacks": {
-            "results": attacked,
-            "recovery": controls_recovery(attacked, controls, RECOVERY_METRICS, UTILITY_METRICS),
-        }
-    }
-    return json.loads(json.dumps({"unlearned": entry, "attack_controls": controls}))
+    return _attack_and_recover(models, recipe.attacks, inputs, RECOVERY_METRICS, UTILITY_METRICS)
 
 
 def _attack_markov(recipe, model_path: str, original_path: str, retrained_path: str | None) -> dict:
     """Score the three models on the recipe's test sets, attack them, and the recovery rows of the unlearned one."""
     from transformers import GPT2LMHeadModel
 
-    from ..attacks.suite import controls_recovery, run_attacks
     from ..tasks.markov.attacks import RECOVERY_METRICS, UTILITY_METRICS, markov_attack_inputs
     from ..tasks.markov.data import make_markov_datasets
 
@@ -161,25 +138,19 @@ def _attack_markov(recipe, model_path: str, original_path: str, retrained_path: 
     pad_token_id = models["original"].config.pad_token_id
     inputs = markov_attack_inputs(recipe, data, pad_token_id, models.get("retrained"))
 
+    return _attack_and_recover(models, recipe.attacks, inputs, RECOVERY_METRICS, UTILITY_METRICS)
+
+
+def _attack_and_recover(models: dict, attacks, inputs: dict, recovery_metrics: list, utility_metrics: list) -> dict:
+    """The attacks on the controls (original, retrained when given) and on the unlearned model, and its recovery."""
+    from ..attacks.suite import controls_recovery, run_task_attacks
+
     def attack(model):
-        return run_attacks(
-            model,
-            recipe.attacks,
-            inputs["evaluator"],
-            inputs["relearn_sets"],
-            inputs["probes"],
-            pad_token_id,
-            inputs["data_collator"],
-            original=models["original"],
-            progress=lambda line: print(f"  {line}", flush=True),
-        )
+        progress = lambda line: print(f"  {line}", flush=True)
+        return run_task_attacks(model, attacks, inputs, original=models["original"], progress=progress)
 
     controls = {name: attack(models[name]) for name in ("original", "retrained") if name in models}
     attacked = attack(models["unlearned"])
-    entry = {
-        "attacks": {
-            "results": attacked,
-            "recovery": controls_recovery(attacked, controls, RECOVERY_METRICS, UTILITY_METRICS),
-        }
-    }
+    recovery = controls_recovery(attacked, controls, recovery_metrics, utility_metrics)
+    entry = {"attacks": {"results": attacked, "recovery": recovery}}
     return json.loads(json.dumps({"unlearned": entry, "attack_controls": controls}))

@@ -16,7 +16,7 @@ def attack_stage(log, recipe, name: str, model, models: dict[str, Any], inputs, 
     """`run_attacks` on `model` (`recipe.attacks`, the task's `inputs`) as the cached stage `attacks/<name>`; the
     weights of `model` and of the original and retrained models, the library versions and `fingerprint` (what else
     the task's scores depend on) key it. Returns the attacks' results, as read back from `attacks.json`."""
-    from ..attacks.suite import attack_versions, run_attacks, weights_sha256
+    from ..attacks.suite import attack_versions, run_task_attacks, weights_sha256
     from .cache import cached_stage, commit_stage, open_scratch
     from .distributed import is_main_process, main_process_print
     from .io import atomic_write_json
@@ -38,14 +38,10 @@ def attack_stage(log, recipe, name: str, model, models: dict[str, Any], inputs, 
             return json.loads((path / "attacks.json").read_text())
         scratch = open_scratch(path, fingerprint)
         tick = time.perf_counter()
-        results = run_attacks(
+        results = run_task_attacks(
             model,
             recipe.attacks,
-            inputs["evaluator"],
-            inputs["relearn_sets"],
-            inputs["probes"],
-            inputs["pad_token_id"],
-            inputs["data_collator"],
+            inputs,
             original=models["original"],
             progress=lambda line: main_process_print(f"  attacks on {name}: {line}"),
         )
