@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from hf_unlearn.evaluation.tofu.aggregate import UTILITY_COMPONENTS
 from hf_unlearn.models import ensure_pad_token, load_model_and_tokenizer, resolve_model_path
 from hf_unlearn.runtime.io import atomic_write_json
 from hf_unlearn.tasks.tofu.eval_stage import evaluate_tofu_stage
@@ -33,15 +34,7 @@ METRICS = [
     "forget_truth_ratio",
     "forget_Q_A_PARA_Prob",
     "forget_Q_A_PERT_Prob",
-    "retain_Q_A_Prob",
-    "retain_Q_A_ROUGE",
-    "retain_Truth_Ratio",
-    "ra_Q_A_Prob_normalised",
-    "ra_Q_A_ROUGE",
-    "ra_Truth_Ratio",
-    "wf_Q_A_Prob_normalised",
-    "wf_Q_A_ROUGE",
-    "wf_Truth_Ratio",
+    *UTILITY_COMPONENTS,
     "extraction_strength",
     "exact_memorization",
     "mia_min_k",
