@@ -25,12 +25,14 @@ from hf_unlearn.attacks import (
     rtn_fake_quant,
     token_loss,
 )
+from hf_unlearn.attacks.quantization import dequantized_weights
 from hf_unlearn.data.pairing import pad_examples
 
 from .conftest import PAD, lm_dataset, tiny_gpt2
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
+HAS_GPTQ = all(importlib.util.find_spec(name) is not None for name in ("optimum", "gptqmodel"))
 ROWS = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 1, 2], [3, 3, 4, 4, 5, 5, 6], [0, 1, 0, 1]]
 
 
@@ -213,6 +215,28 @@ def test_torchao_on_gpt2_is_reported_as_doing_nothing():
     assert record.details["quantized_layers"] == 0 and not record.details["effective"]
 
 
+def test_gptq_refuses_to_run_without_calibration_text():
+    with pytest.raises(ValueError, match="calibration"):
+        quantize(tiny_gpt2(n_embd=64), 4, backend="gptq")
+
+
+@pytest.mark.skipif(not HAS_GPTQ, reason="optimum and gptqmodel are not installed (pip install 'hf-unlearn[gptq]')")
+@pytest.mark.parametrize("bits", [8, 4])
+def test_gptq_quantizes_every_layer_close_to_its_weights(bits):
+    model = tiny_gpt2(n_embd=64)
+    generator = torch.Generator().manual_seed(0)
+    calibration = torch.randint(0, model.config.vocab_size, (8, 12), generator=generator).tolist()
+    weights = {}
+    _, record = quantize(model, bits, backend="gptq", group_size=32, calibration=calibration, weights_out=weights)
+    assert record.details["quantized_layers"] == record.details["candidate_layers"] == 8
+    assert record.details["effective"] and record.settings["calibration_rows"] == 8
+    plain = dict(dequantized_weights(model))
+    assert set(weights) == set(plain)
+    for name, weight in plain.items():  # each weight within a grid step of the original, never exactly all equal
+        error = (weights[name] - weight).abs().max() / weight.abs().max()
+        assert 0 < error <= (0.6 if bits == 4 else 0.05), name
+
+
 # ------------------------------------------------------------------------------------------------------- probes
 
 
@@ -285,6 +309,8 @@ def test_attack_arguments_refuse_unknown_names():
         AttackArguments(attacks=["jailbreak"])
     with pytest.raises(ValueError, match="quant_backend"):
         AttackArguments(quant_backend="hqq")
+    with pytest.raises(ValueError, match="calibration_rows"):
+        AttackArguments(quant_backend="gptq", calibration_rows=0)
     assert AttackArguments(relearn={"learning_rate": 1e-4}).relearn.learning_rate == 1e-4
 
 

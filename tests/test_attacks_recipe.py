@@ -85,3 +85,17 @@ def test_attack_command_on_saved_models(tmp_path, capsys):
         assert row["recovery"] == row["retrained_recovery"]
     assert main(["attack", "--model", "m", "--original", "o", "--task", "tofu"]) == 2
     assert "--model: m is not a folder" in capsys.readouterr().err
+
+
+def test_markov_gptq_calibrates_on_retain_sequences_only():
+    from hf_unlearn.tasks.markov.attacks import markov_attack_inputs
+    from hf_unlearn.tasks.markov.data import make_markov_datasets
+    from hf_unlearn.tasks.markov.recipe import parse_markov_recipe
+
+    recipe = parse_markov_recipe(_recipe(quant_backend="gptq", calibration_rows=7))
+    data = make_markov_datasets(num_retain=60, num_forget1=30, num_forget2=30, length=8, seed=0)
+    inputs = markov_attack_inputs(recipe, data, pad_token_id=10, retrained=None)
+    retain = {tuple(row) for row in data["retain_train"]["input_ids"]}
+    assert len(inputs["calibration"]) == 7 and all(tuple(row) in retain for row in inputs["calibration"])
+    plain = markov_attack_inputs(parse_markov_recipe(_recipe()), data, pad_token_id=10, retrained=None)
+    assert "calibration" not in plain  # only GPTQ reads calibration text

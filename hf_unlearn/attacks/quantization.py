@@ -7,7 +7,9 @@ the unlearned weights back onto the original's codes (docs/attacks.md). Backends
   or `load_in_4bit=True` (`quant_type` "fp4", its default, or "nf4"), on the CPU or a GPU;
 - `torchao`: weight-only round-to-nearest (`Int8WeightOnlyConfig`, or int4 in groups of `group_size`);
 - `rtn`: the same round-to-nearest in plain torch (symmetric absmax per group of `group_size` input weights),
-  fake-quantized in place; the one that also handles GPT-2's `Conv1D` layers besides bitsandbytes.
+  fake-quantized in place; the one that also handles GPT-2's `Conv1D` layers besides bitsandbytes;
+- `gptq`: GPTQ through transformers' `GPTQConfig` (optimum and gptqmodel installed), calibrated on token ids the caller
+  passes (`calibration`: text that excludes the forget set); slow on a CPU, meant for GPU users.
 
 A quantizer that loads without error can still quantize nothing (torchao leaves GPT-2's `Conv1D` alone): every run
 counts the layers it really quantized and checks that the logits changed, and says so in its record.
@@ -112,12 +114,15 @@ def quantized_code_change(
 def dequantized_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weight of every quantizable layer as the model computes with it, `(out, in)` in float32: bitsandbytes
     weights dequantized (call it before the first forward pass of a 4-bit model on a CPU, whose kernel repacks the
-    weights), torchao's by their own dequantization, plain layers as they are (GPT-2's `Conv1D` transposed)."""
+    weights), torchao's and gptqmodel's by their own dequantization, plain layers as they are (GPT-2's `Conv1D` transposed)."""
     from transformers.pytorch_utils import Conv1D
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     weights = {}
     for name, module in model.named_modules():
+        if hasattr(module, "qweight") and hasattr(module, "dequantize_weight"):  # gptqmodel keeps `(in, out)`
+            weights[name] = module.dequantize_weight().detach().t().float()
+            continue
         weight = getattr(module, "weight", None)
         kind = type(weight).__name__
         if module is head or not isinstance(weight, torch.Tensor) or (weight.dim() != 2 and "Params" not in kind):
@@ -176,6 +181,8 @@ def _hub_offline():
 def _count_quantized(model: torch.nn.Module, backend: str) -> int:
     if backend == "bitsandbytes":
         return sum(type(module).__module__.startswith("bitsandbytes") for module in model.modules())
+    if backend == "gptq":  # gptqmodel swaps each layer for one of its quantized linear classes
+        return sum(type(module).__module__.startswith("gptqmodel") for module in model.modules())
     if backend == "torchao":  # torchao swaps the weight for one of its tensor subclasses
         return sum(
             type(getattr(module, "weight", None)).__module__.startswith("torchao")
@@ -193,6 +200,7 @@ def quantize(
     group_size: int = 64,
     probe_input_ids: torch.Tensor | None = None,
     weights_out: dict[str, torch.Tensor] | None = None,
+    calibration: list[list[int]] | None = None,
 ):
     """`model` quantized to `bits` (8 or 4) with `backend` (`QUANT_BACKENDS`); `model` itself is left as it was.
 
@@ -200,11 +208,13 @@ def quantize(
     Returns `(quantized_model, record)`; `record.details` has `quantized_layers`, `candidate_layers`,
     `logits_max_abs_diff`, `logits_changed` and `effective` (some layer quantized and the logits moved).
     `weights_out`: a dict filled with `dequantized_weights` of the quantized model, read before its first forward
-    pass."""
+    pass. `calibration`: the token-id sequences GPTQ calibrates on (required by `gptq`, unused by the others)."""
     if bits not in (4, 8):
         raise ValueError(f"bits must be 8 or 4, got {bits}.")
     if backend not in QUANT_BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(QUANT_BACKENDS)}, got {backend!r}.")
+    if backend == "gptq" and not calibration:
+        raise ValueError("quantize(gptq) needs calibration token ids (text that excludes the forget set).")
     device = next(model.parameters()).device
     candidates = _quantizable(model)
     if backend == "rtn":
@@ -223,7 +233,7 @@ def quantize(
     else:
         with tempfile.TemporaryDirectory(prefix="hf_unlearn_quantize_") as folder, _hub_offline():
             model.save_pretrained(folder, safe_serialization=True)
-            config = _quantization_config(backend, bits, quant_type, group_size)
+            config = _quantization_config(backend, bits, quant_type, group_size, calibration)
             quantized = type(model).from_pretrained(
                 folder, quantization_config=config, device_map=str(device), dtype=next(model.parameters()).dtype
             )
@@ -256,6 +266,7 @@ def quantize(
             "backend": backend,
             "quant_type": quant_type if backend == "bitsandbytes" and bits == 4 else None,
             "group_size": group_size if backend != "bitsandbytes" else None,
+            "calibration_rows": len(calibration) if backend == "gptq" else None,
         },
         details={
             "quantized_layers": count,
@@ -268,7 +279,15 @@ def quantize(
     return quantized, record
 
 
-def _quantization_config(backend: str, bits: int, quant_type: str, group_size: int):
+def _quantization_config(backend: str, bits: int, quant_type: str, group_size: int, calibration=None):
+    if backend == "gptq":
+        from transformers import GPTQConfig
+
+        rows = [
+            {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+            for ids in calibration
+        ]
+        return GPTQConfig(bits=bits, group_size=group_size, dataset=rows)
     if backend == "bitsandbytes":
         from transformers import BitsAndBytesConfig
 

@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["QUANT_BACKENDS", "AttackRecord", "recovery"]
 
 # The quantization attack's backends (`hf_unlearn.attacks.quantization`), here so that a recipe is checked without torch.
-QUANT_BACKENDS = ("bitsandbytes", "torchao", "rtn")
+QUANT_BACKENDS = ("bitsandbytes", "torchao", "rtn", "gptq")
 
 
 @dataclass

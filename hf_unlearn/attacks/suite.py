@@ -18,6 +18,7 @@ __all__ = [
     "AttackArguments",
     "attack_versions",
     "controls_recovery",
+    "needs_calibration",
     "recovery_rows",
     "recovery_table",
     "run_attacks",
@@ -44,11 +45,13 @@ class AttackArguments:
         relearn_rows (`int`, defaults to `100`):
             Rows in each relearning set.
         quant_backend (`str`, defaults to `"bitsandbytes"`):
-            `bitsandbytes`, `torchao` or `rtn` (`hf_unlearn.attacks.quantization`).
+            `bitsandbytes`, `torchao`, `rtn` or `gptq` (`hf_unlearn.attacks.quantization`).
         quant4_type (`str`, defaults to `"fp4"`):
             bitsandbytes 4-bit type: fp4 (its default, the quantization study's setting) or nf4.
         group_size (`int`, defaults to `64`):
-            Weights per group for torchao's int4 and the round-to-nearest code comparison.
+            Weights per group for torchao's int4, GPTQ and the round-to-nearest code comparison.
+        calibration_rows (`int`, defaults to `128`):
+            Rows of text without the forget set (the task's retain data) GPTQ calibrates on.
         prefix_tokens (`int`, defaults to `3`):
             Answer tokens given as context by the prefix probe.
         controls (`bool`, defaults to `True`):
@@ -66,9 +69,10 @@ class AttackArguments:
     relearn: RelearnArguments = field(default_factory=RelearnArguments)
     relearn_sets: list[str] = field(default_factory=lambda: list(RELEARN_SETS), metadata={"help": "Sets relearned."})
     relearn_rows: int = field(default=100, metadata={"help": "Rows per relearning set."})
-    quant_backend: str = field(default="bitsandbytes", metadata={"help": "bitsandbytes, torchao or rtn."})
+    quant_backend: str = field(default="bitsandbytes", metadata={"help": "bitsandbytes, torchao, rtn or gptq."})
     quant4_type: str = field(default="fp4", metadata={"help": "bitsandbytes 4-bit type: fp4 or nf4."})
-    group_size: int = field(default=64, metadata={"help": "Group size of int4 round-to-nearest."})
+    group_size: int = field(default=64, metadata={"help": "Group size of int4 round-to-nearest and GPTQ."})
+    calibration_rows: int = field(default=128, metadata={"help": "Retain rows GPTQ calibrates on."})
     prefix_tokens: int = field(default=3, metadata={"help": "Answer tokens given by the prefix probe."})
     controls: bool = field(default=True, metadata={"help": "Attack the original and retrained models too."})
     eval_examples: int | None = field(
@@ -91,6 +95,8 @@ class AttackArguments:
             raise ValueError(f"eval_examples must be >= 1 or null, got {self.eval_examples}.")
         if self.relearn_rows < 1:
             raise ValueError(f"relearn_rows must be >= 1, got {self.relearn_rows}.")
+        if self.calibration_rows < 1:
+            raise ValueError(f"calibration_rows must be >= 1, got {self.calibration_rows}.")
         if isinstance(self.relearn, dict):
             self.relearn = RelearnArguments(**self.relearn)
 
@@ -108,6 +114,7 @@ def run_attacks(
     data_collator: Callable | None = None,
     original=None,
     progress: Callable[[str], None] | None = None,
+    calibration: list[list[int]] | None = None,
 ) -> dict[str, Any]:
     """Every attack of `args.attacks` on `model` (left unchanged).
 
@@ -115,7 +122,8 @@ def run_attacks(
     `probes` maps a split name (e.g. "forget1") to rows for the probes, with `"paraphrase"` the rows asked another
     way and `"few_shot_context"` a single row whose `input_ids` are the context; with `original` (the model before
     unlearning) a quantization attack also records how many weights differ from the original's once both are
-    quantized (`quantized_value_change`, `quantized_code_change`); `progress` is called with each attack's name.
+    quantized (`quantized_value_change`, `quantized_code_change`); `progress` is called with each attack's name;
+    `calibration`: token ids without the forget set, for the `gptq` backend.
     Returns `"before"` (`evaluate(model)`: the scores every recovery starts from) and attack name ->
     `{"metrics" | "checkpoints" | "layers": ..., "record": AttackRecord.to_dict()}`.
     """
@@ -142,10 +150,10 @@ def run_attacks(
             bits = int(name[-1])
             settings = (bits, args.quant_backend, args.quant4_type, args.group_size)
             weights: dict = {}
-            quantized, record = quantize(model, *settings, weights_out=weights)
+            quantized, record = quantize(model, *settings, weights_out=weights, calibration=calibration)
             if original is not None:  # the weights as quantized, read before any forward pass (see quantize)
                 reference: dict = {}
-                quantize(original, *settings, weights_out=reference)
+                quantize(original, *settings, weights_out=reference, calibration=calibration)
                 record.details["value_change"] = quantized_value_change(reference, weights)
                 record.details["code_change"] = quantized_code_change(original, model, bits, args.group_size)
             with quiet_bitsandbytes():
@@ -246,7 +254,7 @@ def recovery_rows(
 
 def run_task_attacks(model, args: AttackArguments, inputs: dict[str, Any], original=None, progress=None):
     """`run_attacks` with a task's attack inputs: `{"evaluator", "relearn_sets", "probes", "pad_token_id",
-    "data_collator"}` (what `markov_attack_inputs` and `tofu_attack_inputs` build)."""
+    "data_collator"}` and, for GPTQ, `"calibration"` (what `markov_attack_inputs` and `tofu_attack_inputs` build)."""
     return run_attacks(
         model,
         args,
@@ -257,7 +265,13 @@ def run_task_attacks(model, args: AttackArguments, inputs: dict[str, Any], origi
         inputs["data_collator"],
         original=original,
         progress=progress,
+        calibration=inputs.get("calibration"),
     )
+
+
+def needs_calibration(args: AttackArguments) -> bool:
+    """Whether the attacks of `args` quantize with GPTQ (a task then builds calibration rows)."""
+    return args.quant_backend == "gptq" and bool({"quant8", "quant4"} & set(args.attacks))
 
 
 def controls_recovery(
@@ -351,6 +365,8 @@ def attack_versions(args: AttackArguments) -> dict[str, str | None]:
     versions = {"peft": None}
     if args.quant_backend in ("bitsandbytes", "torchao") and {"quant8", "quant4"} & set(args.attacks):
         versions[args.quant_backend] = version(args.quant_backend)
+    if needs_calibration(args):
+        versions.update(optimum=version("optimum"), gptqmodel=version("gptqmodel"))
     if args.relearn.lora is not None:
         versions["peft"] = version("peft")
     return versions

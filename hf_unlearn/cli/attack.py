@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..attacks.record import QUANT_BACKENDS
+
 __all__ = ["build_parser", "main"]
 
 
@@ -41,7 +43,7 @@ def build_parser(prog: str = "hf-unlearn attack") -> argparse.ArgumentParser:
     parser.add_argument("--relearn-lr", type=float, default=None, help="Relearning learning rate (default 1e-5).")
     parser.add_argument("--relearn-steps", default=None, help="Comma-separated scored steps (default 0,10,25,50,100).")
     parser.add_argument("--relearn-rows", type=int, default=None, help="Rows per relearning set (default 100).")
-    parser.add_argument("--quant-backend", choices=["bitsandbytes", "torchao", "rtn"], default=None)
+    parser.add_argument("--quant-backend", choices=list(QUANT_BACKENDS), default=None)
     return parser
 
 

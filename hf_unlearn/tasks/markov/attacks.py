@@ -51,6 +51,7 @@ def markov_attack_inputs(recipe, data, pad_token_id: int, retrained) -> dict[str
     from datasets import Dataset
 
     from ...attacks.relearning import relearn_split
+    from ...attacks.suite import needs_calibration
     from ...data.pairing import pad_examples
     from .data import CHAINS, sample_sequences
     from .evaluation import MarkovEvaluator
@@ -76,7 +77,7 @@ def markov_attack_inputs(recipe, data, pad_token_id: int, retrained) -> dict[str
         num_states=settings.num_states,
         batch_size=recipe.evaluation.batch_size,
     )
-    return {
+    inputs = {
         "relearn_sets": {
             "forget_subset": forget1.select(subset),
             "related": Dataset.from_dict({"input_ids": fresh, "labels": fresh, "chain": ["forget1"] * len(fresh)}),
@@ -87,6 +88,10 @@ def markov_attack_inputs(recipe, data, pad_token_id: int, retrained) -> dict[str
         "data_collator": lambda rows: pad_examples(rows, pad_token_id),
         "pad_token_id": pad_token_id,
     }
+    if needs_calibration(args):  # retain sequences: text without the forget chains
+        calibration = data["retain_train"].shuffle(seed=args.seed + 1)
+        inputs["calibration"] = calibration.select(range(min(args.calibration_rows, len(calibration))))["input_ids"]
+    return inputs
 
 
 def _fingerprint(recipe) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def tofu_attack_inputs(recipe, tokenizer) -> dict[str, Any]:
     from datasets import Dataset
 
     from ...attacks.relearning import relearn_split
+    from ...attacks.suite import needs_calibration
     from ...data.chat import tokenize_dataset
     from ...data.pairing import pad_examples
     from ...evaluation.tofu import evaluate_rows, load_eval_rows
@@ -122,7 +123,7 @@ def tofu_attack_inputs(recipe, tokenizer) -> dict[str, Any]:
             retain = select_rows(recipe.unlearn_data["retain"], data_dir).shuffle(seed=args.seed)
             related = retain.select(range(min(args.relearn_rows, len(retain))))
             relearn_sets["related"] = Dataset.from_list(tokenized(pairs(related), "Relearn rows"))
-    return {
+    inputs = {
         "relearn_sets": relearn_sets,
         "probes": probes,
         "evaluator": evaluate,
@@ -131,6 +132,12 @@ def tofu_attack_inputs(recipe, tokenizer) -> dict[str, Any]:
         # What the scores depend on besides the models and settings (for the stage fingerprint).
         "data": {"scored": rows, "relearned": sorted(relearned)},
     }
+    if needs_calibration(args):  # the unlearning run's retain rows: text without the forget set
+        retain = select_rows(recipe.unlearn_data["retain"], data_dir).shuffle(seed=args.seed + 1)
+        retain = retain.select(range(min(args.calibration_rows, len(retain))))
+        inputs["calibration"] = [row["input_ids"] for row in tokenized(pairs(retain), "Calibration rows")]
+        inputs["data"]["calibration"] = inputs["calibration"]
+    return inputs
 
 
 def _fingerprint(recipe, inputs) -> dict[str, Any]:
