@@ -262,15 +262,20 @@ def field_types(cls: type) -> dict[str, Any]:
 
 def from_mapping(cls: type, mapping: Any, where: str, *, root: bool = False, **fixed: Any) -> Any:
     """An instance of the dataclass `cls` from a recipe mapping: keys checked, values converted to the field types,
-    `fixed` keyword arguments added unconverted (e.g. `output_dir`). A ValueError or TypeError from the class's own
-    validation (`__post_init__`) is re-raised as a RecipeError that names `where`. With `root=True` (a whole recipe)
-    the keys are named as they are (`unlearn.learning_rate`), not under `where`."""
+    `fixed` keyword arguments added unconverted (e.g. `output_dir`). A field whose metadata names `keys` takes a
+    mapping with those keys only (a dict of named entries, or a section that may set some of its class's fields). A
+    ValueError or TypeError from the class's own validation (`__post_init__`) is re-raised as a RecipeError that
+    names `where`. With `root=True` (a whole recipe) the keys are named as they are (`unlearn.learning_rate`), not
+    under `where`."""
     types_ = field_types(cls)
     prefix = "" if root else f"{where}."
     mapping = check_keys(mapping, types_, where)
     clash = sorted(set(mapping) & set(fixed))
     if clash:
         raise RecipeError(f"{where}: {', '.join(clash)} cannot be set here (the pipeline sets it).")
+    for field in dataclasses.fields(cls):
+        if "keys" in field.metadata and field.name in mapping:
+            check_keys(mapping[field.name], field.metadata["keys"], f"{prefix}{field.name}")
     values = {key: convert(value, types_[key], f"{prefix}{key}") for key, value in mapping.items()}
     try:
         return cls(**values, **fixed)
