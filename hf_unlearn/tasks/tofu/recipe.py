@@ -79,13 +79,12 @@ class RecipeModels:
 
 @dataclass
 class ReportArguments:
-    samples: int = field(default=5, metadata={"help": "Retain questions shown in samples.md."})
-    forget_samples: int = field(default=0, metadata={"help": "Forget questions in samples.md (opt-in: privacy)."})
+    """`report:` in a recipe: the questions samples.md shows (`min`: the bound `from_mapping` checks)."""
 
-    def __post_init__(self) -> None:
-        for name in ("samples", "forget_samples"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+    samples: int = field(default=5, metadata={"help": "Retain questions shown in samples.md.", "min": 0})
+    forget_samples: int = field(
+        default=0, metadata={"help": "Forget questions in samples.md (opt-in: privacy).", "min": 0}
+    )
 
 
 @dataclass
@@ -95,23 +94,21 @@ class TrajectoryArguments:
     `history` in results.json. They give trade-off curves and comparisons at matched forgetting, and `stop_at`
     ends a method's unlearning once a forgetting target is reached (`StopAtTargetCallback`)."""
 
-    eval_steps: int = field(default=10, metadata={"help": "Evaluate every this many optimizer steps (and at step 0)."})
+    eval_steps: int = field(
+        default=10, metadata={"help": "Evaluate every this many optimizer steps (and at step 0).", "min": 1}
+    )
     max_forget_items: int | None = field(
-        default=50, metadata={"help": "First forget (and holdout) items scored per evaluation; null: all."}
+        default=50, metadata={"help": "First forget (and holdout) items scored per evaluation; null: all.", "min": 1}
     )
     max_utility_items: int | None = field(
-        default=25, metadata={"help": "First retain / real_authors / world_facts items per evaluation; null: all."}
+        default=25,
+        metadata={"help": "First retain / real_authors / world_facts items per evaluation; null: all.", "min": 1},
     )
     stop_at: str | None = field(
         default=None, metadata={"help": "Stop unlearning when this holds, e.g. 'forget_Q_A_Prob <= 0.1'."}
     )
 
     def __post_init__(self) -> None:
-        if self.eval_steps < 1:
-            raise ValueError(f"eval_steps must be >= 1, got {self.eval_steps}.")
-        for name in ("max_forget_items", "max_utility_items"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 or null, got {getattr(self, name)}.")
         if self.stop_at is not None:
             MetricCondition.parse(self.stop_at)  # a malformed condition fails now, not after the fine-tuning
 
