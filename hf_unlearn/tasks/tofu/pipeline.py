@@ -94,7 +94,7 @@ def run_stages(plan: TofuRecipe, log: StageLog, device: str | None) -> None:
     attacks = _attack_controls(plan, log, models, device) if plan.attacks is not None else None
     for label, spec in plan.methods.items():
         unlearned, record = unlearn_method(plan, log, label, spec, models["target"], reference, device)
-        _free()
+        _free()  # the trainer and its model, before the evaluation loads the unlearned one
         payload["methods"][label] = {
             "method": spec["method"],
             "settings": {k: v for k, v in spec.items() if k != "method"},
