@@ -56,12 +56,8 @@ class LaunchArguments:
     another count is refused with the flags that keep the effective batch; `--num-processes N` sets it)."""
 
     num_processes: int = dataclasses.field(
-        default=1, metadata={"help": "Processes the per-process batch sizes are written for."}
+        default=1, metadata={"help": "Processes the per-process batch sizes are written for.", "min": 1}
     )
-
-    def __post_init__(self) -> None:
-        if self.num_processes < 1:
-            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}.")
 
 
 def embedded_recipes() -> list[str]:
@@ -262,16 +258,27 @@ def field_types(cls: type) -> dict[str, Any]:
 
 def from_mapping(cls: type, mapping: Any, where: str, *, root: bool = False, **fixed: Any) -> Any:
     """An instance of the dataclass `cls` from a recipe mapping: keys checked, values converted to the field types,
-    `fixed` keyword arguments added unconverted (e.g. `output_dir`). A ValueError or TypeError from the class's own
-    validation (`__post_init__`) is re-raised as a RecipeError that names `where`. With `root=True` (a whole recipe)
-    the keys are named as they are (`unlearn.learning_rate`), not under `where`."""
+    `fixed` keyword arguments added unconverted (e.g. `output_dir`). A field's metadata may bound it: `min`, the
+    smallest number it takes (null stays allowed where the type is optional); `keys`, the only keys of its mapping (a
+    dict of named entries, or a section that may set some of its class's fields). A ValueError or TypeError from the
+    class's own validation (`__post_init__`) is re-raised as a RecipeError that names `where`. With `root=True` (a
+    whole recipe) the keys are named as they are (`unlearn.learning_rate`), not under `where`."""
     types_ = field_types(cls)
     prefix = "" if root else f"{where}."
     mapping = check_keys(mapping, types_, where)
     clash = sorted(set(mapping) & set(fixed))
     if clash:
         raise RecipeError(f"{where}: {', '.join(clash)} cannot be set here (the pipeline sets it).")
+    fields = {field.name: field.metadata for field in dataclasses.fields(cls)}
+    for key, value in mapping.items():
+        if "keys" in fields[key]:
+            check_keys(value, fields[key]["keys"], f"{prefix}{key}")
     values = {key: convert(value, types_[key], f"{prefix}{key}") for key, value in mapping.items()}
+    for key, value in values.items():
+        minimum = fields[key].get("min")
+        if minimum is not None and value is not None and value < minimum:
+            null = " or null" if type(None) in typing.get_args(types_[key]) else ""
+            raise RecipeError(f"{where}: {key} must be >= {minimum}{null}, got {value}.")
     try:
         return cls(**values, **fixed)
     except (ValueError, TypeError) as error:

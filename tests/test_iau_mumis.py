@@ -409,12 +409,15 @@ def test_tofu_finetune_gradient_restriction_is_opt_in_and_keeps_plain_fingerprin
     plan = parse_tofu_recipe(recipe, dry_run=True)
     rows = select_rows(plan.train_data["target"], plan.data_dir)
     plain_keys = {"base", "train_data", "train_rows_sha256", "finetune", "finetune_lora", "formatting", "versions"}
-    assert set(_finetune_fingerprint(plan, "target", rows)) == plain_keys
+    assert set(_finetune_fingerprint(plan, "target", rows, plan.base.identity())) == plain_keys
     assert "finetune_gradient_restriction" not in plan.settings()
 
     restricted = {**recipe, "finetune_gradient_restriction": {"weight": 0.01}}
     plan = parse_tofu_recipe(restricted, dry_run=True)
-    assert _finetune_fingerprint(plan, "target", rows)["gradient_restriction"] == {"weight": 0.01, "norm": "l2"}
+    assert _finetune_fingerprint(plan, "target", rows, plan.base.identity())["gradient_restriction"] == {
+        "weight": 0.01,
+        "norm": "l2",
+    }
     assert main(["finetune", write(tmp_path / "r.yaml", restricted), "--only", "target"]) == 0
     folder = tmp_path / "out" / "models" / "target_gr"
     assert (folder / "model.safetensors").is_file() and not (tmp_path / "out" / "models" / "target").exists()

@@ -72,7 +72,9 @@ def test_tofu_finetune_fingerprint_ignores_logging_and_the_spelling_of_the_base_
         recipe = tiny_recipe(base, "out")
         recipe["finetune"].update(finetune)
         plan = parse_tofu_recipe(recipe)
-        return _finetune_fingerprint(plan, "target", select_rows(plan.train_data["target"], plan.data_dir))
+        return _finetune_fingerprint(
+            plan, "target", select_rows(plan.train_data["target"], plan.data_dir), plan.base.identity()
+        )
 
     first = fingerprint(str(base_model))
     assert fingerprint(f"./{base_model.name}", logging_steps=1, report_to="none", save_steps=7) == first

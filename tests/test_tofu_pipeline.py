@@ -158,14 +158,14 @@ def test_finetune_run_eval_end_to_end(base_model, tmp_path, capsys, monkeypatch)
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"IMU"} and all(entry["reused"] for entry in results["stages"].values())
     assert "| GA" not in (out / "table.md").read_text()
-    unlearn = tofu_pipeline._unlearn
+    unlearn = tofu_pipeline.unlearn_method
 
     def interrupted(plan, log, label, *args):
         if label == "IMU":
             raise KeyboardInterrupt
         return unlearn(plan, log, label, *args)
 
-    monkeypatch.setattr(tofu_pipeline, "_unlearn", interrupted)
+    monkeypatch.setattr(tofu_pipeline, "unlearn_method", interrupted)
     assert main(["run", write(tmp_path / "r.yaml", changed)]) == 130  # interrupted: said in one line
     assert "interrupted" in capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
@@ -267,7 +267,7 @@ def test_finetune_ignores_the_label_convention(base_model, tmp_path):
         parse_tofu_recipe(tiny_recipe(base_model, tmp_path, formatting=formatting), dry_run=True)
         for formatting in ({}, {"label_convention": "reference"})
     ]
-    fingerprints = [_finetune_fingerprint(plan, "target", rows) for plan in plans]
+    fingerprints = [_finetune_fingerprint(plan, "target", rows, plan.base.identity()) for plan in plans]
     assert fingerprints[0] == fingerprints[1]
     assert fingerprints[0]["formatting"] == {  # the values the cached fine-tunes were stamped with
         "system_prompt": "You are a helpful assistant.",

@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
         raise RecipeError(
             f"Recipe {args.recipe!r} has task={recipe.get('task')!r}; `finetune` needs a TOFU recipe (task: tofu)."
         )
-    from ..tasks.tofu.task import run_finetune
+    from ..tasks.tofu.pipeline import run_finetune
 
     roles = (args.only,) if args.only else ("target", "retain")
     run_finetune(

@@ -36,14 +36,17 @@ def hold_output_lock(*folders: str | os.PathLike) -> Iterator[None]:
     if not is_main_process():
         yield
         return
+    holder = _holder()
     taken: list[Path] = []
     try:
         for folder in dict.fromkeys(Path(f).resolve() for f in folders):  # once each, in order
-            taken.append(_acquire(folder))
+            taken.append(_acquire(folder, holder))
         yield
-    finally:
+    finally:  # remove each lock that still holds what this run wrote (one that another run took over stays)
         for lock in taken:
-            _release(lock)
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(lock.read_text()) == holder:
+                    lock.unlink()
 
 
 def _holder() -> dict[str, Any]:
@@ -56,10 +59,9 @@ def _holder() -> dict[str, Any]:
     }
 
 
-def _acquire(folder: Path) -> Path:
+def _acquire(folder: Path, holder: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
-    holder = _holder()
     for _ in range(2):  # a second try after removing a stale lock
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -78,12 +80,6 @@ def _acquire(folder: Path) -> Path:
             json.dump(holder, handle, indent=2)
         return lock
     raise OutputFolderLocked(_locked_message(folder, lock, _read(lock)))
-
-
-def _release(lock: Path) -> None:
-    other = _read(lock)
-    if other is not None and other.get("pid") == os.getpid() and other.get("host") == socket.gethostname():
-        lock.unlink(missing_ok=True)
 
 
 def _read(lock: Path) -> dict[str, Any] | None:

@@ -1,14 +1,18 @@
-"""The checks every task run makes before any work, then its lock: the process count the recipe's batch sizes were
-written for, the planned Hub pushes, writable folders. Nothing here imports torch at import time."""
+"""The checks every task run makes before any work, then its lock and its log: the process count the recipe's batch
+sizes were written for, the planned Hub pushes, writable folders; then, holding the folders' lock, the run's
+`StageLog` started (the earlier run's result files moved aside). Nothing here imports torch at import time."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .launch import TrainingBatch
+
+if TYPE_CHECKING:
+    from .cache import StageLog
 
 __all__ = ["check_hub", "run_prologue"]
 
@@ -29,13 +33,20 @@ def run_prologue(
     recipe: Any,
     command: str,
     batches: list[TrainingBatch],
+    results: Path,
+    header: dict[str, Any],
+    result_files: tuple[str, ...],
+    *,
+    device: str | None = None,
     folders: dict[str, Path] | None = None,
     hub: bool = True,
-) -> Iterator[None]:
-    """The checks every task run makes before any work, then the block runs holding the folders' lock: the process
-    count the batches were written for, the Hub pushes (`hub`), folders (`folders`: what -> path; default: the
-    recipe's output and models folders) that are writable and not the user's own (`io.check_own_folder`), then
-    marked as a run's (`io.claim_folder`)."""
+) -> Iterator[StageLog]:
+    """The checks every task run makes before any work, then the block runs holding the folders' lock with the run's
+    log: the process count the batches were written for, the Hub pushes (`hub`), folders (`folders`: what -> path;
+    default: the recipe's output and models folders) that are writable and not the user's own
+    (`io.check_own_folder`), then marked as a run's (`io.claim_folder`); the block gets the `StageLog` of `results`
+    (`StageLog.start`: `header`, the environment, `complete: false`; the earlier run's `result_files` moved aside)."""
+    from .cache import StageLog
     from .distributed import is_main_process, require_num_processes
     from .io import check_own_folder, check_writable_folder, claim_folder
     from .lock import hold_output_lock
@@ -53,4 +64,4 @@ def run_prologue(
         if is_main_process():
             for folder in folders.values():
                 claim_folder(folder, command)
-        yield
+        yield StageLog.start(results, header, result_files, device=device)

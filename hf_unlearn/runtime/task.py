@@ -1,6 +1,6 @@
 """The task contract: what a benchmark (Markov, TOFU, the next one) fills in, and the one run every task goes through.
 
-A task is a `Task` subclass in its own `hf_unlearn/tasks/<name>/pipeline.py`:
+A task is a `Task` subclass in its own `hf_unlearn/tasks/<name>/task.py`:
 
 - `parse(raw, options)`: the YAML mapping to the task's one typed recipe dataclass, checked completely (keys, types,
   every config built) before anything loads or trains; raises `RecipeError` naming the bad key.
@@ -9,11 +9,14 @@ A task is a `Task` subclass in its own `hf_unlearn/tasks/<name>/pipeline.py`:
 - `run_stages(recipe, log)`: the stages, each through the stage cache (`runtime.cache`: `cached_stage`,
   `open_scratch`, `commit_stage`) inside `log.stage(name)`, metrics added to `log.payload` and saved after each;
   trajectories come from the trainer's `EvalMetricsCallback` (`evaluation.trajectory_record`).
-- `write_reports(recipe, log)`: tables and plots from `log.payload` (main process), after every stage if it likes.
+- `check_inputs(recipe, options)` (optional): data and model sources, before anything trains.
+- `write_reports(recipe, log)` (optional): tables and plots from `log.payload` (main process) at the end; a task
+  that rewrites them after every stage in `run_stages` (TOFU) needs none.
 
 The recipe has `output_path`, `models_path`, `seed`, `launch.num_processes`, `hub` (label -> push) and `settings()`.
-`run_task` is the one prologue and epilogue: process group, parse, dry run, process count, Hub check, writable
-folders, output lock, earlier results moved aside, seeds, `results.json` (`complete: false` until the end).
+`run_task` is the one prologue and epilogue: process group, parse, dry run, then `runtime.prologue.run_prologue`
+(process count, Hub check, writable folders, output lock, earlier results moved aside, `results.json` with
+`complete: false` until the end), seeds.
 """
 
 from __future__ import annotations
@@ -88,7 +91,6 @@ def run_task(task: Task, raw: Any, options: RunOptions) -> dict[str, Any] | None
 
         join_process_group()
     recipe = task.parse(raw, options) if isinstance(raw, dict) else raw  # a bad recipe fails here, before torch
-    from .cache import StageLog
     from .distributed import is_main_process, join_process_group
 
     options.device = None if options.dry_run else join_process_group()
@@ -97,16 +99,13 @@ def run_task(task: Task, raw: Any, options: RunOptions) -> dict[str, Any] | None
         print(task.describe(recipe, options))
         return None
     command = f"{options.command} {options.recipe_arg}"
-    with run_prologue(recipe, command, task.batches(recipe)):
+    results, header = Path(recipe.output_path) / "results.json", {"task": task.name, "settings": recipe.settings()}
+    with run_prologue(
+        recipe, command, task.batches(recipe), results, header, task.result_files, device=options.device
+    ) as log:
         from transformers import set_seed
 
         set_seed(recipe.seed)
-        log = StageLog.start(
-            Path(recipe.output_path) / "results.json",
-            {"task": task.name, "settings": recipe.settings()},
-            task.result_files,
-            device=options.device,
-        )
         task.run_stages(recipe, log, options)
         log.save(complete=True)
         if is_main_process():

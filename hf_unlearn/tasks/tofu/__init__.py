@@ -11,7 +11,7 @@ _EXPORTS = {
     "parse_tofu_recipe": ".recipe",
     "TofuTask": ".task",
     "run_tofu": ".task",
-    "run_finetune": ".task",
+    "run_finetune": ".pipeline",
     "tofu_table": ".report",
 }
 __all__ = list(_EXPORTS)

@@ -4,7 +4,8 @@ relearning, quantization and probes, each a cached stage; recovery of the TOFU f
 Relearning sets on this task: (a) `forget_subset`, a seeded subset of the unlearning forget rows (at most half of
 them); the forget items of the evaluation that it contains are never scored, so every score comes from questions the
 attack did not relearn; (b) `related`, rows of the unlearning retain set (other fictitious authors, same style). There
-is no (c): TOFU's unrelated text (real authors, world facts) is what model utility is scored on.
+is no (c): TOFU's unrelated text (real authors, world facts) is what model utility is scored on. The recipe accepts
+these attacks and sets only (`TOFU_ATTACKS`, `TOFU_RELEARN_SETS` in `recipe.py`).
 
 Scores: the TOFU suite (`evaluate_rows`) on the evaluation's rows (cut to `attacks.eval_examples` per split), with
 no retain reference (forget_quality needs the retain model's values of exactly the scored items), plus the
@@ -16,23 +17,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ...attacks.suite import AttackArguments
-from ...recipe import RecipeError
-
 __all__ = [
     "RECOVERY_METRICS",
-    "TOFU_ATTACKS",
-    "TOFU_RELEARN_SETS",
     "UTILITY_METRICS",
     "attack_controls",
     "attack_method",
-    "check_tofu_attacks",
     "tofu_attack_inputs",
     "tofu_attacks_table",
 ]
 
-TOFU_ATTACKS = ("relearn", "quant8", "quant4", "paraphrase", "prefix", "logit_lens")
-TOFU_RELEARN_SETS = ("forget_subset", "related")
 # Forget metrics whose recovery is reported, and the utility the attack costs.
 RECOVERY_METRICS = ["forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "forget_loss"]
 UTILITY_METRICS = ["model_utility", "retain_loss"]
@@ -45,22 +38,6 @@ _SUITE_METRICS = [
     "model_utility",
     "model_utility_teacher_forced",
 ]
-
-
-def check_tofu_attacks(args: AttackArguments | None) -> None:
-    if args is None:
-        return
-    other = [name for name in args.attacks if name not in TOFU_ATTACKS]
-    if other:
-        raise RecipeError(
-            f"attacks.attacks: {', '.join(other)} cannot run on the TOFU task (it runs {', '.join(TOFU_ATTACKS)})."
-        )
-    other = [name for name in args.relearn_sets if name not in TOFU_RELEARN_SETS]
-    if other and "relearn" in args.attacks:
-        raise RecipeError(
-            f"attacks.relearn_sets: {', '.join(other)} cannot run on the TOFU task (it relearns "
-            f"{', '.join(TOFU_RELEARN_SETS)}; its unrelated text is what model utility scores)."
-        )
 
 
 def tofu_attack_inputs(recipe, tokenizer) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Checks of a TOFU run's inputs when it starts, before anything is fine-tuned, unlearned or evaluated: every data
-selection and evaluation split is loaded and checked, and every model source is where it says.
+selection and evaluation split is loaded and checked, and every model source is where it says; and the batch of every
+training stage, which the process-count check reads (`training_batches`).
 
 Without them a broken `forget05.jsonl` line, a selection past the end of its config or a missing evaluation column
 surfaced only at the stage that first read it, after the fine-tunes and evaluations before it. Errors are one line
@@ -14,10 +15,12 @@ from typing import Any
 from ...evaluation.tofu import load_eval_rows
 from ...models import check_model_source, hub_snapshot, is_hub_offline, looks_like_local_path
 from ...runtime.distributed import main_process_print
+from ...runtime.launch import TrainingBatch, method_batches, training_batch
+from ...trainers import METHODS
 from .data import describe_selections, select_rows
 from .recipe import ModelSpec, TofuPlan
 
-__all__ = ["check_model_sources", "check_tofu_data", "check_tofu_inputs"]
+__all__ = ["check_model_sources", "check_tofu_data", "check_tofu_inputs", "training_batches"]
 
 
 def check_tofu_inputs(plan: TofuPlan, *, dry_run: bool = False, command: str = "run") -> dict[str, Any]:
@@ -109,3 +112,17 @@ def _located(error: Exception, where: str) -> Exception:
     """The error again, prefixed with the recipe key it concerns (same class for the CLI: one line)."""
     kind = FileNotFoundError if isinstance(error, FileNotFoundError) else ValueError
     return kind(f"{where}: {error}")
+
+
+def training_batches(plan: TofuPlan, command: str) -> list[TrainingBatch]:
+    """The batch of every training stage `command` runs (for the process-count check): the fine-tune when the recipe
+    fine-tunes, the shared `unlearn` settings and each method that sets its own batch (`run` only)."""
+    from trl import SFTConfig
+
+    batches = []
+    if plan.train_data:
+        batches.append(training_batch("finetune", plan.finetune, SFTConfig, flags=command == "finetune"))
+    if command == "run":
+        classes = {label: METHODS[spec["method"]][0] for label, spec in plan.methods.items()}
+        batches += method_batches(plan.unlearn, plan.methods, classes, flags=True)
+    return batches

@@ -199,9 +199,10 @@ def check_data_separation(plan: TofuRecipe) -> dict[str, Any]:
     return report
 
 
-def _finetune_fingerprint(plan: TofuRecipe, role: str, rows: Dataset) -> dict[str, Any]:
+def _finetune_fingerprint(plan: TofuRecipe, role: str, rows: Dataset, base: dict[str, Any]) -> dict[str, Any]:
+    """What the fine-tuned `role` model is made from: the base (`base`: its identity), the rows, the settings."""
     fingerprint = {
-        "base": plan.base.identity(),
+        "base": base,
         "train_data": selections_json(plan.train_data[role]),
         "train_rows_sha256": sha256_json(rows.to_list()),
         "finetune": fingerprint_settings(plan.finetune),
@@ -258,6 +259,7 @@ def ensure_models(
     if any(role in plan.train_data for role in roles):
         log.payload.setdefault("data_checks", check_data_separation(plan))
         fetch_hub_model(plan.base)
+        base = plan.base.identity()  # the content hash of the base's files, once for both models
     for role in roles:
         if role not in plan.train_data:
             continue
@@ -265,7 +267,7 @@ def ensure_models(
         path = plan.models_dir / (f"{role}_gr" if _gradient_restriction(plan, role) else role)
         with log.stage(f"finetune/{role}") as entry:
             rows = select_rows(plan.train_data[role], plan.data_dir)
-            fingerprint = _finetune_fingerprint(plan, role, rows)
+            fingerprint = _finetune_fingerprint(plan, role, rows, base)
             stamp = cached_stage(path, fingerprint, f"{role} model")
             entry["reused"] = stamp is not None
             if stamp is None and not train:

@@ -22,7 +22,7 @@ from ...data.tofu import TofuFormat
 from ...evaluation.tofu import TofuEvalArguments, tofu_split_configs
 from ...hub import HubPush, describe_pushes, plan_hub_pushes
 from ...models import resolve_model_path
-from ...recipe import LaunchArguments, RecipeError, build_method_config, check_keys, from_mapping, method_specs
+from ...recipe import LaunchArguments, RecipeError, build_method_config, from_mapping, method_specs
 from ...runtime.hashing import model_identity
 from ...trainers.gradient_restriction_config import GradientRestriction
 from .data import Selection, describe_selections
@@ -58,7 +58,7 @@ DTYPES = Literal["float32", "bfloat16", "float16", "auto"]
 @dataclass
 class ModelSource:
     """One model of the recipe: given (`name_or_path`, optionally a GGUF file inside it) or fine-tuned from
-    `models.base` on `train_data`."""
+    `models.base` on `train_data` (`parse_tofu_recipe` checks that it is one or the other)."""
 
     name_or_path: str | None = field(default=None, metadata={"help": "Hub id, local folder or pkg:PACKAGE."})
     gguf_file: str | None = field(default=None, metadata={"help": "A GGUF file inside name_or_path."})
@@ -68,18 +68,6 @@ class ModelSource:
         default=None, metadata={"help": "A PEFT adapter folder merged into name_or_path (a target given as LoRA)."}
     )
     train_data: list[Selection] | None = field(default=None, metadata={"help": "Fine-tune from models.base on these."})
-
-    def __post_init__(self) -> None:
-        if self.train_data is not None:
-            given = [name for name in ("name_or_path", "gguf_file", "adapter") if getattr(self, name) is not None]
-            if given:
-                raise ValueError(
-                    f"give either train_data (fine-tune from models.base) or name_or_path, not both (also got {given})."
-                )
-            if not self.train_data:
-                raise ValueError("train_data must list at least one selection, e.g. [{config: forget05}].")
-        elif not self.name_or_path:
-            raise ValueError("needs name_or_path (Hub id, folder or pkg:PACKAGE) or train_data.")
 
 
 @dataclass
@@ -91,13 +79,12 @@ class RecipeModels:
 
 @dataclass
 class ReportArguments:
-    samples: int = field(default=5, metadata={"help": "Retain questions shown in samples.md."})
-    forget_samples: int = field(default=0, metadata={"help": "Forget questions in samples.md (opt-in: privacy)."})
+    """`report:` in a recipe: the questions samples.md shows (`min`: the bound `from_mapping` checks)."""
 
-    def __post_init__(self) -> None:
-        for name in ("samples", "forget_samples"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+    samples: int = field(default=5, metadata={"help": "Retain questions shown in samples.md.", "min": 0})
+    forget_samples: int = field(
+        default=0, metadata={"help": "Forget questions in samples.md (opt-in: privacy).", "min": 0}
+    )
 
 
 @dataclass
@@ -107,23 +94,21 @@ class TrajectoryArguments:
     `history` in results.json. They give trade-off curves and comparisons at matched forgetting, and `stop_at`
     ends a method's unlearning once a forgetting target is reached (`StopAtTargetCallback`)."""
 
-    eval_steps: int = field(default=10, metadata={"help": "Evaluate every this many optimizer steps (and at step 0)."})
+    eval_steps: int = field(
+        default=10, metadata={"help": "Evaluate every this many optimizer steps (and at step 0).", "min": 1}
+    )
     max_forget_items: int | None = field(
-        default=50, metadata={"help": "First forget (and holdout) items scored per evaluation; null: all."}
+        default=50, metadata={"help": "First forget (and holdout) items scored per evaluation; null: all.", "min": 1}
     )
     max_utility_items: int | None = field(
-        default=25, metadata={"help": "First retain / real_authors / world_facts items per evaluation; null: all."}
+        default=25,
+        metadata={"help": "First retain / real_authors / world_facts items per evaluation; null: all.", "min": 1},
     )
     stop_at: str | None = field(
         default=None, metadata={"help": "Stop unlearning when this holds, e.g. 'forget_Q_A_Prob <= 0.1'."}
     )
 
     def __post_init__(self) -> None:
-        if self.eval_steps < 1:
-            raise ValueError(f"eval_steps must be >= 1, got {self.eval_steps}.")
-        for name in ("max_forget_items", "max_utility_items"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 or null, got {getattr(self, name)}.")
         if self.stop_at is not None:
             MetricCondition.parse(self.stop_at)  # a malformed condition fails now, not after the fine-tuning
 
@@ -175,6 +160,13 @@ class ModelSpec:
 
 
 UNLEARN_DATA_ROLES = ("forget", "retain")
+# The evaluation's formatting comes from the recipe's `formatting` and `forget_split`, not from `evaluation`.
+EVALUATION_KEYS = tuple(
+    sorted(set(TofuEvalArguments.__dataclass_fields__) - set(TofuFormat.__dataclass_fields__) - {"forget_split"})
+)
+# The attacks this task runs, and the relearning sets it has (its unrelated text is what model utility scores).
+TOFU_ATTACKS = ("relearn", "quant8", "quant4", "paraphrase", "prefix", "logit_lens")
+TOFU_RELEARN_SETS = ("forget_subset", "related")
 
 
 @dataclass
@@ -197,14 +189,18 @@ class TofuRecipe:
     # stays plain.
     finetune_gradient_restriction: GradientRestriction | None = None
     unlearn_data: dict[str, list[Selection]] = field(
-        default_factory=dict, metadata={"help": "forget (default: the forget split), retain (default: retainYY)."}
+        default_factory=dict,
+        metadata={
+            "help": "forget (default: the forget split), retain (default: retainYY).",
+            "keys": UNLEARN_DATA_ROLES,
+        },
     )
     unlearn: dict[str, Any] = field(default_factory=dict, metadata={"help": "Settings shared by every method."})
     unlearn_lora: dict[str, Any] | None = None
     methods: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "label -> {method: NAME, **config fields}."}
     )
-    evaluation: TofuEvalArguments = field(default_factory=TofuEvalArguments)
+    evaluation: TofuEvalArguments = field(default_factory=TofuEvalArguments, metadata={"keys": EVALUATION_KEYS})
     trajectory: TrajectoryArguments | None = None  # cheap evaluations during unlearning (and stop_at)
     report: ReportArguments = field(default_factory=ReportArguments)
     launch: LaunchArguments = field(default_factory=LaunchArguments)
@@ -213,41 +209,22 @@ class TofuRecipe:
         default=None,
         metadata={"help": "Attack every unlearned model (and the target and retain controls): docs/attacks.md."},
     )
-    # label -> its push, taken out of `unlearn`/`methods` by parse_tofu_recipe (not a recipe key).
+    # Filled in by parse_tofu_recipe (not recipe keys): the folders this run writes (`output_dir` and `models_dir`
+    # with the command line's overrides and the defaults applied), the forget split's evaluation configs, the models
+    # (role -> a given model; the base of the fine-tuned ones; role -> what it is fine-tuned on), and label -> its Hub
+    # push, taken out of `unlearn`/`methods`.
+    output_path: Path | None = field(default=None, init=False, repr=False)
+    models_path: Path | None = field(default=None, init=False, repr=False)
+    configs: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    given: dict[str, ModelSpec] = field(default_factory=dict, init=False, repr=False)
+    base: ModelSpec | None = field(default=None, init=False, repr=False)
+    train_data: dict[str, list[Selection]] = field(default_factory=dict, init=False, repr=False)
     hub: dict[str, HubPush] = field(default_factory=dict, init=False, repr=False)
-
-    @property
-    def configs(self) -> dict[str, str]:
-        return tofu_split_configs(self.forget_split)
-
-    @property
-    def output_path(self) -> Path:
-        return self.output_dir
-
-    @property
-    def models_path(self) -> Path:
-        return self.models_dir
 
     @property
     def specs(self) -> dict[str, dict[str, Any]]:
         """The resolved methods (label -> {method, **config fields}); the name the publishing code uses."""
         return self.methods
-
-    @property
-    def base(self) -> ModelSpec | None:
-        return None if self.models.base is None else _model_spec(self.models.base)
-
-    @property
-    def given(self) -> dict[str, ModelSpec]:
-        """role -> a given model (`name_or_path`)."""
-        sources = {role: getattr(self.models, role) for role in ROLES}
-        return {role: _model_spec(s) for role, s in sources.items() if s is not None and s.train_data is None}
-
-    @property
-    def train_data(self) -> dict[str, list[Selection]]:
-        """role -> the selections it is fine-tuned on (fine-tuned models only)."""
-        sources = {role: getattr(self.models, role) for role in ROLES}
-        return {role: s.train_data for role, s in sources.items() if s is not None and s.train_data is not None}
 
     def settings(self) -> dict[str, Any]:
         """Everything that shapes the results, for `results.json` (no text)."""
@@ -282,18 +259,6 @@ class TofuRecipe:
         }
 
 
-def _model_spec(source: ModelSource) -> ModelSpec:
-    merge = source.adapter is not None  # a given adapter is part of the model: merged, then trained or scored as one
-    return ModelSpec(
-        source.name_or_path,
-        source.gguf_file,
-        source.dtype,
-        source.trust_remote_code,
-        source.adapter,
-        merge_adapter=merge,
-    )
-
-
 def parse_tofu_recipe(
     raw: dict[str, Any],
     *,
@@ -308,39 +273,25 @@ def parse_tofu_recipe(
 
     For a real run the configs are built as they will be used, so a setting this machine cannot honour (bf16 without
     a GPU) fails now, not after hours of fine-tuning; `dry_run=True` validates for any machine."""
-    if isinstance(raw, dict):  # the evaluation's formatting comes from `formatting` and `forget_split`, not from here
-        formatting_keys = set(TofuFormat.__dataclass_fields__) | {"forget_split"}
-        check_keys(
-            raw.get("evaluation") or {}, set(TofuEvalArguments.__dataclass_fields__) - formatting_keys, "evaluation"
-        )
-        check_keys(raw.get("unlearn_data") or {}, set(UNLEARN_DATA_ROLES), "unlearn_data")
     recipe: TofuRecipe = from_mapping(TofuRecipe, raw, "the TOFU recipe", root=True)
-    from .attacks import check_tofu_attacks
-
-    check_tofu_attacks(recipe.attacks)
+    _check_attacks(recipe.attacks)
     try:
-        tofu_split_configs(recipe.forget_split)
+        recipe.configs = tofu_split_configs(recipe.forget_split)
     except ValueError as error:
         raise RecipeError(f"forget_split: {error}") from None
     out = Path(output_dir or recipe.output_dir or f"outputs/tofu/{recipe.forget_split}")
-    recipe.output_dir = out
-    recipe.models_dir = Path(models_dir or recipe.models_dir or out / "models")
+    recipe.output_dir = recipe.output_path = out
+    recipe.models_dir = recipe.models_path = Path(models_dir or recipe.models_dir or out / "models")
     if data_dir is not None:
         recipe.data_dir = str(data_dir)
-
-    for role in ROLES:
-        if getattr(recipe.models, role) is None:
-            raise RecipeError(f"models.{role} is missing: give name_or_path, or train_data to fine-tune it.")
-    base_source = recipe.models.base
-    if base_source is not None and (base_source.train_data is not None or base_source.adapter is not None):
-        raise RecipeError("models.base takes name_or_path only (it is what the other models are fine-tuned from).")
+    _fill_models(recipe)
     if recipe.unlearn_lora and recipe.models.target.adapter is not None:
         raise RecipeError(
             "unlearn_lora on a target given as an adapter (models.target.adapter) is not supported: unlearn the "
             "merged target in full, or merge the adapter into a folder and give that as models.target.name_or_path."
         )
     train_data = recipe.train_data
-    if train_data and base_source is None:
+    if train_data and recipe.base is None:
         raise RecipeError(
             f"models.{next(iter(train_data))} has train_data but the recipe has no models.base to fine-tune."
         )
@@ -385,6 +336,64 @@ def parse_tofu_recipe(
     except (TypeError, ValueError) as error:
         raise RecipeError(f"evaluation: {error}") from None
     return recipe
+
+
+def _fill_models(recipe: TofuRecipe) -> None:
+    """Check every model source and fill in `recipe.base` and `recipe.given` (the models loaded as they are) and
+    `recipe.train_data` (role -> what the model is fine-tuned on, from the base)."""
+    for role in ("base", *ROLES):
+        source = getattr(recipe.models, role)
+        if source is None:
+            if role == "base":
+                continue
+            raise RecipeError(f"models.{role} is missing: give name_or_path, or train_data to fine-tune it.")
+        if role == "base" and (source.train_data is not None or source.adapter is not None):
+            raise RecipeError("models.base takes name_or_path only (it is what the other models are fine-tuned from).")
+        if source.train_data is not None:
+            given = [name for name in ("name_or_path", "gguf_file", "adapter") if getattr(source, name) is not None]
+            if given:
+                raise RecipeError(
+                    f"models.{role}: give either train_data (fine-tune from models.base) or name_or_path, not both "
+                    f"(also got {given})."
+                )
+            if not source.train_data:
+                raise RecipeError(
+                    f"models.{role}: train_data must list at least one selection, e.g. [{{config: forget05}}]."
+                )
+            recipe.train_data[role] = source.train_data
+            continue
+        if not source.name_or_path:
+            raise RecipeError(f"models.{role}: needs name_or_path (Hub id, folder or pkg:PACKAGE) or train_data.")
+        # A given adapter is part of the model: merged, then trained or scored as one.
+        spec = ModelSpec(
+            source.name_or_path,
+            source.gguf_file,
+            source.dtype,
+            source.trust_remote_code,
+            source.adapter,
+            merge_adapter=source.adapter is not None,
+        )
+        if role == "base":
+            recipe.base = spec
+        else:
+            recipe.given[role] = spec
+
+
+def _check_attacks(args: AttackArguments | None) -> None:
+    """The attacks and relearning sets this task can run (`TOFU_ATTACKS`, `TOFU_RELEARN_SETS`)."""
+    if args is None:
+        return
+    other = [name for name in args.attacks if name not in TOFU_ATTACKS]
+    if other:
+        raise RecipeError(
+            f"attacks.attacks: {', '.join(other)} cannot run on the TOFU task (it runs {', '.join(TOFU_ATTACKS)})."
+        )
+    other = [name for name in args.relearn_sets if name not in TOFU_RELEARN_SETS]
+    if other and "relearn" in args.attacks:
+        raise RecipeError(
+            f"attacks.relearn_sets: {', '.join(other)} cannot run on the TOFU task (it relearns "
+            f"{', '.join(TOFU_RELEARN_SETS)}; its unrelated text is what model utility scores)."
+        )
 
 
 # The name `publish.py` and `checks.py` still use: the same class (the alias can go once they say TofuRecipe).

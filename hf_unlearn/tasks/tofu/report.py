@@ -1,5 +1,6 @@
 """TOFU reports: the IMU paper's Table 13 with forget quality and truth ratio, sample generations (Tables 14-15
-style), the utility-forgetting trade-off plot, and the metric table `hf-unlearn eval` prints."""
+style), the utility-forgetting trade-off plot (`write_tofu_reports` writes the three into a run's output folder), and
+the metric table `hf-unlearn eval` prints."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 from ...evaluation.tofu import MAIN_METRICS, UTILITY_COMPONENTS
 from ...reporting import figure_axes, format_table, save_figure
+from ...runtime.distributed import is_main_process
+from ...runtime.io import atomic_write_text
 
-__all__ = ["format_summary_table", "format_tofu_samples", "plot_tofu_tradeoff", "tofu_table"]
+__all__ = ["format_summary_table", "format_tofu_samples", "plot_tofu_tradeoff", "tofu_table", "write_tofu_reports"]
 
 
 def format_summary_table(summary: dict[str, Any]) -> str:
@@ -125,3 +128,23 @@ def plot_tofu_tradeoff(results: dict[str, Any], path: str | os.PathLike) -> None
     axis.set_title("TOFU trade-off: utility vs forgetting")
     axis.grid(alpha=0.3)
     save_figure(figure, path)
+
+
+def write_tofu_reports(plan, payload: dict[str, Any], samples: dict[str, Any]) -> str | None:
+    """table.md (with the attacks' table when the recipe has attacks), samples.md and tradeoff.png of every model in
+    `payload` so far, in the recipe's output folder (main process only); returns the table."""
+    if not is_main_process():
+        return None
+    table = tofu_table(payload)
+    if plan.attacks is not None:
+        from .attacks import tofu_attacks_table
+
+        attacks = tofu_attacks_table(payload)
+        table += "\n\n" + attacks if attacks else ""
+    atomic_write_text(plan.output_dir / "table.md", table + "\n")
+    labels = ["target", "retain", *plan.methods]
+    atomic_write_text(
+        plan.output_dir / "samples.md", format_tofu_samples(samples, labels, plan.report.forget_samples > 0)
+    )
+    plot_tofu_tradeoff(payload, plan.output_dir / "tradeoff.png")
+    return table
