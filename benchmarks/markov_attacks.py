@@ -108,8 +108,8 @@ def aggregate(runs: dict[int, dict]) -> dict:
         out = {}
         for name in SETS:
             checkpoints = {c["step"]: c for c in results.get(f"relearn/{name}", {}).get("checkpoints", [])}
-            for step in STEPS[1:]:
-                if step in checkpoints and 0 in checkpoints:
+            for step in sorted(checkpoints):
+                if step and 0 in checkpoints:
                     out[f"relearn/{name}@{step}"] = checkpoints[step][METRIC] - checkpoints[0][METRIC]
         return out
 
@@ -201,7 +201,7 @@ def _label(label: str, entry: dict) -> str:
     return label if entry["matched"] else f"{label} †"
 
 
-def tables(summary: dict, metric: str = METRIC) -> str:
+def tables(summary: dict, metric: str = METRIC, steps=(10, 50, 100)) -> str:
     """Markdown quoted in docs/results/attacks.md: where each method stopped, recovery after relearning (with the
     retrained control), the absolute change, quantization and the logit lens; mean ± 95 % interval over seeds."""
     methods = summary["methods"]
@@ -247,35 +247,31 @@ def tables(summary: dict, metric: str = METRIC) -> str:
     lines += ["Where unlearning stopped (full test sets unless marked):", "", format_table(rows, header), ""]
 
     any_entry = next(iter(methods.values()))
+    last = max(steps)
     for name in SETS:
-        header = ["method"] + [f"@{step}" for step in (10, 50, 100)] + ["Δℓ_f1 @100", "Δ retain loss @100"]
+        header = ["method"] + [f"@{step}" for step in steps] + [f"Δℓ_f1 @{last}", f"Δ retain loss @{last}"]
         rows = []
         for label, entry in methods.items():
             rows.append(
                 [_label(label, entry)]
-                + [_cell(entry["recovery"][f"relearn/{name}@{step}"][metric]) for step in (10, 50, 100)]
+                + [_cell(entry["recovery"][f"relearn/{name}@{step}"][metric]) for step in steps]
                 + [
-                    _cell(entry["absolute_change"][f"relearn/{name}@100"], 3, True),
-                    _cell(entry["utility_change"][f"relearn/{name}@100"], 3, True),
+                    _cell(entry["absolute_change"][f"relearn/{name}@{last}"], 3, True),
+                    _cell(entry["utility_change"][f"relearn/{name}@{last}"], 3, True),
                 ]
             )
         rows.append(
             ["retrained (control)"]
-            + [_cell(any_entry["retrained_recovery"][f"relearn/{name}@{step}"][metric]) for step in (10, 50, 100)]
-            + [_cell(controls["retrained"]["absolute_change"][f"relearn/{name}@100"], 3, True), ""]
+            + [_cell(any_entry["retrained_recovery"][f"relearn/{name}@{step}"][metric]) for step in steps]
+            + [_cell(controls["retrained"]["absolute_change"][f"relearn/{name}@{last}"], 3, True), ""]
         )
         rows.append(
-            [
-                "original (control)",
-                "",
-                "",
-                "",
-                _cell(controls["original"]["absolute_change"][f"relearn/{name}@100"], 3, True),
-                "",
-            ]
+            ["original (control)"]
+            + [""] * len(steps)
+            + [_cell(controls["original"]["absolute_change"][f"relearn/{name}@{last}"], 3, True), ""]
         )
         lines += [
-            f"Relearning on {name}: recovery of {metric} after 10/50/100 steps:",
+            f"Relearning on {name}: recovery of {metric} after {'/'.join(map(str, steps))} steps:",
             "",
             format_table(rows, header),
             "",
@@ -331,7 +327,7 @@ def tables(summary: dict, metric: str = METRIC) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict, path: Path, metric: str = METRIC) -> None:
+def plot(summary: dict, path: Path, metric: str = METRIC, steps=STEPS) -> None:
     """Recovery of `metric` against relearning steps, one panel per relearning set, one line per method (mean over
     seeds, the 95 % interval shaded); methods not at matched forgetting dotted; the retrained control dashed."""
     from hf_unlearn.reporting import figure_axes, save_figure
@@ -340,8 +336,8 @@ def plot(summary: dict, path: Path, metric: str = METRIC) -> None:
     colors = [__import__("matplotlib").colormaps["tab20"](i) for i in range(20)]
     for axis, name in zip(axes, SETS):
         for index, (label, entry) in enumerate(summary["methods"].items()):
-            stats = [entry["recovery"].get(f"relearn/{name}@{step}", {}).get(metric) for step in STEPS]
-            points = [(step, s) for step, s in zip(STEPS, stats) if s is not None]
+            stats = [entry["recovery"].get(f"relearn/{name}@{step}", {}).get(metric) for step in steps]
+            points = [(step, s) for step, s in zip(steps, stats) if s is not None]
             if not points:
                 continue
             xs = [p[0] for p in points]
@@ -365,7 +361,7 @@ def plot(summary: dict, path: Path, metric: str = METRIC) -> None:
                     alpha=0.08,
                 )
         control = next(iter(summary["methods"].values()))["retrained_recovery"]
-        points = [(step, control.get(f"relearn/{name}@{step}", {}).get(metric)) for step in STEPS]
+        points = [(step, control.get(f"relearn/{name}@{step}", {}).get(metric)) for step in steps]
         points = [(step, s) for step, s in points if s is not None]
         if points:
             axis.plot(
