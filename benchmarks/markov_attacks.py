@@ -35,9 +35,8 @@ SETS = ("forget_subset", "related", "unrelated")
 STEPS = (0, 10, 25, 50, 100)
 METRIC = "forget1_loss"  # the chain the original model learned (forget-2 was never learned: nothing to recover)
 TARGET = 1.0  # the recipe's evaluation.stop_at_forget_kl
-# A model is at matched forgetting when its full-test forget KL is within this factor of the target (the stop rule
-# ends at the first step at or past the target on 50 test sequences; a method that never gets there ends far below).
-MATCHED = 0.75
+# A model is at matched forgetting when its unlearning ended by the stop rule: its forget KL on the trajectory's test
+# rows reached TARGET (in every seed, for a method's row). A method that never gets there ends below it.
 
 
 def trimmed(payload: dict) -> dict:
@@ -142,7 +141,9 @@ def aggregate(runs: dict[int, dict]) -> dict:
             }
         for key in ("steps", "forget_kl", "retain_kl", "forget1_loss", "trajectory_forget_kl"):
             entry["before"][key] = mean_ci([entry["stop"][seed][key] for seed in per_seed])
-        entry["matched"] = entry["before"]["forget_kl"]["mean"] >= MATCHED * TARGET
+        reached = [(entry["stop"][seed]["trajectory_forget_kl"] or 0.0) >= TARGET for seed in per_seed]
+        entry["reached_target"] = f"{sum(reached)}/{len(reached)}"
+        entry["matched"] = all(reached)
         rows_by_seed = {seed: {_key(row): row for row in run["attacks"]["recovery"]} for seed, run in per_seed.items()}
         keys = list(next(iter(rows_by_seed.values())))
         for key in keys:
@@ -189,6 +190,11 @@ def aggregate(runs: dict[int, dict]) -> dict:
     return summary
 
 
+SHOWN_SETTINGS = (
+    "learning_rate", "beta", "beta1", "retain_loss_weight", "trainable", "steering_coefficient", "forget_loss_weight",
+)  # fmt: skip
+
+
 def _cell(stat: dict | None, digits: int = 2, sign: bool = False) -> str:
     if stat is None:
         return "–"
@@ -209,34 +215,22 @@ def tables(summary: dict, metric: str = METRIC, steps=(10, 50, 100)) -> str:
     controls = summary["controls"]
     lines = [
         f"Seeds: {', '.join(map(str, summary['seeds']))} ({n}); mean ± half-width of the 95 % t-interval over seeds. "
-        f"† not at matched forgetting (full-test forget KL under {MATCHED * TARGET:g}).",
+        f"† not at matched forgetting: the forget KL did not reach {TARGET:g} within the step cap in every seed.",
         "",
         f"Before any attack (attack test rows): original {metric} {_cell(controls['original']['before'][metric], 3)}, "
         f"retrained {_cell(controls['retrained']['before'][metric], 3)}.",
         "",
     ]
-    header = ["method", "settings", "steps", "stop fKL (50 seq.)", "forget KL", "retain KL", "ℓ_f1"]
+    header = ["method", "settings", "reached", "steps", "stop fKL (50 seq.)", "forget KL", "retain KL", "ℓ_f1"]
     rows = []
     for label, entry in methods.items():
-        settings = ", ".join(
-            f"{k} {v}"
-            for k, v in entry["settings"].items()
-            if k
-            in (
-                "learning_rate",
-                "beta",
-                "beta1",
-                "retain_loss_weight",
-                "trainable",
-                "steering_coefficient",
-                "forget_loss_weight",
-            )
-        )
+        settings = ", ".join(f"{k} {v}" for k, v in entry["settings"].items() if k in SHOWN_SETTINGS)
         b = entry["before"]
         rows.append(
             [
                 _label(label, entry),
                 settings,
+                entry["reached_target"],
                 _cell(b["steps"], 1),
                 _cell(b["trajectory_forget_kl"]),
                 _cell(b["forget_kl"]),

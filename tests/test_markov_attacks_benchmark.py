@@ -106,6 +106,9 @@ def test_two_tiny_seeds_aggregate_to_their_mean(bench, tmp_path):
     assert zero["mean"] == 0 and zero["ci95"] == 0  # nothing relearned yet in any seed
     stop = summary["methods"]["GA"]["stop"]
     assert {seed: stop[seed]["steps"] for seed in stop} == {0: 3, 1: 3}  # TINY: 3 steps, no stop level
+    reached = sum(runs[seed]["methods"]["GA"]["trajectory"][-1]["forget_kl"] >= bench.TARGET for seed in (0, 1))
+    assert summary["methods"]["GA"]["reached_target"] == f"{reached}/2"
+    assert summary["methods"]["GA"]["matched"] == (reached == 2)
     absolute = summary["methods"]["GA"]["absolute_change"]["relearn/unrelated@4"]["values"]
     for seed, value in zip((0, 1), absolute):
         checkpoints = {
