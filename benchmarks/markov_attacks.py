@@ -77,6 +77,10 @@ def _lens_best_layer(layers: dict, split: str = "forget1") -> int:
     return min(range(len(entries)), key=lambda i: entries[i]["loss"])
 
 
+def _lens_best_loss(layers: dict, split: str = "forget1") -> float:
+    return min(entry["loss"] for entry in layers[split][:-1])
+
+
 def aggregate(runs: dict[int, dict]) -> dict:
     """Per method: where unlearning stopped, the scores before any attack, every attack's recovery of each forget
     metric (and the retrained control's) and the absolute change of ℓ_f1 after relearning, each as mean and 95 %
@@ -172,17 +176,31 @@ def aggregate(runs: dict[int, dict]) -> dict:
                 "quantized_layers": [d.get("quantized_layers") for d in details],
                 "effective": all(d.get("effective") for d in details),
             }
-        entry["logit_lens_best_layer"] = {
-            seed: _lens_best_layer(run["attacks"]["results"]["logit_lens"]["layers"])
+        lens = {
+            seed: run["attacks"]["results"]["logit_lens"]["layers"]
             for seed, run in per_seed.items()
             if "logit_lens" in run["attacks"]["results"]
         }
+        entry["logit_lens_best_layer"] = {seed: _lens_best_layer(layers) for seed, layers in lens.items()}
+        # ℓ_f1 read at the best intermediate layer: below every readout of the retrained model (which never learned
+        # forget-1) means forget-chain knowledge is readable there.
+        entry["logit_lens_best_loss"] = mean_ci([_lens_best_loss(layers) for layers in lens.values()])
         summary["methods"][label] = entry
     for name in ("original", "retrained"):
         controls = {seed: run["attack_controls"][name] for seed, run in runs.items() if name in run["attack_controls"]}
         changes = {seed: drops(results) for seed, results in controls.items()}
         summary["controls"][name] = {
             "before": {key: mean_ci([c["before"].get(key) for c in controls.values()]) for key in metrics},
+            "logit_lens_best_loss": mean_ci(
+                [_lens_best_loss(c["logit_lens"]["layers"]) for c in controls.values() if "logit_lens" in c]
+            ),
+            "logit_lens_any_layer_loss": mean_ci(
+                [
+                    min(e["loss"] for e in c["logit_lens"]["layers"]["forget1"])
+                    for c in controls.values()
+                    if "logit_lens" in c
+                ]
+            ),
             "absolute_change": {
                 key: mean_ci([c.get(key) for c in changes.values()]) for key in next(iter(changes.values()))
             },
@@ -276,6 +294,7 @@ def tables(summary: dict, metric: str = METRIC, steps=(10, 50, 100)) -> str:
         "quant8",
         "quant4",
         "logit lens",
+        "lens ℓ_f1",
         "lens layer",
         "Δ retain loss (4-bit)",
         "changed (fp)",
@@ -292,6 +311,7 @@ def tables(summary: dict, metric: str = METRIC, steps=(10, 50, 100)) -> str:
                 _cell(entry["recovery"]["quant8"][metric]),
                 _cell(entry["recovery"]["quant4"][metric]),
                 _cell(entry["recovery"].get("logit_lens", {}).get(metric)),
+                _cell(entry["logit_lens_best_loss"], 3),
                 "/".join(map(str, layers)),
                 _cell(entry["utility_change"]["quant4"], 4, True),
                 _cell(q4["weights_changed_fp"]),
@@ -305,6 +325,7 @@ def tables(summary: dict, metric: str = METRIC, steps=(10, 50, 100)) -> str:
             _cell(any_entry["retrained_recovery"]["quant8"][metric]),
             _cell(any_entry["retrained_recovery"]["quant4"][metric]),
             _cell(any_entry["retrained_recovery"].get("logit_lens", {}).get(metric)),
+            _cell(controls["retrained"]["logit_lens_any_layer_loss"], 3) + " (any layer)",
             "",
             "",
             "",
@@ -314,7 +335,9 @@ def tables(summary: dict, metric: str = METRIC, steps=(10, 50, 100)) -> str:
     )
     lines += [
         f"Recovery of {metric} after quantization and through the logit lens (best intermediate layer); share of "
-        "weights that differ from the original at full precision and once quantized (bitsandbytes' own values):",
+        "weights that differ from the original at full precision and once quantized (bitsandbytes' own values). "
+        "lens ℓ_f1: the forget-1 loss at the best intermediate layer (the retrained model's best over all its layers "
+        "is the level a model that never learned forget-1 reads):",
         "",
         format_table(rows, header),
     ]

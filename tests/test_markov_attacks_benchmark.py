@@ -115,6 +115,9 @@ def test_two_tiny_seeds_aggregate_to_their_mean(bench, tmp_path):
             c["step"]: c for c in runs[seed]["methods"]["GA"]["attacks"]["results"]["relearn/unrelated"]["checkpoints"]
         }
         assert value == pytest.approx(checkpoints[4]["forget1_loss"] - checkpoints[0]["forget1_loss"])
+    lens = [runs[seed]["methods"]["GA"]["attacks"]["results"]["logit_lens"]["layers"]["forget1"] for seed in (0, 1)]
+    best = [min(layer["loss"] for layer in layers[:-1]) for layers in lens]  # intermediate layers only
+    assert summary["methods"]["GA"]["logit_lens_best_loss"]["values"] == best
     assert set(summary["controls"]) == {"original", "retrained"}
     bench.plot(summary, tmp_path / "recovery.png", steps=(0, 2, 4))
     assert (tmp_path / "recovery.png").stat().st_size > 1000
