@@ -355,7 +355,7 @@ def tables(summary: dict, metric: str = METRIC, steps=(10, 50, 100)) -> str:
 
 def plot(summary: dict, path: Path, metric: str = METRIC, steps=STEPS) -> None:
     """Recovery of `metric` against relearning steps, one panel per relearning set, one line per method (mean over
-    seeds, the 95 % interval shaded); methods not at matched forgetting dotted; the retrained control dashed."""
+    seeds; the intervals, wide over few seeds, are in the tables); methods not at matched forgetting dotted; the retrained control dashed."""
     from hf_unlearn.reporting import figure_axes, save_figure
 
     figure, axes = figure_axes(len(SETS), figsize=(17, 5.4))
@@ -379,14 +379,6 @@ def plot(summary: dict, path: Path, metric: str = METRIC, steps=STEPS) -> None:
                 color=colors[index % 20],
                 label=label + ("" if entry["matched"] else " (not matched)"),
             )
-            if entry["matched"] and all(p[1]["ci95"] is not None for p in points):
-                axis.fill_between(
-                    xs,
-                    [p[1]["mean"] - p[1]["ci95"] for p in points],
-                    [p[1]["mean"] + p[1]["ci95"] for p in points],
-                    color=colors[index % 20],
-                    alpha=0.06,
-                )
         control = next(iter(summary["methods"].values()))["retrained_recovery"]
         points = [(step, control.get(f"relearn/{name}@{step}", {}).get(metric)) for step in steps]
         points = [(step, s) for step, s in points if s is not None]
@@ -416,7 +408,7 @@ def plot(summary: dict, path: Path, metric: str = METRIC, steps=STEPS) -> None:
         )
     figure.suptitle(
         f"Markov: recovery at matched forgetting (forget KL {TARGET:g}); dotted: not matched in every seed; "
-        f"shaded: 95 % interval over {len(summary['seeds'])} seeds"
+        f"means over {len(summary['seeds'])} seeds (95 % intervals: docs/results/attacks.md)"
     )
     save_figure(figure, path)
 
