@@ -26,6 +26,7 @@ from pathlib import Path
 
 from hf_unlearn.reporting import format_table
 from hf_unlearn.runtime.io import atomic_write_json
+from hf_unlearn.tasks.markov.statistics import mean_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -55,18 +56,14 @@ def trimmed(payload: dict) -> dict:
 
 
 def mean_ci(values: list[float | None]) -> dict | None:
-    """Mean and the half-width of the 95 % t-interval over the seeds (None with fewer than two values)."""
-    from scipy import stats
-
+    """`mean_interval` over the seeds that have a value, as mean and the half-width of its 95 % interval (None
+    with fewer than two values)."""
     values = [v for v in values if v is not None]
     if not values:
         return None
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return {"mean": mean, "ci95": None, "n": n, "values": values}
-    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
-    return {"mean": mean, "ci95": float(stats.t.ppf(0.975, n - 1)) * sd / n**0.5, "n": n, "values": values}
+    stat = mean_interval(values)
+    half = None if len(values) < 2 else (stat["ci"][1] - stat["ci"][0]) / 2
+    return {"mean": stat["mean"], "ci95": half, "n": len(values), "values": values}
 
 
 def _key(row: dict) -> str:
