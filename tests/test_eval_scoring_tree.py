@@ -90,9 +90,10 @@ def test_answer_tree_by_hand():
         _answer_tree({"prompt_ids": [], "prompt_mask": [], "answers": [[1]], "answer_masks": [[1]]})
 
 
+@pytest.mark.parametrize("share_prefix", [True, False], ids=["shared_prefix", "no_shared_prefix"])
 @pytest.mark.parametrize("by_mask", [True, False], ids=["bool_logits_to_keep", "last_positions"])
 @pytest.mark.parametrize("reference", [False, True], ids=["mask_ones", "reference_mask"])
-def test_tree_scoring_equals_plain_sequences(tokenizer, model, monkeypatch, by_mask, reference):
+def test_tree_scoring_equals_plain_sequences(tokenizer, model, monkeypatch, by_mask, reference, share_prefix):
     groups = make_groups(tokenizer, seed=1 + reference, reference=reference)
     if not by_mask:
         monkeypatch.setattr(runner, "keeps_logits_by_mask", lambda _model: False)
@@ -100,7 +101,13 @@ def test_tree_scoring_equals_plain_sequences(tokenizer, model, monkeypatch, by_m
         assert runner.keeps_logits_by_mask(model)
     stats: dict[str, int] = {}
     tree = score_prompt_groups(
-        model, groups, batch_size=7, pad_token_id=tokenizer.pad_token_id, show_progress=False, stats=stats
+        model,
+        groups,
+        batch_size=7,
+        pad_token_id=tokenizer.pad_token_id,
+        show_progress=False,
+        stats=stats,
+        share_prefix=share_prefix,
     )
     plain = plain_scores(model, tokenizer, groups)
     flat_tree = [r for group in tree for r in group]
@@ -114,7 +121,13 @@ def test_tree_scoring_equals_plain_sequences(tokenizer, model, monkeypatch, by_m
     assert stats["answer"] == num_answer
     assert stats["answer_nodes"] < num_answer  # shared prefixes were computed once
     assert stats["answer_nodes"] == sum(len(_answer_tree(g).ids) - len(g["prompt_ids"]) for g in groups)
-    assert stats["positions"] >= stats["prompt"] + stats["answer_nodes"]
+    first = groups[0]["prompt_ids"]
+    prefix = next(i for i in range(len(first)) if any(g["prompt_ids"][i] != first[i] for g in groups))
+    prefix = prefix if share_prefix else 0
+    assert prefix > 0 or not share_prefix
+    assert stats["shared_prefix"] == prefix
+    prompt_positions = stats["prompt"] - (len(groups) - 1) * prefix  # the common head once
+    assert stats["positions"] >= prompt_positions + stats["answer_nodes"]
     if by_mask:  # the head ran only where a next token is scored: the distinct predicting nodes
         assert stats["logit_positions"] == sum(len({n for p in _answer_tree(g).predictors for n in p}) for g in groups)
 

@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import CompileConfig, GenerationConfig
+from transformers import CompileConfig, DynamicCache, GenerationConfig
 
 from ..utils import IGNORE_INDEX, all_gather_objects, rank_and_world, token_logprobs
-from .generation import greedy_refill, greedy_vllm, supports_refill
+from .generation import cache_argument, common_prefix_length, greedy_refill, greedy_vllm, supports_refill
 
 __all__ = [
     "GENERATION_SCHEDULES",
@@ -197,6 +197,11 @@ def _tree_attention(tree: _AnswerTree) -> np.ndarray:
     return allowed & np.asarray(tree.mask, dtype=bool)[None, :]
 
 
+def _additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`(B, Q, K)` booleans -> the `(B, 1, Q, K)` additive attention mask (0 where allowed, the dtype's minimum else)."""
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
 def _log_softmax_as_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
     """float32 log-softmax of `(positions, vocabulary)` logits, reduced over a `(vocabulary, position)` view as
     cross-entropy reduces `(batch, vocabulary, length)` logits (`token_logprobs`, and the reference's scoring): in
@@ -215,6 +220,7 @@ def score_prompt_groups(
     desc: str = "Scoring",
     show_progress: bool = True,
     stats: dict[str, int] | None = None,
+    share_prefix: bool = True,
 ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """Like `score_sequences` for several answers to one prompt, computing the prompt and every shared answer prefix
     only once.
@@ -223,9 +229,11 @@ def score_prompt_groups(
         groups: dicts with `prompt_ids`, `prompt_mask` and lists `answers` / `answer_masks` (token ids and attention
             mask of each answer, end-of-turn token included).
         batch_size: answers per forward pass.
-        stats: if given, this process's token counts are added to it: `prompt` and `answer` tokens, `answer_nodes`
-            (distinct answer prefixes, the answer positions computed), `positions` (batch x length, padding
-            included) and `logit_positions` (positions whose logits were computed).
+        stats: if given, this process's token counts are added to it: `prompt` and `answer` tokens,
+            `shared_prefix` (the prompts' common head, computed once), `answer_nodes` (distinct answer prefixes, the
+            answer positions computed), `positions` (all computed, padding included) and `logit_positions`
+            (positions whose logits were computed).
+        share_prefix: compute the prompts' common head once and share its KV cache (models with a plain cache).
 
     Each group is one row laid out as a token tree: the prompt, then every distinct answer prefix once (TOFU's
     perturbed answers of a question often begin alike), with a 4D attention mask under which each position sees
@@ -236,7 +244,7 @@ def score_prompt_groups(
     sequence per answer.
     """
     if stats is not None:
-        for key in ("prompt", "answer", "answer_nodes", "positions", "logit_positions"):
+        for key in ("prompt", "shared_prefix", "answer", "answer_nodes", "positions", "logit_positions"):
             stats.setdefault(key, 0)
     if not supports_packed_prompts(model):
         flat = [(g, j) for g, group in enumerate(groups) for j in range(len(group["answers"]))]
@@ -256,43 +264,73 @@ def score_prompt_groups(
     by_mask = keeps_logits_by_mask(model)
     keeps_logits = by_mask or "logits_to_keep" in inspect.signature(model.forward).parameters
     trees = [_answer_tree(group) for group in groups]
-    lengths = [len(tree.ids) for tree in trees]
+    # The prompts' common head (system prompt and template) is computed once, its KV cache shared by every row.
+    prefix = (
+        common_prefix_length(
+            [{"input_ids": t.ids[: t.num_prompt], "attention_mask": t.mask[: t.num_prompt]} for t in trees]
+        )
+        if share_prefix and len(trees) > 1 and supports_refill(model)
+        else 0
+    )
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if prefix:
+        prefix_mask = torch.tensor(trees[0].mask[:prefix], dtype=torch.bool)
+        allowed = torch.ones(prefix, prefix, dtype=torch.bool).tril() & prefix_mask[None, :]
+        cache = DynamicCache()
+        model(
+            input_ids=torch.tensor([trees[0].ids[:prefix]], device=device),
+            attention_mask=_additive_mask(allowed[None], dtype).to(device),
+            position_ids=torch.arange(prefix, device=device)[None],
+            use_cache=True,
+            **{cache_argument(model): cache},
+        )
+        prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if stats is not None:
+            stats["positions"] += prefix
+            stats["shared_prefix"] += prefix
+    lengths = [len(tree.ids) - prefix for tree in trees]  # positions of each row beyond the shared prefix
 
     def work(batch: list[int]) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
         length = max(lengths[g] for g in batch)
         input_ids = torch.full((len(batch), length), pad_token_id, dtype=torch.long)
         position_ids = torch.zeros((len(batch), length), dtype=torch.long)
-        allowed = np.broadcast_to(np.eye(length, dtype=bool), (len(batch), length, length)).copy()  # padding: itself
+        # Keys: the shared prefix, then the row. Padding sees only itself.
+        allowed = np.zeros((len(batch), length, prefix + length), dtype=bool)
+        allowed[:, :, prefix:] = np.eye(length, dtype=bool)
         wanted = torch.zeros((len(batch), length), dtype=torch.bool)  # positions whose logits are read
         for r, g in enumerate(batch):
-            tree, pad = trees[g], length - lengths[g]
-            input_ids[r, pad:] = torch.tensor(tree.ids)
-            position_ids[r, pad:] = torch.tensor(tree.depth)
-            allowed[r, pad:, pad:] = _tree_attention(tree)
+            tree, start = trees[g], length - lengths[g] - prefix  # row column of tree node k: start + k
+            input_ids[r, start + prefix :] = torch.tensor(tree.ids[prefix:])
+            position_ids[r, start + prefix :] = torch.tensor(tree.depth[prefix:])
+            tree_allowed = _tree_attention(tree)[prefix:]
+            allowed[r, start + prefix :, :prefix] = tree_allowed[:, :prefix]
+            allowed[r, start + prefix :, prefix + start + prefix :] = tree_allowed[:, prefix:]
             for predictor in tree.predictors:
-                wanted[r, [pad + node for node in predictor]] = True
-        allowed_t = torch.from_numpy(allowed)
-        mask = torch.zeros(allowed_t.shape, dtype=dtype).masked_fill_(~allowed_t, torch.finfo(dtype).min)[:, None]
+                wanted[r, [start + node for node in predictor]] = True
+        mask = _additive_mask(torch.from_numpy(allowed), dtype)
         if by_mask:
             kwargs, kept = {"logits_to_keep": wanted.to(device)}, wanted
         else:  # the last `keep` positions of every row (answers are at the end of left-padded rows)
-            keep = max(lengths[g] - trees[g].num_prompt for g in batch) + 1
+            keep = max(lengths[g] + prefix - trees[g].num_prompt for g in batch) + 1
             kept = torch.zeros_like(wanted)
             kept[:, -keep:] = True
             kwargs = {"logits_to_keep": keep} if keeps_logits else {}
             if not keeps_logits:
                 kept[:] = True
+        if prefix_kv:
+            expanded = [(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1)) for k, v in prefix_kv]
+            kwargs[cache_argument(model)] = DynamicCache(ddp_cache_data=expanded)
         if stats is not None:
             stats["prompt"] += sum(trees[g].num_prompt for g in batch)
             stats["answer"] += sum(len(a) for g in batch for a in groups[g]["answers"])
-            stats["answer_nodes"] += sum(lengths[g] - trees[g].num_prompt for g in batch)
+            stats["answer_nodes"] += sum(len(trees[g].ids) - trees[g].num_prompt for g in batch)
             stats["positions"] += input_ids.numel()
             stats["logit_positions"] += int(kept.sum())
         logits = model(
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
             position_ids=position_ids.to(device),
-            use_cache=False,
+            use_cache=bool(prefix_kv),
             **kwargs,
         ).logits
         logits = logits.reshape(-1, logits.shape[-1])  # one row per kept position, row-major
@@ -304,8 +342,8 @@ def score_prompt_groups(
         preds = logits.argmax(dim=-1).cpu().numpy()  # (P,)
         results = {}
         for r, g in enumerate(batch):
-            tree, pad = trees[g], length - lengths[g]
-            rows = [row_of[r, [pad + node for node in predictor]] for predictor in tree.predictors]
+            tree, start = trees[g], length - lengths[g] - prefix
+            rows = [row_of[r, [start + node for node in predictor]] for predictor in tree.predictors]
             answers = groups[g]["answers"]
             index = torch.cat(rows).to(device)
             labels = torch.tensor([t for a in answers for t in a], dtype=torch.long, device=device)
