@@ -29,7 +29,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["common_prefix_length", "greedy_refill", "greedy_vllm", "supports_refill"]
+__all__ = ["cache_argument", "common_prefix_length", "greedy_refill", "greedy_vllm", "supports_refill"]
 
 
 def supports_refill(model: torch.nn.Module) -> bool:
@@ -104,14 +104,14 @@ class _Batch:
         self.rows = self.rows + other.rows
 
 
-def _cache_argument(model: torch.nn.Module) -> str:
+def cache_argument(model: torch.nn.Module) -> str:
     """The forward's name for the KV cache: `cache` from transformers 5.x (`past_key_values` until 5.40)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _forward(model, input_ids, mask, positions, cache: DynamicCache, keeps_logits: bool) -> torch.Tensor:
     """One cached forward (updates `cache`); returns the last position's float32 logits."""
-    name = _cache_argument(model)
+    name = cache_argument(model)
     kwargs = {"logits_to_keep": 1} if keeps_logits else {}
     out = model(
         input_ids=input_ids,

@@ -8,20 +8,23 @@ and a multi-process run gives the same numbers as a single-process one.
 from __future__ import annotations
 
 import inspect
+import itertools
+import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import CompileConfig, GenerationConfig
+from transformers import CompileConfig, DynamicCache, GenerationConfig
 
 from ..utils import IGNORE_INDEX, all_gather_objects, rank_and_world, token_logprobs
-from .generation import greedy_refill, greedy_vllm, supports_refill
+from .generation import cache_argument, common_prefix_length, greedy_refill, greedy_vllm, supports_refill
 
 __all__ = [
     "GENERATION_SCHEDULES",
     "generate_answers",
+    "keeps_logits_by_mask",
     "score_prompt_groups",
     "score_sequences",
     "supports_packed_prompts",
@@ -112,23 +115,99 @@ def score_sequences(
     return [results[i] for i in range(len(sequences))]
 
 
-def supports_packed_prompts(model: torch.nn.Module) -> bool:
-    """Whether `model` takes a custom 4D additive attention mask (eager/SDPA attention of transformers' masking API)."""
-    return getattr(getattr(model, "config", None), "_attn_implementation", None) in ("eager", "sdpa")
+# A row joins a batch only if the batch's longest row is at most this fraction longer: padding is computed like real
+# tokens, and on a CPU a forward pass more costs far less than the padding it saves.
+_MAX_PADDING = 0.1
 
 
 def _group_batches(sizes: Sequence[int], lengths: Sequence[int], max_answers: int) -> list[list[int]]:
-    """Longest rows first; each batch holds rows until it has `max_answers` answers (at least one row)."""
+    """Longest rows first; each batch holds rows until it has `max_answers` answers (at least one row) or the next
+    row would be padded by more than `_MAX_PADDING` of the batch's longest row."""
     if max_answers < 1:
         raise ValueError(f"batch_size must be >= 1, got {max_answers}.")
     batches, current, count = [], [], 0
     for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        if current and count + sizes[i] > max_answers:
+        if current and (count + sizes[i] > max_answers or lengths[i] < (1 - _MAX_PADDING) * lengths[current[0]]):
             batches.append(current)
             current, count = [], 0
         current.append(i)
         count += sizes[i]
     return batches + ([current] if current else [])
+
+
+def supports_packed_prompts(model: torch.nn.Module) -> bool:
+    """Whether `model` takes a custom 4D additive attention mask (eager/SDPA attention of transformers' masking API)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) in ("eager", "sdpa")
+
+
+def keeps_logits_by_mask(model: torch.nn.Module) -> bool:
+    """Whether `model`'s forward takes `logits_to_keep` as a boolean `(batch, length)` mask and then returns the
+    logits of the `True` positions only, flattened (transformers' `slice_logits_to_keep`)."""
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return False
+    return hasattr(sys.modules.get(type(model).__module__), "slice_logits_to_keep")
+
+
+class _AnswerTree(NamedTuple):
+    """One prompt and its answers as a token tree: the prompt's tokens, then each distinct answer prefix once.
+
+    `ids`, `mask`, `parent` and `depth` are per node (prompt nodes first, a node after its parent); `predictors[n][t]`
+    is the node whose logits predict token `t` of answer `n` (the prompt's last node for `t = 0`)."""
+
+    ids: list[int]
+    mask: list[int]
+    parent: list[int]
+    depth: list[int]
+    predictors: list[list[int]]
+    num_prompt: int
+
+
+def _answer_tree(group: dict[str, Any]) -> _AnswerTree:
+    prompt_ids, prompt_mask = list(group["prompt_ids"]), list(group["prompt_mask"])
+    p = len(prompt_ids)
+    if p == 0:
+        raise ValueError("score_prompt_groups needs a prompt of at least one token for every group.")
+    ids, mask, parent, depth = list(prompt_ids), list(prompt_mask), list(range(-1, p - 1)), list(range(p))
+    children: dict[tuple[int, int, int], int] = {}
+    predictors = []
+    for answer, answer_mask in zip(group["answers"], group["answer_masks"], strict=True):
+        node, predictor = p - 1, []
+        for token, m in zip(answer, answer_mask, strict=True):
+            predictor.append(node)
+            key = (node, int(token), int(m))
+            if key not in children:  # a new prefix: one more node
+                children[key] = len(ids)
+                ids.append(int(token))
+                mask.append(int(m))
+                parent.append(node)
+                depth.append(depth[node] + 1)
+            node = children[key]
+        predictors.append(predictor)
+    return _AnswerTree(ids, mask, parent, depth, predictors, p)
+
+
+def _tree_attention(tree: _AnswerTree) -> np.ndarray:
+    """`allowed[i, j]`: node `i` attends to node `j` (an ancestor of `i`, or `i` itself, whose mask is 1)."""
+    n, p = len(tree.ids), tree.num_prompt
+    allowed = np.zeros((n, n), dtype=bool)
+    allowed[:p, :p] = np.tril(np.ones((p, p), dtype=bool))
+    for i in range(p, n):
+        allowed[i] = allowed[tree.parent[i]]
+        allowed[i, i] = True
+    return allowed & np.asarray(tree.mask, dtype=bool)[None, :]
+
+
+def _additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`(B, Q, K)` booleans -> the `(B, 1, Q, K)` additive attention mask (0 where allowed, the dtype's minimum else)."""
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _log_softmax_as_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """float32 log-softmax of `(positions, vocabulary)` logits, reduced over a `(vocabulary, position)` view as
+    cross-entropy reduces `(batch, vocabulary, length)` logits (`token_logprobs`, and the reference's scoring): in
+    float32 a sum over ~50k exponentials rounds differently in the contiguous last-dimension kernel (by up to ~2e-4
+    for SmolLM2), so the same layout keeps the same values."""
+    return torch.log_softmax(logits.float().T, dim=0).T
 
 
 @torch.inference_mode()
@@ -141,23 +220,31 @@ def score_prompt_groups(
     desc: str = "Scoring",
     show_progress: bool = True,
     stats: dict[str, int] | None = None,
+    share_prefix: bool = True,
 ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Like `score_sequences` for several answers to one prompt, computing the prompt only once.
+    """Like `score_sequences` for several answers to one prompt, computing the prompt and every shared answer prefix
+    only once.
 
     Args:
         groups: dicts with `prompt_ids`, `prompt_mask` and lists `answers` / `answer_masks` (token ids and attention
             mask of each answer, end-of-turn token included).
         batch_size: answers per forward pass.
-        stats: if given, this process's token counts are added to it: `prompt` and `answer` tokens, `positions`
-            (batch x length, padding included) and `logit_positions` (positions whose logits were computed).
+        stats: if given, this process's token counts are added to it: `prompt` and `answer` tokens,
+            `shared_prefix` (the prompts' common head, computed once), `answer_nodes` (distinct answer prefixes, the
+            answer positions computed), `positions` (all computed, padding included) and `logit_positions`
+            (positions whose logits were computed).
+        share_prefix: compute the prompts' common head once and share its KV cache (models with a plain cache).
 
-    Each group is packed into one row, prompt then every answer, with a block attention mask (each answer sees the
-    prompt and its own earlier tokens, never another answer) and position ids that restart after the prompt: the
-    same computation as one sequence per answer, with the prompt's tokens computed once (TOFU items have 1-8 answers
-    per question). Models whose attention does not take a 4D mask fall back to one sequence per answer.
+    Each group is one row laid out as a token tree: the prompt, then every distinct answer prefix once (TOFU's
+    perturbed answers of a question often begin alike), with a 4D attention mask under which each position sees
+    exactly its own prefix (the prompt and its ancestors in the tree, never another branch) and position ids that
+    count its depth: the same computation as one sequence per answer, each shared token computed once. The LM head
+    runs only at the positions whose next token is scored (`logits_to_keep` as a boolean mask, where the model takes
+    one; otherwise over the row's answer end). Models whose attention does not take a 4D mask fall back to one
+    sequence per answer.
     """
     if stats is not None:
-        for key in ("prompt", "answer", "positions", "logit_positions"):
+        for key in ("prompt", "shared_prefix", "answer", "answer_nodes", "positions", "logit_positions"):
             stats.setdefault(key, 0)
     if not supports_packed_prompts(model):
         flat = [(g, j) for g, group in enumerate(groups) for j in range(len(group["answers"]))]
@@ -174,69 +261,96 @@ def score_prompt_groups(
             out[g].append(result)
         return out
     device, dtype = _device(model), next(model.parameters()).dtype
-    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
-    lengths = [len(g["prompt_ids"]) + sum(len(a) for a in g["answers"]) for g in groups]
+    by_mask = keeps_logits_by_mask(model)
+    keeps_logits = by_mask or "logits_to_keep" in inspect.signature(model.forward).parameters
+    trees = [_answer_tree(group) for group in groups]
+    # The prompts' common head (system prompt and template) is computed once, its KV cache shared by every row.
+    prefix = (
+        common_prefix_length(
+            [{"input_ids": t.ids[: t.num_prompt], "attention_mask": t.mask[: t.num_prompt]} for t in trees]
+        )
+        if share_prefix and len(trees) > 1 and supports_refill(model)
+        else 0
+    )
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if prefix:
+        prefix_mask = torch.tensor(trees[0].mask[:prefix], dtype=torch.bool)
+        allowed = torch.ones(prefix, prefix, dtype=torch.bool).tril() & prefix_mask[None, :]
+        cache = DynamicCache()
+        model(
+            input_ids=torch.tensor([trees[0].ids[:prefix]], device=device),
+            attention_mask=_additive_mask(allowed[None], dtype).to(device),
+            position_ids=torch.arange(prefix, device=device)[None],
+            use_cache=True,
+            **{cache_argument(model): cache},
+        )
+        prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if stats is not None:
+            stats["positions"] += prefix
+            stats["shared_prefix"] += prefix
+    lengths = [len(tree.ids) - prefix for tree in trees]  # positions of each row beyond the shared prefix
 
     def work(batch: list[int]) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
         length = max(lengths[g] for g in batch)
-        keep = max(lengths[g] - len(groups[g]["prompt_ids"]) for g in batch) + 1
         input_ids = torch.full((len(batch), length), pad_token_id, dtype=torch.long)
         position_ids = torch.zeros((len(batch), length), dtype=torch.long)
-        allowed = torch.eye(length, dtype=torch.bool).repeat(len(batch), 1, 1)  # (B, L, L); padding sees itself
-        spans = []
+        # Keys: the shared prefix, then the row. Padding sees only itself.
+        allowed = np.zeros((len(batch), length, prefix + length), dtype=bool)
+        allowed[:, :, prefix:] = np.eye(length, dtype=bool)
+        wanted = torch.zeros((len(batch), length), dtype=torch.bool)  # positions whose logits are read
         for r, g in enumerate(batch):
-            group, pad = groups[g], length - lengths[g]
-            p = len(group["prompt_ids"])
-            ids = list(group["prompt_ids"]) + [t for a in group["answers"] for t in a]
-            key_mask = torch.tensor(
-                list(group["prompt_mask"]) + [m for mask in group["answer_masks"] for m in mask], dtype=torch.bool
-            )
-            input_ids[r, pad:] = torch.tensor(ids)
-            segment = torch.full((lengths[g],), -1, dtype=torch.long)  # -1: prompt, j: answer j
-            positions, starts, start = list(range(p)), [], pad + p
-            for j, answer in enumerate(group["answers"]):
-                segment[start - pad : start - pad + len(answer)] = j
-                positions += range(p, p + len(answer))
-                starts.append(start)
-                start += len(answer)
-            position_ids[r, pad:] = torch.tensor(positions)
-            causal = torch.ones(lengths[g], lengths[g], dtype=torch.bool).tril()
-            same = (segment[None, :] == -1) | (segment[None, :] == segment[:, None])  # key in prompt or same answer
-            allowed[r, pad:, pad:] = causal & same & key_mask[None, :]
-            spans.append((pad + p - 1, starts))
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
-        kwargs = {"logits_to_keep": keep} if keeps_logits else {}
+            tree, start = trees[g], length - lengths[g] - prefix  # row column of tree node k: start + k
+            input_ids[r, start + prefix :] = torch.tensor(tree.ids[prefix:])
+            position_ids[r, start + prefix :] = torch.tensor(tree.depth[prefix:])
+            tree_allowed = _tree_attention(tree)[prefix:]
+            allowed[r, start + prefix :, :prefix] = tree_allowed[:, :prefix]
+            allowed[r, start + prefix :, prefix + start + prefix :] = tree_allowed[:, prefix:]
+            for predictor in tree.predictors:
+                wanted[r, [start + node for node in predictor]] = True
+        mask = _additive_mask(torch.from_numpy(allowed), dtype)
+        if by_mask:
+            kwargs, kept = {"logits_to_keep": wanted.to(device)}, wanted
+        else:  # the last `keep` positions of every row (answers are at the end of left-padded rows)
+            keep = max(lengths[g] + prefix - trees[g].num_prompt for g in batch) + 1
+            kept = torch.zeros_like(wanted)
+            kept[:, -keep:] = True
+            kwargs = {"logits_to_keep": keep} if keeps_logits else {}
+            if not keeps_logits:
+                kept[:] = True
+        if prefix_kv:
+            expanded = [(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1)) for k, v in prefix_kv]
+            kwargs[cache_argument(model)] = DynamicCache(ddp_cache_data=expanded)
         if stats is not None:
-            stats["prompt"] += sum(len(groups[g]["prompt_ids"]) for g in batch)
-            stats["answer"] += sum(lengths[g] - len(groups[g]["prompt_ids"]) for g in batch)
+            stats["prompt"] += sum(trees[g].num_prompt for g in batch)
+            stats["answer"] += sum(len(a) for g in batch for a in groups[g]["answers"])
+            stats["answer_nodes"] += sum(len(trees[g].ids) - trees[g].num_prompt for g in batch)
             stats["positions"] += input_ids.numel()
-            stats["logit_positions"] += len(batch) * (keep if keeps_logits else length)
+            stats["logit_positions"] += int(kept.sum())
         logits = model(
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
             position_ids=position_ids.to(device),
-            use_cache=False,
+            use_cache=bool(prefix_kv),
             **kwargs,
-        ).logits[:, -keep:]  # (B, K, V)
-        offset = length - keep
+        ).logits
+        logits = logits.reshape(-1, logits.shape[-1])  # one row per kept position, row-major
+        if by_mask and logits.shape[0] != int(wanted.sum()):
+            raise RuntimeError(f"{type(model).__name__} did not return the logits of the positions it was asked for.")
+        row_of = torch.full(kept.shape, -1, dtype=torch.long)
+        row_of[kept] = torch.arange(int(kept.sum()))
+        logps = _log_softmax_as_cross_entropy(logits)  # (P, V)
+        preds = logits.argmax(dim=-1).cpu().numpy()  # (P,)
         results = {}
         for r, g in enumerate(batch):
-            prompt_end, starts = spans[r]
+            tree, start = trees[g], length - lengths[g] - prefix
+            rows = [row_of[r, [start + node for node in predictor]] for predictor in tree.predictors]
             answers = groups[g]["answers"]
-            width = max(len(a) for a in answers) + 1
-            # Row n, step t: the logits that predict token t of answer n (the prompt's last position for t = 0).
-            index = torch.zeros((len(answers), width), dtype=torch.long)
-            labels = torch.full((len(answers), width), IGNORE_INDEX, dtype=torch.long)
-            for n, (answer, start) in enumerate(zip(answers, starts)):
-                index[n, : len(answer)] = (
-                    torch.tensor([prompt_end] + list(range(start, start + len(answer) - 1))) - offset
-                )
-                labels[n, 1 : len(answer) + 1] = torch.tensor(answer)
-            gathered = logits[r][index.to(device)]  # (N, W, V)
-            logps, _ = token_logprobs(gathered, labels.to(device))  # (N, W-1)
-            preds = gathered[:, :-1].argmax(dim=-1)  # (N, W-1)
-            logps, preds = logps.float().cpu().numpy(), preds.cpu().numpy()
-            results[g] = [(logps[n, : len(a)].copy(), preds[n, : len(a)].copy()) for n, a in enumerate(answers)]
+            index = torch.cat(rows).to(device)
+            labels = torch.tensor([t for a in answers for t in a], dtype=torch.long, device=device)
+            values = logps[index, labels].cpu().numpy()
+            cuts = np.cumsum([0] + [len(a) for a in answers])
+            flat_preds = preds[index.cpu().numpy()]
+            results[g] = [(values[a:b].copy(), flat_preds[a:b].copy()) for a, b in itertools.pairwise(cuts)]
         return results
 
     batches = _group_batches([len(g["answers"]) for g in groups], lengths, batch_size)
