@@ -2,6 +2,8 @@
 
     python benchmarks/eval_speed_reference.py --reference-src path/to/open-unlearning --data-dir path/to/tofu \
         --model path/to/smollm2-135m-instruct --max-items 20 --max-new-tokens 64 --repeats 3
+    python benchmarks/eval_speed_reference.py --compare REFERENCE_RUN OURS_RUN --output agreement.json
+        # only the item-by-item comparison of two finished runs' folders (with `rtol`)
 
 `--reference-src` is a checkout of the reference toolkit (open-unlearning) fetched by the user, at the commit stated in
 the results (`REFERENCE_COMMIT`); nothing of it is copied here. Each run is its own process:
@@ -328,9 +330,16 @@ def _children_cpu() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference-src", required=True, help="checkout of the reference toolkit")
-    parser.add_argument("--data-dir", required=True, help="local TOFU JSON lines folder")
-    parser.add_argument("--model", required=True, help="local model folder (safetensors)")
+    parser.add_argument("--reference-src", help="checkout of the reference toolkit")
+    parser.add_argument("--data-dir", help="local TOFU JSON lines folder")
+    parser.add_argument("--model", help="local model folder (safetensors)")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("REFERENCE_RUN", "OURS_RUN"),
+        help="only compare two finished runs' folders (the reference's TOFU_EVAL.json, our items.json) item by item "
+        "and write the agreement, with `rtol`, to --output",
+    )
     parser.add_argument("--max-items", type=int, default=20)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -344,6 +353,16 @@ def main() -> None:
     if args.child == "reference":
         run_reference(args)
         return
+    if args.compare:
+        if args.output == str(RESULT):
+            parser.error("--compare needs its own --output (the default is the committed benchmark result)")
+        agreement = {**compare(*map(Path, args.compare)), "rtol": RTOL}
+        Path(args.output).write_text(json.dumps(agreement, indent=2) + "\n")
+        print("all identical:", agreement["all_identical"])
+        return
+    missing = [flag for flag in ("reference_src", "data_dir", "model") if getattr(args, flag) is None]
+    if missing:
+        parser.error("the benchmark needs " + ", ".join("--" + flag.replace("_", "-") for flag in missing))
     args.model, args.data_dir = str(Path(args.model).resolve()), str(Path(args.data_dir).resolve())
     commit = subprocess.run(
         ["git", "-C", args.reference_src, "rev-parse", "HEAD"], capture_output=True, text=True

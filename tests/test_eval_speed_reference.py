@@ -1,19 +1,26 @@
-"""`benchmarks/eval_speed_reference.py`'s item-by-item comparison of the reference's logs with ours."""
+"""`benchmarks/eval_speed_reference.py --compare`: the item-by-item comparison of the reference's logs with ours, run
+through the script's command line on a toy pair of run folders."""
 
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "eval_speed_reference", REPO / "benchmarks" / "eval_speed_reference.py"
+def compare(tmp_path, ref, ours) -> dict:
+    """The report the script writes for the pair (it is given its own output file: the committed result is never
+    touched)."""
+    output = tmp_path / "agreement.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/eval_speed_reference.py", "--compare", str(ref), str(ours), "--output", output],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    assert done.returncode == 0, done.stderr
+    return json.loads(output.read_text())
 
 
 def write_pair(tmp_path, ours_nll=2.0, ours_text="Paris"):
@@ -36,8 +43,7 @@ def write_pair(tmp_path, ours_nll=2.0, ours_text="Paris"):
 
 
 def test_compare_matches_values_lists_and_attack_splits(tmp_path):
-    bench = load_benchmark()
-    report = bench.compare(*write_pair(tmp_path))
+    report = compare(tmp_path, *write_pair(tmp_path))
     tf = report["teacher_forced"]
     assert tf["forget_Q_A_Prob.avg_loss"] == {"values": 1, "max_rel_diff": 0.0, "beyond_rtol": []}
     assert tf["forget_Q_A_PERT_Prob.avg_loss"]["values"] == 2  # a list compares element by element
@@ -45,12 +51,29 @@ def test_compare_matches_values_lists_and_attack_splits(tmp_path):
     assert report["generation"]["wf_Q_A_ROUGE"] == {"identical": 1, "differ": []}
     # metrics the log lacks are reported as missing, so this toy pair is not "all identical"
     assert "missing" in tf["retain_Q_A_Prob.avg_loss"] and report["all_identical"] is False
+    # the tolerance is the one the committed benchmark result states
+    committed = json.loads((REPO / "benchmarks" / "results" / "eval_speed_reference.json").read_text())
+    assert report["rtol"] == committed["rtol"] > 0
 
 
 def test_compare_flags_a_value_beyond_the_tolerance_and_a_different_generation(tmp_path):
-    bench = load_benchmark()
-    report = bench.compare(*write_pair(tmp_path, ours_nll=2.0 * (1 + 3 * bench.RTOL), ours_text="Lyon"))
+    rtol = json.loads((REPO / "benchmarks" / "results" / "eval_speed_reference.json").read_text())["rtol"]
+    report = compare(tmp_path, *write_pair(tmp_path, ours_nll=2.0 * (1 + 3 * rtol), ours_text="Lyon"))
+    assert report["rtol"] == rtol
     entry = report["teacher_forced"]["forget_Q_A_Prob.avg_loss"]
-    assert abs(entry["max_rel_diff"] - 3 * bench.RTOL) < 1e-9
-    assert entry["beyond_rtol"] == [{"index": 0, "reference": 2.0, "ours": 2.0 * (1 + 3 * bench.RTOL)}]
+    assert abs(entry["max_rel_diff"] - 3 * rtol) < 1e-9
+    assert entry["beyond_rtol"] == [{"index": 0, "reference": 2.0, "ours": 2.0 * (1 + 3 * rtol)}]
     assert report["generation"]["wf_Q_A_ROUGE"]["differ"][0]["ours"] == "Lyon"
+
+
+def test_compare_refuses_to_write_over_the_committed_result(tmp_path):
+    committed = REPO / "benchmarks" / "results" / "eval_speed_reference.json"
+    before = committed.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "benchmarks/eval_speed_reference.py", "--compare", *map(str, write_pair(tmp_path))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "--output" in done.stderr
+    assert committed.read_bytes() == before
