@@ -13,6 +13,9 @@ recovery) and docs/results/markov_recovery.png, and prints the tables quoted in 
 
     python benchmarks/markov_attacks.py --seeds 0 1 2 [--output-dir outputs/markov_attacks] [--load "..."]
     python benchmarks/markov_attacks.py --aggregate-only --seeds 0 1 2     # re-tabulate the committed seed files
+
+`--results-dir` and `--plot` send the result files elsewhere (a test run writes into its own folder), and
+`--table-steps` / `--plot-steps` choose the relearning checkpoints shown (a recipe with other `attacks.relearn.steps`).
 """
 
 from __future__ import annotations
@@ -425,8 +428,8 @@ def seed_recipe(path: Path, seed: int, output_dir: Path):
     return recipe
 
 
-def seed_path(seed: int) -> Path:
-    return RESULTS / f"markov_attacks_seed{seed}.json"
+def seed_path(results: Path, seed: int) -> Path:
+    return results / f"markov_attacks_seed{seed}.json"
 
 
 def main() -> None:
@@ -436,7 +439,13 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=ROOT / "outputs" / "markov_attacks")
     parser.add_argument("--aggregate-only", action="store_true", help="Only re-tabulate the seed files.")
     parser.add_argument("--load", default="", help="What else ran on the machine (recorded with the times).")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="Where the seed and summary JSON go.")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "results" / "markov_recovery.png")
+    parser.add_argument("--table-steps", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--plot-steps", type=int, nargs="+", default=list(STEPS))
     args = parser.parse_args()
+    results = args.results_dir
+    results.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bitsandbytes looks for a kernel on the Hub otherwise
     if not args.aggregate_only:
         from hf_unlearn.tasks.markov import run_markov
@@ -446,26 +455,26 @@ def main() -> None:
             payload = run_markov(seed_recipe(args.recipe, seed, args.output_dir))
             record = trimmed(payload)
             record.update(seed=seed, wall_seconds=time.perf_counter() - tick, load=args.load)
-            atomic_write_json(seed_path(seed), record)
-            print(f"seed {seed} done in {record['wall_seconds']:.0f} s: {seed_path(seed)}", flush=True)
+            atomic_write_json(seed_path(results, seed), record)
+            print(f"seed {seed} done in {record['wall_seconds']:.0f} s: {seed_path(results, seed)}", flush=True)
     for seed in args.seeds:  # a finished run's own results.json, where it is still here, refreshes its seed file
         source = args.output_dir / f"seed{seed}" / "results.json"
         payload = json.loads(source.read_text()) if source.is_file() else None
         if payload is not None and payload.get("complete"):
-            earlier = json.loads(seed_path(seed).read_text()) if seed_path(seed).is_file() else {}
+            earlier = json.loads(seed_path(results, seed).read_text()) if seed_path(results, seed).is_file() else {}
             record = trimmed(payload)
             record.update(
                 seed=seed,
                 wall_seconds=earlier.get("wall_seconds", payload.get("total_seconds")),
                 load=earlier.get("load", args.load),
             )
-            atomic_write_json(seed_path(seed), record)
-    seeds = [seed for seed in args.seeds if seed_path(seed).is_file()]
-    runs = {seed: json.loads(seed_path(seed).read_text()) for seed in seeds}
+            atomic_write_json(seed_path(results, seed), record)
+    seeds = [seed for seed in args.seeds if seed_path(results, seed).is_file()]
+    runs = {seed: json.loads(seed_path(results, seed).read_text()) for seed in seeds}
     summary = aggregate(runs)
-    atomic_write_json(RESULTS / "markov_attacks.json", summary)
-    plot(summary, ROOT / "docs" / "results" / "markov_recovery.png")
-    print(tables(summary))
+    atomic_write_json(results / "markov_attacks.json", summary)
+    plot(summary, args.plot, steps=tuple(args.plot_steps))
+    print(tables(summary, steps=tuple(args.table_steps)))
 
 
 if __name__ == "__main__":
