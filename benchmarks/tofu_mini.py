@@ -19,6 +19,16 @@ recipe's maximum steps. Then:
 
 Writes benchmarks/results/tofu_mini_<name>.json and docs/results/tofu_mini_<name>.png (relative to the working
 directory: run it from the repository root), and prints both tables.
+
+`--attacks [RECIPE]`: instead, the run's own unlearned models (the same cached stages: same recipe, `--stop-at`,
+`--set` and `--methods`) are attacked, with the target and retain models as controls, by the `attacks:` section of
+RECIPE (default `tofu/mini_attacks`; `--set attacks.KEY=VALUE` changes it): relearning, quantization and probes
+(`hf-unlearn attack`'s suite), recovery per metric and attack. The attacks stage runs in one process, so the batch per
+process is multiplied by the recipe's `launch.num_processes` (the same batch per optimizer step: the unlearning
+stages are reused, not redone). Writes benchmarks/results/tofu_mini_attacks.json and docs/results/tofu_mini_recovery.png:
+
+    HF_HUB_OFFLINE=1 python benchmarks/tofu_mini.py --data-dir path/to/tofu --stop-at retain \
+        --methods GA NPO SimNPO IMU --attacks --set 'attacks.attacks=[relearn,quant8,quant4,paraphrase,prefix,logit_lens]'
 """
 
 from __future__ import annotations
@@ -197,6 +207,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="Default: benchmarks/results/tofu_mini_<name>.json")
     parser.add_argument("--plot", type=Path, default=None, help="Default: docs/results/tofu_mini_<name>.png")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE (YAML) override.")
+    parser.add_argument(
+        "--attacks",
+        nargs="?",
+        const="tofu/mini_attacks",
+        default=None,
+        help="Attack the run's unlearned models with this recipe's `attacks:` section (default tofu/mini_attacks), "
+        "in one process; writes tofu_mini_attacks.json and tofu_mini_recovery.png instead of the comparison.",
+    )
     parser.add_argument("--dry-run", action="store_true", help="Validate and print the plan; load nothing.")
     parser.add_argument(
         "--from-json", type=Path, default=None, help="Redo the tables and plot of this result file; run nothing."
@@ -211,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     from hf_unlearn.tasks.tofu import run_tofu
 
     raw = copy.deepcopy(load_recipe(args.recipe))
+    if args.attacks is not None:
+        attack_mode(raw, load_recipe(args.attacks), parser)
     for override in args.overrides:
         key, _, value = override.partition("=")
         *parents, leaf = key.split(".")
@@ -239,14 +259,23 @@ def main(argv: list[str] | None = None) -> None:
         return
     # One method at a time (the earlier ones reused from their cached stages), the results written after each: an
     # interrupted comparison keeps every method it finished.
-    labels = list(raw["methods"])
+    # Each method's wall time in this invocation (its unlearning and suite, or their cache look-up) and the load
+    # averages (1, 5, 15 min) at its end: what it ran under.
+    labels, per_method = list(raw["methods"]), {}
     for count in range(1, len(labels) + 1):
         partial = {**raw, "methods": {label: raw["methods"][label] for label in labels[:count]}}
+        started = time.perf_counter()
         results = run_tofu(partial, output_dir=output_dir, data_dir=args.data_dir, recipe_arg=args.recipe)
+        per_method[labels[count - 1]] = {"wall_seconds": time.perf_counter() - started, "load_end": os.getloadavg()}
         if results is None or not is_main_process():
             continue
-        payload = report(results, args, raw, name, level, {"start": load_before, "now": os.getloadavg()})
+        load = {"start": load_before, "now": os.getloadavg()}
+        if args.attacks is not None:
+            write_attacks(results, args, labels, level, load, per_method, time.perf_counter() - tick)
+            continue
+        payload = report(results, args, raw, name, level, load)
         payload["seconds"] = time.perf_counter() - tick
+        payload["per_method_run"] = per_method
         payload["methods_to_run"] = labels
         write(payload, results, args, raw, name, level)
 
@@ -287,6 +316,97 @@ def write(payload: dict, results: dict, args, raw: dict, name: str, level: float
     metric = args.matched_metric
     tables = f"{end_table(results_models(results), ends)}\n\n{matched_table(payload['matched'], levels, metric)}"
     print(f"\n{tables}\n\nWrote {json_path} and {plot_path}.", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ --attacks
+
+RELEARN = "relearn/forget_subset"
+RECOVERY_PLOT_METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_loss", "model_utility")
+
+
+def attack_mode(raw: dict, attack_recipe: dict, parser) -> None:
+    """The comparison recipe with `attack_recipe`'s `attacks:` section, in one process with the comparison's batch
+    per optimizer step (so its unlearning stages are reused)."""
+    if "attacks" not in attack_recipe:
+        parser.error("--attacks: that recipe has no `attacks:` section.")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        parser.error("--attacks runs in one process: run it with python, not torchrun.")
+    raw["attacks"] = copy.deepcopy(attack_recipe["attacks"])
+    processes = int((raw.get("launch") or {}).get("num_processes", 1))
+    for settings in (raw.get("unlearn") or {}, *raw["methods"].values()):
+        if settings and "per_device_train_batch_size" in settings:
+            settings["per_device_train_batch_size"] *= processes
+    raw.setdefault("launch", {})["num_processes"] = 1
+
+
+def relearn_curves(payload: dict, metric: str) -> dict[str, list[tuple[int, float]]]:
+    """label -> [(relearning step, `metric`)] of every attacked method and of the two controls ('target (original)',
+    'retain (retrained)'), from a `--attacks` result."""
+    sources = {label: entry["attacks"]["results"] for label, entry in payload["methods"].items() if "attacks" in entry}
+    controls = payload.get("attack_controls") or {}
+    for name, label in (("original", "target (original)"), ("retrained", "retain (retrained)")):
+        if RELEARN in controls.get(name, {}):
+            sources[label] = controls[name]
+    return {
+        label: [(point["step"], point.get(metric)) for point in results[RELEARN]["checkpoints"]]
+        for label, results in sources.items()
+        if RELEARN in results
+    }
+
+
+def recovery_plot(payload: dict, path: Path) -> None:
+    """One panel per metric of `RECOVERY_PLOT_METRICS` against the relearning steps: a line per method, the two
+    controls dashed."""
+    figure, axes = figure_axes(len(RECOVERY_PLOT_METRICS), figsize=(5 * len(RECOVERY_PLOT_METRICS), 4.5))
+    for axis, metric in zip(axes, RECOVERY_PLOT_METRICS, strict=True):
+        for label, points in relearn_curves(payload, metric).items():
+            control = "(" in label
+            axis.plot(
+                [step for step, _ in points],
+                [value for _, value in points],
+                marker="o",
+                linestyle="--" if control else "-",
+                color=("k" if "original" in label else "grey") if control else None,
+                label=label,
+            )
+        axis.set_xlabel("relearning steps on half of forget01")
+        axis.set_title(metric)
+    axes[0].set_ylabel("score (forget: the items never relearned)")
+    axes[0].legend(fontsize=7)
+    save_figure(figure, path)
+
+
+def recovery_tables(payload: dict) -> str:
+    """Markdown: the recovery of the forget Q_A prob, ROUGE and loss per method and attack (`recovery_table`)."""
+    from hf_unlearn.attacks.suite import recovery_table
+
+    methods = {label: entry["attacks"] for label, entry in payload["methods"].items() if "attacks" in entry}
+    steps = sorted({step for points in relearn_curves(payload, PROB).values() for step, _ in points if step})
+    return "\n\n".join(
+        recovery_table(methods, metric, "model_utility", steps=steps, probe_metric="forget_loss")
+        for metric in ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_loss")
+    )
+
+
+def write_attacks(results: dict, args, labels: list[str], level: float, load: dict, per_method: dict, seconds):
+    """The run's results (models, methods with their `attacks`, `attack_controls`) as the `--attacks` record."""
+    json_path = args.json or Path("benchmarks") / "results" / "tofu_mini_attacks.json"
+    plot_path = args.plot or Path("docs") / "results" / "tofu_mini_recovery.png"
+    payload = {
+        "benchmark": "tofu_mini_attacks",
+        "recipe": args.recipe,
+        "attacks_recipe": args.attacks,
+        "overrides": args.overrides,
+        "stop_at": stop_condition(level),
+        "methods_to_run": labels,
+        "load_average": load,
+        "per_method_run": per_method,
+        "seconds": seconds,
+        **results,
+    }
+    atomic_write_json(json_path, payload)
+    recovery_plot(payload, plot_path)
+    print(f"\n{recovery_tables(payload)}\n\nWrote {json_path} and {plot_path}.", flush=True)
 
 
 def results_models(results: dict) -> dict[str, dict]:

@@ -317,3 +317,21 @@ def test_attack_arguments_refuse_unknown_names():
 def test_attacks_package_imports_without_torch():
     code = "import sys, hf_unlearn.attacks as a; a.AttackArguments(); assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unsupported_attacks_names_what_a_task_cannot_run():
+    from hf_unlearn.attacks.suite import unsupported_attacks
+
+    runs = ("relearn", "quant8")
+    assert unsupported_attacks(None, "Toy", runs) is None
+    assert unsupported_attacks(AttackArguments(attacks=["relearn"]), "Toy", runs) is None
+    message = unsupported_attacks(AttackArguments(attacks=["relearn", "logit_lens"]), "Toy", runs)
+    assert message == "attacks.attacks: logit_lens cannot run on the Toy task (it runs relearn, quant8)."
+    args = AttackArguments(attacks=["relearn"], relearn_sets=["forget_subset", "unrelated"])
+    message = unsupported_attacks(args, "Toy", runs, ("forget_subset",), "no such text")
+    assert (
+        message
+        == "attacks.relearn_sets: unrelated cannot run on the Toy task (it relearns forget_subset; no such text)."
+    )
+    # Relearning sets only matter when relearning runs.
+    assert unsupported_attacks(AttackArguments(attacks=["quant8"], relearn_sets=["unrelated"]), "Toy", runs, ()) is None

@@ -146,7 +146,8 @@ def test_the_mini_recipes_use_the_committed_adapters_and_dry_run(base_and_adapte
         "target": Path("benchmarks/results/tofu_mini/target"),
         "retain": Path("benchmarks/results/tofu_mini/retain"),
     }
-    assert set(plan.specs) == {"GA", "NPO", "SimNPO", "IMU", "WGA", "SatImp", "RMU", "IdkDPO"}
+    assert set(plan.specs) == {"GA", "NPO", "SimNPO", "IMU", "SimNPO_lr1e-3", "WGA", "SatImp", "RMU", "IdkDPO"}
+    assert plan.specs["SimNPO_lr1e-3"]["method"] == "SimNPO" and plan.specs["SimNPO_lr1e-3"]["learning_rate"] == 1e-3
     assert plan.trajectory.stop_at.startswith("forget_Q_A_Prob <=") and plan.trajectory.max_forget_items == 20
     adapters = parse_tofu_recipe(load_recipe("tofu/mini_smollm2_adapters"), dry_run=True)
     assert adapters.finetune_lora["r"] == 8 and set(adapters.train_data) == {"target", "retain"}
@@ -254,3 +255,67 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
     assert redone["matched"] == benchmark.matched(payload["histories"], [0.9, 0.05], benchmark.UTILITY)
     assert redone["end_points"] == payload["end_points"] and figure2.stat().st_size > 1000
     assert payload["models"]["target"]["forget_Q_A_Prob"] > 0 and payload["load_average"]["start"]
+
+
+def test_attack_mode_keeps_the_batch_per_step_in_one_process(monkeypatch):
+    benchmark = load_benchmark()
+    raw = {
+        "unlearn": {"per_device_train_batch_size": 2},
+        "methods": {"GA": {}, "NPO": {"per_device_train_batch_size": 3}},
+    }
+    raw["launch"] = {"num_processes": 2}
+    attacks = {"attacks": {"attacks": ["relearn"], "relearn_rows": 5}}
+
+    class Parser:
+        def error(self, message):
+            raise SystemExit(message)
+
+    benchmark.attack_mode(raw, attacks, Parser())
+    assert (
+        raw["unlearn"]["per_device_train_batch_size"] == 4 and raw["methods"]["NPO"]["per_device_train_batch_size"] == 6
+    )
+    assert raw["methods"]["GA"] == {} and raw["launch"]["num_processes"] == 1
+    assert raw["attacks"] == attacks["attacks"] and raw["attacks"] is not attacks["attacks"]
+    with pytest.raises(SystemExit, match="no `attacks:` section"):
+        benchmark.attack_mode({"methods": {}}, {}, Parser())
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="one process"):
+        benchmark.attack_mode({"methods": {}}, attacks, Parser())
+
+
+def test_the_attack_mode_attacks_the_comparisons_own_models(base_and_adapter, tmp_path):
+    benchmark = load_benchmark()
+    base, adapter = base_and_adapter
+    recipe = _given(
+        base,
+        adapter,
+        tmp_path / "out",
+        unlearn={"learning_rate": 1e-2, "max_steps": 2, "per_device_train_batch_size": 2, "disable_tqdm": True},
+        methods={"GA": {}},
+        trajectory={"eval_steps": 1, "max_forget_items": 3, "max_utility_items": 2, "stop_at": "forget_Q_A_Prob <= 0"},
+    )
+    attacks = {
+        "attacks": ["relearn", "prefix", "logit_lens"],
+        "relearn": {"steps": [0, 1, 2], "learning_rate": 1e-2, "batch_size": 2},
+        "relearn_sets": ["forget_subset"],
+        "relearn_rows": 2,
+        "eval_examples": 2,
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({**recipe, "attacks": attacks}))
+    argv = ["--recipe", str(tmp_path / "r.yaml"), "--stop-at", "retain"]
+    benchmark.main([*argv, "--json", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png")])
+    result, figure = tmp_path / "a.json", tmp_path / "a.png"
+    benchmark.main([*argv, "--attacks", str(tmp_path / "a.yaml"), "--json", str(result), "--plot", str(figure)])
+    payload = json.loads(result.read_text())
+    comparison = json.loads((tmp_path / "c.json").read_text())
+    assert payload["stop_at"] == comparison["stop_at"] and payload["stages"]["unlearn/GA"]["reused"]  # the same model
+    assert payload["stages"]["eval/GA"]["reused"] and not payload["stages"]["attacks/methods/GA"]["reused"]
+    assert payload["settings"]["attacks"]["relearn_rows"] == 2 and figure.stat().st_size > 1000
+    curves = benchmark.relearn_curves(payload, "forget_loss")
+    assert list(curves) == ["GA", "target (original)", "retain (retrained)"]
+    checkpoints = payload["methods"]["GA"]["attacks"]["results"]["relearn/forget_subset"]["checkpoints"]
+    assert curves["GA"] == [(point["step"], point["forget_loss"]) for point in checkpoints] and len(checkpoints) == 3
+    before = payload["methods"]["GA"]["attacks"]["results"]["before"]["forget_loss"]
+    assert curves["GA"][0] == (0, pytest.approx(before))  # step 0 is the unlearned model itself
+    assert "Recovery of forget_Q_A_Prob" in benchmark.recovery_tables(payload)

@@ -23,6 +23,7 @@ __all__ = [
     "recovery_table",
     "run_attacks",
     "run_task_attacks",
+    "unsupported_attacks",
     "weights_sha256",
 ]
 
@@ -102,6 +103,30 @@ class AttackArguments:
 
     def settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def unsupported_attacks(
+    args: AttackArguments | None,
+    task: str,
+    attacks: tuple[str, ...],
+    relearn_sets: tuple[str, ...] = RELEARN_SETS,
+    why_not_relearned: str = "",
+) -> str | None:
+    """A one-line message naming what of `args` the `task` cannot run (it runs `attacks` and relearns
+    `relearn_sets`; `why_not_relearned` says why not the others), None when it can run all of it: each task checks
+    its recipe's `attacks` section with it."""
+    if args is None:
+        return None
+    other = [name for name in args.attacks if name not in attacks]
+    if other:
+        return f"attacks.attacks: {', '.join(other)} cannot run on the {task} task (it runs {', '.join(attacks)})."
+    other = [name for name in args.relearn_sets if name not in relearn_sets]
+    if other and "relearn" in args.attacks:
+        return (
+            f"attacks.relearn_sets: {', '.join(other)} cannot run on the {task} task (it relearns "
+            f"{', '.join(relearn_sets)}{'; ' + why_not_relearned if why_not_relearned else ''})."
+        )
+    return None
 
 
 def run_attacks(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...attacks.suite import AttackArguments
+from ...attacks.suite import AttackArguments, unsupported_attacks
 from ...recipe import RecipeError
 
 __all__ = [
@@ -35,13 +35,8 @@ UTILITY_METRICS = ["retain_loss", "retain_kl"]
 
 
 def check_markov_attacks(args: AttackArguments | None) -> None:
-    if args is None:
-        return
-    other = [name for name in args.attacks if name not in MARKOV_ATTACKS]
-    if other:
-        raise RecipeError(
-            f"attacks.attacks: {', '.join(other)} cannot run on the Markov task (it runs {', '.join(MARKOV_ATTACKS)})."
-        )
+    if message := unsupported_attacks(args, "Markov", MARKOV_ATTACKS):
+        raise RecipeError(message)
 
 
 def markov_attack_inputs(recipe, data, pad_token_id: int, retrained) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..._compat import checkpointing_settings
-from ...attacks.suite import AttackArguments
+from ...attacks.suite import AttackArguments, unsupported_attacks
 from ...callbacks import MetricCondition
 from ...data.tofu import TofuFormat
 from ...evaluation.tofu import TofuEvalArguments, tofu_split_configs
@@ -381,19 +381,9 @@ def _fill_models(recipe: TofuRecipe) -> None:
 
 def _check_attacks(args: AttackArguments | None) -> None:
     """The attacks and relearning sets this task can run (`TOFU_ATTACKS`, `TOFU_RELEARN_SETS`)."""
-    if args is None:
-        return
-    other = [name for name in args.attacks if name not in TOFU_ATTACKS]
-    if other:
-        raise RecipeError(
-            f"attacks.attacks: {', '.join(other)} cannot run on the TOFU task (it runs {', '.join(TOFU_ATTACKS)})."
-        )
-    other = [name for name in args.relearn_sets if name not in TOFU_RELEARN_SETS]
-    if other and "relearn" in args.attacks:
-        raise RecipeError(
-            f"attacks.relearn_sets: {', '.join(other)} cannot run on the TOFU task (it relearns "
-            f"{', '.join(TOFU_RELEARN_SETS)}; its unrelated text is what model utility scores)."
-        )
+    why = "its unrelated text is what model utility scores"
+    if message := unsupported_attacks(args, "TOFU", TOFU_ATTACKS, TOFU_RELEARN_SETS, why):
+        raise RecipeError(message)
 
 
 # The name `publish.py` and `checks.py` still use: the same class (the alias can go once they say TofuRecipe).
