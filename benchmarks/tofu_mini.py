@@ -404,6 +404,8 @@ def write_attacks(results: dict, args, labels: list[str], level: float, load: di
         "seconds": seconds,
         **results,
     }
+    # The plotted points: (relearning step, value) per method and control, for each plotted metric.
+    payload["relearn_curves"] = {metric: relearn_curves(payload, metric) for metric in RECOVERY_PLOT_METRICS}
     atomic_write_json(json_path, payload)
     recovery_plot(payload, plot_path)
     print(f"\n{recovery_tables(payload)}\n\nWrote {json_path} and {plot_path}.", flush=True)

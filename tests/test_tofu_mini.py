@@ -1,9 +1,12 @@
 """TOFU-mini: a target or retain model given as a LoRA adapter (merged on loading, unlearned in full), the shipped
 TOFU-mini recipes and their committed adapters, the GPU recipes of every method (dry runs), and the comparison
-script's tables (benchmarks/tofu_mini.py) against hand-computed values and end to end on a tiny model."""
+script (benchmarks/tofu_mini.py, run through its command line) against hand-computed values and end to end on a
+tiny model."""
 
-import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,8 @@ import torch
 import yaml
 
 from hf_unlearn.cli import main
+from hf_unlearn.evaluation import value_at_level
+from hf_unlearn.evaluation.tofu import TEACHER_FORCED_UTILITY as UTILITY
 from hf_unlearn.recipe import RecipeError, load_recipe
 from hf_unlearn.tasks.tofu.finetune import load_model
 from hf_unlearn.tasks.tofu.recipe import parse_tofu_recipe
@@ -24,11 +29,14 @@ METHODS16 = ["GA", "GradDiff", "NPO", "SimNPO", "IMU", "IAU", "MUMis", "IdkNLL",
 METHODS16 += ["SatImp", "CEU", "MEGD", "PDU"]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("tofu_mini_benchmark", ROOT / "benchmarks" / "tofu_mini.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(*argv) -> subprocess.CompletedProcess:
+    """`python benchmarks/tofu_mini.py ARGV` from the repository root (tests always give their own --json and
+    --plot: the committed results are never written)."""
+    command = [sys.executable, "benchmarks/tofu_mini.py", *map(str, argv)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 @pytest.fixture(scope="module")
@@ -192,25 +200,54 @@ def test_gpu_recipes_list_every_method_and_dry_run_offline(split, tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
-def test_matched_reads_utility_where_forget_prob_first_reaches_each_level():
-    benchmark = load_benchmark()
-    u = benchmark.UTILITY
+def test_matched_reads_utility_where_forget_prob_first_reaches_each_level(tmp_path):
+    """`--from-json` on a result file written by hand: the matched table from its histories."""
+    u = UTILITY
     history = [
         {"step": 0, "forget_Q_A_Prob": 0.8, u: 0.50},
         {"step": 2, "forget_Q_A_Prob": 0.4, u: 0.40},
         {"step": 4, "forget_Q_A_Prob": 0.1, u: 0.10},
     ]
-    table = benchmark.matched({"GA": history}, [0.6, 0.4, 0.2, 0.05])
+    model = {"forget_Q_A_Prob": 0.8, "forget_Q_A_ROUGE": 0.9, "model_utility": 0.5}
+    end = {**model, "forget_Q_A_Prob": 0.1, "reached": True, "steps": 4}
+    given = {
+        "benchmark": "tofu_mini_hand",
+        "stop_at": "forget_Q_A_Prob <= 0.1",
+        "levels_forget_Q_A_Prob": [0.6, 0.4, 0.2, 0.05],
+        "histories": {"GA": history},
+        "models": {"target": model, "retain": model},
+        "end_points": {"GA": end},
+    }
+    (tmp_path / "given.json").write_text(json.dumps(given))
+    result, figure = tmp_path / "again.json", tmp_path / "again.png"
+    script("--from-json", tmp_path / "given.json", "--json", result, "--plot", figure)
+    table = json.loads(result.read_text())["matched"]
     # 0.6 is half way from 0.8 to 0.4: utility half way from 0.5 to 0.4; 0.2 is 2/3 of the way from 0.4 to 0.1.
     assert table["GA"]["0.6"] == pytest.approx(0.45)
     assert table["GA"]["0.4"] == pytest.approx(0.40)
     assert table["GA"]["0.2"] == pytest.approx(0.40 - (2 / 3) * 0.30)
     assert table["GA"]["0.05"] is None  # never reached
-    assert benchmark.stop_condition(0.123456789) == "forget_Q_A_Prob <= 0.123457"
+    assert figure.stat().st_size > 1000
+
+
+def test_the_stop_level_is_written_to_six_digits(base_and_adapter, tmp_path):
+    base, adapter = base_and_adapter
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(_given(base, adapter, tmp_path / "out")))
+    done = script("--recipe", tmp_path / "r.yaml", "--stop-at", "0.123456789", "--dry-run")
+    assert "stop at forget_Q_A_Prob <= 0.123457\n" in done.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def matched_by_hand(histories, levels, metric):
+    return {
+        label: {
+            f"{level:g}": value_at_level(history, "forget_Q_A_Prob", metric, level, falling=True) for level in levels
+        }
+        for label, history in histories.items()
+    }
 
 
 def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
-    benchmark = load_benchmark()
     base, adapter = base_and_adapter
     recipe = _given(
         base,
@@ -227,16 +264,16 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
     )
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     result, figure = tmp_path / "r.json", tmp_path / "r.png"
-    argv = ["--recipe", str(tmp_path / "r.yaml"), "--json", str(result), "--plot", str(figure)]
+    argv = ["--recipe", tmp_path / "r.yaml", "--json", result, "--plot", figure]
     argv += ["--matched-metric", "retain_Q_A_Prob"]
-    benchmark.main([*argv, "--methods", "WGA", "GA", "--stop-at", "retain", "--levels", "0.9", "0.05"])
+    script(*argv, "--methods", "WGA", "GA", "--stop-at", "retain", "--levels", "0.9", "0.05")
     payload = json.loads(result.read_text())
     # --stop-at retain: the retain model's forget prob on the trajectory's items (the first 3 of 5), from its
     # evaluation stage, which the run then reuses.
     items = json.loads((tmp_path / "out" / "eval" / "retain" / "items.json").read_text())["splits"]["forget"]
     assert len(items) == 5
     level = sum(item["prob"] for item in items[:3]) / 3
-    assert payload["stop_at"] == benchmark.stop_condition(level) and payload["stages"]["eval/retain"]["reused"]
+    assert payload["stop_at"] == f"forget_Q_A_Prob <= {level:.6g}" and payload["stages"]["eval/retain"]["reused"]
     assert figure.stat().st_size > 1000
     assert list(payload["end_points"]) == list(payload["histories"]) == payload["methods_to_run"] == ["WGA", "GA"]
     assert payload["stages"]["unlearn/WGA"]["reused"] and not payload["stages"]["unlearn/GA"]["reused"]  # one by one
@@ -246,45 +283,58 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
         assert end["reached"] == (history[-1]["forget_Q_A_Prob"] <= float(payload["stop_at"].split("<=")[1]))
         assert end["steps"] == 3 or end["reached"]  # stops at the level, else runs its maximum
         assert all(h["forget_Q_A_Prob"] > level for h in history[:-1])  # never ran past a reached level
-    expected = benchmark.matched({"GA": payload["histories"]["GA"]}, [0.9, 0.05], "retain_Q_A_Prob")["GA"]
+    expected = matched_by_hand({"GA": payload["histories"]["GA"]}, [0.9, 0.05], "retain_Q_A_Prob")["GA"]
     assert payload["matched"]["GA"] == expected
     # --from-json: the tables and plot again from the result file (another metric), nothing run.
     again, figure2 = tmp_path / "again.json", tmp_path / "again.png"
-    benchmark.main(["--from-json", str(result), "--json", str(again), "--plot", str(figure2)])
+    script("--from-json", result, "--json", again, "--plot", figure2)
     redone = json.loads(again.read_text())
-    assert redone["matched"] == benchmark.matched(payload["histories"], [0.9, 0.05], benchmark.UTILITY)
+    assert redone["matched"] == matched_by_hand(payload["histories"], [0.9, 0.05], UTILITY)
     assert redone["end_points"] == payload["end_points"] and figure2.stat().st_size > 1000
     assert payload["models"]["target"]["forget_Q_A_Prob"] > 0 and payload["load_average"]["start"]
 
 
-def test_attack_mode_keeps_the_batch_per_step_in_one_process(monkeypatch):
-    benchmark = load_benchmark()
-    raw = {
-        "unlearn": {"per_device_train_batch_size": 2},
-        "methods": {"GA": {}, "NPO": {"per_device_train_batch_size": 3}},
-    }
-    raw["launch"] = {"num_processes": 2}
-    attacks = {"attacks": {"attacks": ["relearn"], "relearn_rows": 5}}
-
-    class Parser:
-        def error(self, message):
-            raise SystemExit(message)
-
-    benchmark.attack_mode(raw, attacks, Parser())
-    assert (
-        raw["unlearn"]["per_device_train_batch_size"] == 4 and raw["methods"]["NPO"]["per_device_train_batch_size"] == 6
+def test_attack_mode_keeps_the_batch_per_step_in_one_process(base_and_adapter, tmp_path):
+    """`--attacks` on a two-process recipe: one process, each batch per device doubled (the plan of a dry run)."""
+    base, adapter = base_and_adapter
+    recipe = _given(
+        base,
+        adapter,
+        tmp_path / "out",
+        unlearn={"per_device_train_batch_size": 2, "max_steps": 2},
+        methods={"GA": {}, "NPO": {"per_device_train_batch_size": 3}},
+        launch={"num_processes": 2},
     )
-    assert raw["methods"]["GA"] == {} and raw["launch"]["num_processes"] == 1
-    assert raw["attacks"] == attacks["attacks"] and raw["attacks"] is not attacks["attacks"]
-    with pytest.raises(SystemExit, match="no `attacks:` section"):
-        benchmark.attack_mode({"methods": {}}, {}, Parser())
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(SystemExit, match="one process"):
-        benchmark.attack_mode({"methods": {}}, attacks, Parser())
+    attacks = {"attacks": ["relearn"], "relearn": {"steps": [0, 1], "batch_size": 2}, "relearn_rows": 2}
+    attacks["relearn_sets"] = ["forget_subset"]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({**recipe, "attacks": attacks}))
+    argv = ["--recipe", tmp_path / "r.yaml", "--stop-at", "0.5", "--dry-run"]
+    plain = script(*argv).stdout
+    assert "x 2 process(es)" in plain and "--num_processes 2" in plain
+    attacked = script(*argv, "--attacks", tmp_path / "a.yaml").stdout
+    lines = {line.split(":")[0].strip(): line for line in attacked.splitlines()}
+    assert "batch 4 x 1 accumulation x 1 process(es) = 4" in lines["GA"]  # the recipe's 2 per device, doubled
+    assert "batch 6 x 1 accumulation x 1 process(es) = 6" in lines["NPO"]  # the method's own 3, doubled
+    assert "accelerate launch --num_processes 1 " in attacked and "--num_processes 2" not in attacked
+    assert not (tmp_path / "out").exists()
+
+
+def test_attack_mode_is_refused_without_attacks_or_under_several_processes(base_and_adapter, tmp_path):
+    base, adapter = base_and_adapter
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(_given(base, adapter, tmp_path / "out")))
+    argv = [sys.executable, "benchmarks/tofu_mini.py", "--recipe", str(tmp_path / "r.yaml"), "--dry-run"]
+    argv += ["--stop-at", "0.5", "--attacks", str(tmp_path / "r.yaml")]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "no `attacks:` section" in done.stderr
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({"attacks": {"attacks": ["relearn"]}}))
+    argv[-1] = str(tmp_path / "a.yaml")
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "WORLD_SIZE": "2"})
+    assert done.returncode == 2 and "one process" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_attack_mode_attacks_the_comparisons_own_models(base_and_adapter, tmp_path):
-    benchmark = load_benchmark()
     base, adapter = base_and_adapter
     recipe = _given(
         base,
@@ -303,19 +353,21 @@ def test_the_attack_mode_attacks_the_comparisons_own_models(base_and_adapter, tm
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     (tmp_path / "a.yaml").write_text(yaml.safe_dump({**recipe, "attacks": attacks}))
-    argv = ["--recipe", str(tmp_path / "r.yaml"), "--stop-at", "retain"]
-    benchmark.main([*argv, "--json", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png")])
+    argv = ["--recipe", tmp_path / "r.yaml", "--stop-at", "retain"]
+    script(*argv, "--json", tmp_path / "c.json", "--plot", tmp_path / "c.png")
     result, figure = tmp_path / "a.json", tmp_path / "a.png"
-    benchmark.main([*argv, "--attacks", str(tmp_path / "a.yaml"), "--json", str(result), "--plot", str(figure)])
+    tables = script(*argv, "--attacks", tmp_path / "a.yaml", "--json", result, "--plot", figure).stdout
     payload = json.loads(result.read_text())
     comparison = json.loads((tmp_path / "c.json").read_text())
     assert payload["stop_at"] == comparison["stop_at"] and payload["stages"]["unlearn/GA"]["reused"]  # the same model
     assert payload["stages"]["eval/GA"]["reused"] and not payload["stages"]["attacks/methods/GA"]["reused"]
     assert payload["settings"]["attacks"]["relearn_rows"] == 2 and figure.stat().st_size > 1000
-    curves = benchmark.relearn_curves(payload, "forget_loss")
+    assert "relearn/forget_subset" in payload["attack_controls"]["original"]
+    assert "relearn/forget_subset" in payload["attack_controls"]["retrained"]
+    curves = payload["relearn_curves"]["forget_loss"]  # the plotted points
     assert list(curves) == ["GA", "target (original)", "retain (retrained)"]
     checkpoints = payload["methods"]["GA"]["attacks"]["results"]["relearn/forget_subset"]["checkpoints"]
-    assert curves["GA"] == [(point["step"], point["forget_loss"]) for point in checkpoints] and len(checkpoints) == 3
+    assert curves["GA"] == [[point["step"], point["forget_loss"]] for point in checkpoints] and len(checkpoints) == 3
     before = payload["methods"]["GA"]["attacks"]["results"]["before"]["forget_loss"]
-    assert curves["GA"][0] == (0, pytest.approx(before))  # step 0 is the unlearned model itself
-    assert "Recovery of forget_Q_A_Prob" in benchmark.recovery_tables(payload)
+    assert curves["GA"][0] == [0, pytest.approx(before)]  # step 0 is the unlearned model itself
+    assert "Recovery of forget_Q_A_Prob" in tables
