@@ -242,3 +242,83 @@ def test_every_package_is_listed_for_the_wheel():
     listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {_module_name(path) for path in PACKAGE.rglob("__init__.py")}
     assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
+
+
+TESTS = PACKAGE.parent / "tests"
+# Calls that load or execute a file as a module (or put a folder on the import path).
+LOADERS = (
+    "spec_from_file_location", "SourceFileLoader", "run_path", "run_module", "import_module", "__import__",
+    "exec", "compile", "sys.path.insert", "sys.path.append", "sys.path.extend",
+)  # fmt: skip
+
+
+def _benchmark_loads(source: str) -> list[str]:
+    """Where `source` (a test file) imports a module of `benchmarks/` or loads one by path: an import of
+    `benchmarks[.x]`, or a loader call (`spec_from_file_location`, `runpy.run_path`, `exec`, a `sys.path` edit, ...)
+    whose arguments name `benchmarks`, directly or through a name assigned in the file. Running a script as a
+    subprocess is not a load."""
+    tree = ast.parse(source)
+    assigned: dict[str, list[str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        assigned.setdefault(name.id, []).append(ast.unparse(node.value))
+
+    def names_benchmarks(expression: ast.AST, seen: frozenset = frozenset()) -> bool:
+        if "benchmarks" in ast.unparse(expression):
+            return True
+        return any(
+            names_benchmarks(ast.parse(text, mode="eval"), seen | {name.id})
+            for name in ast.walk(expression)
+            if isinstance(name, ast.Name) and name.id not in seen
+            for text in assigned.get(name.id, [])
+        )
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] == "benchmarks"]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "benchmarks":
+            found.append(f"from {node.module} import ...")
+        elif isinstance(node, ast.Call):
+            function = ast.unparse(node.func)
+            if function.split(".")[-1] in LOADERS or function in LOADERS:
+                arguments = [*node.args, *(k.value for k in node.keywords)]
+                if any(names_benchmarks(a) for a in arguments):
+                    found.append(f"line {node.lineno}: {ast.unparse(node)[:100]}")
+    return found
+
+
+def test_the_benchmark_load_check_sees_every_way_in():
+    """The check below flags each way a test could load a benchmark script, and not a subprocess run of one."""
+    loads = {
+        "import benchmarks.markov_attacks",
+        "from benchmarks.tofu_mini import main",
+        "import importlib.util\nspec = importlib.util.spec_from_file_location('x', ROOT / 'benchmarks' / 'x.py')",
+        "def _script(name):\n    path = ROOT / 'benchmarks' / f'{name}.py'\n"
+        "    return importlib.util.spec_from_file_location(name, path)",
+        "import runpy\nrunpy.run_path(str(REPO / 'benchmarks/x.py'))",
+        "import sys\nsys.path.insert(0, str(REPO / 'benchmarks'))\nimport x",
+        "exec(open('benchmarks/x.py').read())",
+    }
+    for source in loads:
+        assert _benchmark_loads(source), source
+    runs = (
+        "import subprocess, sys\nsubprocess.run([sys.executable, 'benchmarks/x.py', '--results-dir', 'out'])",
+        "import importlib.util\nspec = importlib.util.spec_from_file_location('y', ROOT / 'examples' / 'y.py')",
+    )
+    for source in runs:
+        assert not _benchmark_loads(source), source
+
+
+def test_no_test_loads_a_benchmark_script():
+    """Tests run a benchmark script through its command line (a subprocess) and read what it writes; logic a test
+    needs to call lives in the package."""
+    found = {
+        str(path.relative_to(TESTS.parent)): loads
+        for path in sorted(TESTS.rglob("*.py"))
+        if (loads := _benchmark_loads(path.read_text()))
+    }
+    assert not found, f"tests that load a benchmark script: {found}"
