@@ -48,6 +48,21 @@ def retain_dataset():
     return lm_dataset(rows, prompt_length=1)
 
 
+@pytest.fixture
+def no_loading(monkeypatch):
+    """A dry run's guard: any model, tokenizer or dataset load fails the test, and the Hub is offline."""
+    import datasets
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run must not load weights or data")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 REPO = Path(__file__).resolve().parent.parent
 
 
