@@ -314,6 +314,14 @@ def test_attack_arguments_refuse_unknown_names():
     assert AttackArguments(relearn={"learning_rate": 1e-4}).relearn.learning_rate == 1e-4
 
 
+def test_attack_settings_hold_calibration_rows_only_where_gptq_calibrates():
+    # The settings key the cached attack stages: a setting no attack reads must not invalidate them.
+    assert "calibration_rows" not in AttackArguments(calibration_rows=7).settings()
+    assert "calibration_rows" not in AttackArguments(quant_backend="gptq", attacks=["relearn"]).settings()
+    assert AttackArguments(quant_backend="gptq", calibration_rows=7).settings()["calibration_rows"] == 7
+    assert AttackArguments(quant_backend="gptq").settings()["quant_backend"] == "gptq"
+
+
 def test_attacks_package_imports_without_torch():
     code = "import sys, hf_unlearn.attacks as a; a.AttackArguments(); assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -102,7 +102,12 @@ class AttackArguments:
             self.relearn = RelearnArguments(**self.relearn)
 
     def settings(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings the attacks' results depend on (a cached stage's key): `calibration_rows` only where GPTQ
+        calibrates, so a cached stage stays valid when an unused setting changes or is added."""
+        settings = dataclasses.asdict(self)
+        if not needs_calibration(self):
+            del settings["calibration_rows"]
+        return settings
 
 
 def unsupported_attacks(
