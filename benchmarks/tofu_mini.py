@@ -20,6 +20,15 @@ recipe's maximum steps. Then:
 Writes benchmarks/results/tofu_mini_<name>.json and docs/results/tofu_mini_<name>.png (relative to the working
 directory: run it from the repository root), and prints both tables.
 
+`--seeds N ...`: a seed sweep. Every method also unlearns with each of these seeds (the forget/retain batch order and
+a method's own draws), as `LABEL_seedN` beside the recipe's own seed in the same output folder (the target and retain
+evaluations and the recipe-seed models are reused), with `trajectory.evaluate_at_end: false`: only the trajectories,
+no suite at the stop. Writes benchmarks/results/tofu_mini_<name>_seeds.json: the matched metric at each level per
+seed, and its mean with a 95 % Student-t interval over the seeds that reach the level:
+
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 benchmarks/tofu_mini.py --data-dir path/to/tofu --stop-at retain \
+        --methods GA NPO IMU --seeds 1 2 --matched-metric retain_Q_A_Prob
+
 `--attacks [RECIPE]`: instead, the run's own unlearned models (the same cached stages: same recipe, `--stop-at`,
 `--set` and `--methods`) are attacked, with the target and retain models as controls, by the `attacks:` section of
 RECIPE (default `tofu/mini_attacks`; `--set attacks.KEY=VALUE` changes it): relearning, quantization and probes
@@ -215,6 +224,13 @@ def main(argv: list[str] | None = None) -> None:
         help="Attack the run's unlearned models with this recipe's `attacks:` section (default tofu/mini_attacks), "
         "in one process; writes tofu_mini_attacks.json and tofu_mini_recovery.png instead of the comparison.",
     )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="Seed sweep: each method also with these seeds (trajectories only); writes tofu_mini_<name>_seeds.json.",
+    )
     parser.add_argument("--dry-run", action="store_true", help="Validate and print the plan; load nothing.")
     parser.add_argument(
         "--from-json", type=Path, default=None, help="Redo the tables and plot of this result file; run nothing."
@@ -244,6 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"--methods: {unknown} not in the recipe's methods ({', '.join(raw['methods'])}).")
         raw["methods"] = {label: raw["methods"][label] for label in args.methods}
+    if args.seeds is not None:
+        if args.attacks is not None:
+            parser.error("--seeds and --attacks: one at a time.")
+        seed_sweep(raw, args.seeds)
     output_dir = args.output_dir or raw.get("output_dir")
     tick, load_before = time.perf_counter(), os.getloadavg()
     trajectory = raw.setdefault("trajectory", {})
@@ -272,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
         load = {"start": load_before, "now": os.getloadavg()}
         if args.attacks is not None:
             write_attacks(results, args, labels, level, load, per_method, time.perf_counter() - tick)
+            continue
+        if args.seeds is not None:
+            write_seeds(results, args, raw, name, level, load, per_method, time.perf_counter() - tick)
             continue
         payload = report(results, args, raw, name, level, load)
         payload["seconds"] = time.perf_counter() - tick
@@ -316,6 +339,98 @@ def write(payload: dict, results: dict, args, raw: dict, name: str, level: float
     metric = args.matched_metric
     tables = f"{end_table(results_models(results), ends)}\n\n{matched_table(payload['matched'], levels, metric)}"
     print(f"\n{tables}\n\nWrote {json_path} and {plot_path}.", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ --seeds
+
+SEED_SUFFIX = "_seed"
+
+
+def seed_sweep(raw: dict, seeds: list[int]) -> None:
+    """The recipe's methods, each followed by one copy per seed of `seeds` (`LABEL_seedN`, the seed in its settings),
+    the copies ordered seed by seed (an interrupted sweep keeps whole seeds); trajectories only."""
+    own = raw.get("seed", 42)
+    base = raw["methods"]
+    methods = dict(base)
+    for seed in seeds:
+        if seed == own:
+            continue
+        for label, spec in base.items():
+            spec = dict(spec or {})
+            methods[f"{label}{SEED_SUFFIX}{seed}"] = {**spec, "method": spec.get("method", label), "seed": seed}
+    raw["methods"] = methods
+    raw.setdefault("trajectory", {})["evaluate_at_end"] = False
+
+
+def seed_table(histories: dict[str, list[dict]], levels: list[float], metric: str, own_seed: int) -> dict:
+    """method -> {"seeds": {seed: {level: value or None}}, "summary": {level: mean and 95 % interval over the
+    seeds that reach it}, "steps": {seed: steps run}}; a label `LABEL_seedN` is seed N of LABEL, a plain label the
+    recipe's own seed."""
+    from hf_unlearn.tasks.markov.statistics import mean_interval
+
+    values = matched(histories, levels, metric)
+    table: dict[str, dict] = {}
+    for label, cells in values.items():
+        method, suffix, seed = label.rpartition(SEED_SUFFIX)
+        if not (suffix and seed.isdigit()):
+            method, seed = label, own_seed
+        entry = table.setdefault(method, {"seeds": {}, "steps": {}})
+        seed = int(seed)
+        entry["seeds"][seed] = cells
+        entry["steps"][seed] = histories[label][-1]["step"] if histories[label] else None
+    for entry in table.values():
+        entry["summary"] = {}
+        for level in levels:
+            reached = [cells[f"{level:g}"] for cells in entry["seeds"].values() if cells[f"{level:g}"] is not None]
+            entry["summary"][f"{level:g}"] = (
+                {**mean_interval(reached), "of": len(entry["seeds"])}
+                if reached
+                else {"n": 0, "of": len(entry["seeds"])}
+            )
+    return table
+
+
+def format_seed_table(table: dict, levels: list[float], metric: str) -> str:
+    def cell(stat: dict) -> str:
+        if not stat["n"]:
+            return f"not reached (0/{stat['of']})"
+        if stat["n"] == 1:
+            return f"{stat['mean']:.3f} (1/{stat['of']})"
+        half = (stat["ci"][1] - stat["ci"][0]) / 2
+        return f"{stat['mean']:.3f} ± {half:.3f} ({stat['n']}/{stat['of']})"
+
+    rows = [[method] + [cell(entry["summary"][f"{level:g}"]) for level in levels] for method, entry in table.items()]
+    headers = ["method"] + [f"{metric} @ forget prob {level:g}" for level in levels]
+    return format_table(rows, headers) + "\n(mean ± half-width of the 95 % t-interval over the seeds that reach it)"
+
+
+def write_seeds(results: dict, args, raw: dict, name: str, level: float, load: dict, per_method: dict, seconds):
+    target_prob = results["models"]["target"]["metrics"][PROB]
+    levels = args.levels or [round(level + (target_prob - level) * k / 4, 4) for k in (3, 2, 1, 0)]
+    histories = {label: run.get("history") or [] for label, run in results["methods"].items()}
+    table = seed_table(histories, levels, args.matched_metric, raw.get("seed", 42))
+    payload = {
+        "benchmark": f"tofu_mini_{name}_seeds",
+        "recipe": args.recipe,
+        "overrides": args.overrides,
+        "seeds": sorted({raw.get("seed", 42), *args.seeds}),
+        "stop_at": stop_condition(level),
+        "levels_forget_Q_A_Prob": levels,
+        "matched_metric": f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "
+        "reaches each level (linear between evaluations)",
+        "models": {role: {key: m.get(key) for key in MODEL_METRICS} for role, m in results_models(results).items()},
+        "methods": table,
+        "histories": histories,
+        "settings": results.get("settings"),
+        "load_average": load,
+        "per_method_run": per_method,
+        "seconds": seconds,
+        "stages": results.get("stages"),
+        "environment": environment_versions(),
+    }
+    json_path = args.json or Path("benchmarks") / "results" / f"tofu_mini_{name}_seeds.json"
+    atomic_write_json(json_path, payload)
+    print(f"\n{format_seed_table(table, levels, args.matched_metric)}\n\nWrote {json_path}.", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ --attacks

@@ -283,6 +283,25 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
     assert redone["end_points"] == payload["end_points"] and figure2.stat().st_size > 1000
     assert payload["models"]["target"]["forget_Q_A_Prob"] > 0 and payload["load_average"]["start"]
 
+    # --seeds: GA again with seed 3 beside the recipe's own seed, trajectories only; the own-seed model is the one above.
+    own, seeds = str(recipe.get("seed", 42)), tmp_path / "seeds.json"
+    argv = ["--recipe", tmp_path / "r.yaml", "--json", seeds, "--matched-metric", "retain_Q_A_Prob"]
+    script(*argv, "--methods", "GA", "--stop-at", "retain", "--levels", "0.9", "0.05", "--seeds", "3", own)
+    swept = json.loads(seeds.read_text())
+    assert swept["seeds"] == sorted([3, int(own)]) and list(swept["histories"]) == ["GA", "GA_seed3"]
+    assert swept["stages"]["unlearn/GA"]["reused"] and not swept["stages"]["unlearn/GA_seed3"]["reused"]
+    assert "eval/GA_seed3" not in swept["stages"] and not (tmp_path / "out" / "methods" / "GA_seed3" / "eval").exists()
+    assert swept["histories"]["GA"] == payload["histories"]["GA"]
+    assert swept["histories"]["GA_seed3"] != swept["histories"]["GA"]  # another batch order
+    ga = swept["methods"]["GA"]
+    assert ga["seeds"][own] == expected
+    assert ga["seeds"]["3"] == matched_by_hand(swept["histories"], [0.9, 0.05], "retain_Q_A_Prob")["GA_seed3"]
+    for level in ("0.9", "0.05"):
+        values = [ga["seeds"][seed][level] for seed in (own, "3") if ga["seeds"][seed][level] is not None]
+        assert ga["summary"][level]["n"] == len(values) and ga["summary"][level]["of"] == 2
+        if values:
+            assert ga["summary"][level]["mean"] == pytest.approx(sum(values) / len(values))
+
 
 def test_attack_mode_keeps_the_batch_per_step_in_one_process(base_and_adapter, tmp_path):
     """`--attacks` on a two-process recipe: one process, each batch per device doubled (the plan of a dry run)."""

@@ -514,3 +514,36 @@ def test_trajectory_records_cheap_evaluations_and_stops_at_target(base_model, tm
     assert [e["step"] for e in stopped["history"]] == list(range(stop_step + 1))
     for ours, theirs in zip(stopped["history"], history):
         assert ours["forget_Q_A_Prob"] == pytest.approx(theirs["forget_Q_A_Prob"], rel=1e-5)
+
+
+def test_trajectory_without_final_suite_reports_the_last_evaluation(base_model, tmp_path, capsys):
+    """`trajectory.evaluate_at_end: false` (a seed sweep): no suite runs on the unlearned model, its metrics are the
+    last trajectory evaluation's, and the unlearned model is the same stage as with the suite (the key does not
+    enter its fingerprint)."""
+    out = tmp_path / "out"
+    trajectory = {"eval_steps": 1, "max_forget_items": 3, "max_utility_items": 2, "evaluate_at_end": False}
+    recipe = tiny_recipe(
+        base_model,
+        out,
+        unlearn={"learning_rate": 1e-2, "max_steps": 2, "per_device_train_batch_size": 2, "disable_tqdm": True},
+        methods={"GA": {}},
+        trajectory=trajectory,
+    )
+    assert main(["run", write(tmp_path / "r.yaml", recipe)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    method = results["methods"]["GA"]
+    assert {key: method["metrics"][key] for key in method["history"][-1]} == method["history"][-1]
+    assert "trajectory.evaluate_at_end" in method["metrics"]["notices"][0]
+    assert "eval/GA" not in results["stages"] and not (out / "methods" / "GA" / "eval").exists()
+
+    recipe["trajectory"] = {**trajectory, "evaluate_at_end": True}  # the same model, now with the suite
+    assert main(["run", write(tmp_path / "r.yaml", recipe)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["stages"]["unlearn/GA"]["reused"] and not results["stages"]["eval/GA"]["reused"]
+    assert results["methods"]["GA"]["metrics"]["num_items"]["forget"] == 5
+
+    recipe["trajectory"] = trajectory  # a pushed model's card needs the suite: refused before any work
+    recipe["methods"] = {"GA": {"push_full_model": True}}
+    capsys.readouterr()
+    assert main(["run", write(tmp_path / "r.yaml", recipe), "--push-to-hub", "me/ga", "--dry-run"]) == 2
+    assert "trajectory.evaluate_at_end" in capsys.readouterr().err

@@ -60,6 +60,10 @@ RESULT_FILES = ("results.json", "table.md", "samples.md", "tradeoff.png")
 
 # Kept in results.json (numbers and fixed notices only; per-item values stay in each evaluation's items.json).
 METRICS = [*MAIN_METRICS, "privleak_reference_auc", *UTILITY_COMPONENTS, TEACHER_FORCED_UTILITY, "num_items", "notices"]
+TRAJECTORY_ONLY = (
+    "trajectory.evaluate_at_end is false: these are the last trajectory evaluation's teacher-forced metrics on the "
+    "trajectory's items (no generation, no ROUGE)."
+)
 # The target must know the forget set far better than the retain model, or there is nothing to unlearn.
 MEMORISATION_MARGIN = 0.2
 PathLike = str | os.PathLike | None
@@ -108,9 +112,12 @@ def run_stages(plan: TofuRecipe, log: StageLog, device: str | None) -> None:
                 trajectory_eval_seconds=record.get("eval_seconds"),
                 stopped=record.get("stopped"),
             )
-        payload["methods"][label]["metrics"] = _evaluate(
-            plan, log, label, unlearned, plan.output_dir / "methods" / label / "eval", reference, samples, device
-        )
+        if plan.trajectory is not None and not plan.trajectory.evaluate_at_end:  # a sweep: the last evaluation
+            payload["methods"][label]["metrics"] = {**record["history"][-1], "notices": [TRAJECTORY_ONLY]}
+        else:
+            payload["methods"][label]["metrics"] = _evaluate(
+                plan, log, label, unlearned, plan.output_dir / "methods" / label / "eval", reference, samples, device
+            )
         if label in plan.hub and is_main_process():  # after the evaluation: the card carries its summary
             payload["methods"][label]["hub"] = publish(
                 plan, label, plan.hub[label], payload, models["target"], unlearned, record, device

@@ -107,10 +107,22 @@ class TrajectoryArguments:
     stop_at: str | None = field(
         default=None, metadata={"help": "Stop unlearning when this holds, e.g. 'forget_Q_A_Prob <= 0.1'."}
     )
+    evaluate_at_end: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the evaluation suite on each unlearned model; false: its last trajectory evaluation stands "
+            "for it (seed sweeps read trajectories only)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.stop_at is not None:
             MetricCondition.parse(self.stop_at)  # a malformed condition fails now, not after the fine-tuning
+
+    def model_settings(self) -> dict[str, Any]:
+        """The settings an unlearned model depends on (its stage fingerprint): `stop_at` ends the training where the
+        evaluations say; whether the suite runs afterwards does not change it."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if key != "evaluate_at_end"}
 
     def eval_arguments(self, evaluation: TofuEvalArguments) -> TofuEvalArguments:
         """The recipe's evaluation settings, teacher-forced only and limited to the trajectory's items."""
@@ -329,6 +341,8 @@ def parse_tofu_recipe(
         lambda label: out / "methods" / label / "hub",
         is_peft=bool(recipe.unlearn_lora),
     )
+    if recipe.hub and recipe.trajectory is not None and not recipe.trajectory.evaluate_at_end:
+        raise RecipeError("hub: a pushed model's card carries its evaluation; set trajectory.evaluate_at_end: true.")
     try:
         recipe.evaluation = dataclasses.replace(
             recipe.evaluation, **recipe.formatting.formatting(), forget_split=recipe.forget_split
@@ -502,6 +516,7 @@ def describe_plan(plan: TofuRecipe, command: str, recipe_arg: str) -> str:
                 f"Trajectory: teacher-forced evaluation at step 0 and every {t.eval_steps} steps (forget/holdout first "
                 f"{t.max_forget_items or 'all'}, utility splits first {t.max_utility_items or 'all'})"
                 + (f"; stop at {t.stop_at}" if t.stop_at else "")
+                + ("" if t.evaluate_at_end else "; no evaluation suite at the stop (evaluate_at_end: false)")
             )
         if plan.attacks is not None:
             a = plan.attacks

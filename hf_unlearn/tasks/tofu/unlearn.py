@@ -9,7 +9,6 @@ tokenized with the evaluation's formatting; a run interrupted mid-training resum
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,7 @@ def unlearn_method(
             "versions": environment_versions(),
         }
         if plan.trajectory is not None:  # stop_at changes the model; the history is part of the stage's record
-            fingerprint["trajectory"] = dataclasses.asdict(plan.trajectory)
+            fingerprint["trajectory"] = plan.trajectory.model_settings()
         stamp = cached_stage(path, fingerprint, f"{label} model")
         entry["reused"] = stamp is not None
         if stamp is None:
