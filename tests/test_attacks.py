@@ -191,6 +191,32 @@ def test_updates_under_half_a_step_vanish_once_quantized():
     assert quantized_code_change(original, unlearned, bits=4, group_size=8)["changed_quantized"] > 0
 
 
+def test_the_original_is_quantized_once_per_setting_across_attacked_models(monkeypatch):
+    """A run attacks several models against one original: with a shared `quantized_original`, the original is
+    quantized once per setting, and every result equals the one computed without it."""
+    from hf_unlearn.attacks import quantization, run_attacks
+
+    original, rows = tiny_gpt2(), _rows()
+    unlearned = [copy.deepcopy(original) for _ in range(2)]
+    with torch.no_grad():
+        for k, model in enumerate(unlearned):
+            model.transformer.h[0].mlp.c_fc.weight.add_(0.05 * (k + 1))
+    args = AttackArguments(attacks=["quant8", "quant4"], quant_backend="rtn", group_size=8)
+    evaluate = lambda model: {"forget_loss": token_loss(model, rows, PAD)}
+    plain = [run_attacks(model, args, evaluate, original=original) for model in unlearned]
+    calls = []
+    real = quantization.quantize
+    monkeypatch.setattr(quantization, "quantize", lambda model, *a, **k: calls.append(model) or real(model, *a, **k))
+    memo: dict = {}
+    shared = [run_attacks(model, args, evaluate, original=original, quantized_original=memo) for model in unlearned]
+    assert sum(model is original for model in calls) == 2 and len(memo) == 2  # 8 and 4 bits, once each
+    for a, b in zip(plain, shared):
+        for name in ("quant8", "quant4"):
+            assert a[name]["metrics"] == b[name]["metrics"]
+            assert a[name]["record"]["details"]["value_change"] == b[name]["record"]["details"]["value_change"]
+            assert b[name]["record"]["details"]["value_change"]["changed_quantized"] > 0
+
+
 @pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes is not installed (pip install 'hf-unlearn[attacks]')")
 @pytest.mark.parametrize("bits", [8, 4])
 def test_bitsandbytes_quantizes_gpt2_and_is_idempotent(bits):

@@ -145,6 +145,7 @@ def run_attacks(
     original=None,
     progress: Callable[[str], None] | None = None,
     calibration: list[list[int]] | None = None,
+    quantized_original: dict | None = None,
 ) -> dict[str, Any]:
     """Every attack of `args.attacks` on `model` (left unchanged).
 
@@ -153,7 +154,9 @@ def run_attacks(
     way and `"few_shot_context"` a single row whose `input_ids` are the context; with `original` (the model before
     unlearning) a quantization attack also records how many weights differ from the original's once both are
     quantized (`quantized_value_change`, `quantized_code_change`); `progress` is called with each attack's name;
-    `calibration`: token ids without the forget set, for the `gptq` backend.
+    `calibration`: token ids without the forget set, for the `gptq` backend. `quantized_original`: a dict kept by the
+    caller across the calls that share `original` (a run attacking several models): the original's quantized weights
+    are computed once per setting and read from it afterwards (GPTQ calibrates once, not once per attacked model).
     Returns `"before"` (`evaluate(model)`: the scores every recovery starts from) and attack name ->
     `{"metrics" | "checkpoints" | "layers": ..., "record": AttackRecord.to_dict()}`.
     """
@@ -182,8 +185,12 @@ def run_attacks(
             weights: dict = {}
             quantized, record = quantize(model, *settings, weights_out=weights, calibration=calibration)
             if original is not None:  # the weights as quantized, read before any forward pass (see quantize)
-                reference: dict = {}
-                quantize(original, *settings, weights_out=reference, calibration=calibration)
+                memo = {} if quantized_original is None else quantized_original
+                key = (id(original), *settings)
+                if key not in memo:
+                    memo[key] = {}
+                    quantize(original, *settings, weights_out=memo[key], calibration=calibration)
+                reference = memo[key]
                 record.details["value_change"] = quantized_value_change(reference, weights)
                 record.details["code_change"] = quantized_code_change(original, model, bits, args.group_size)
             with quiet_bitsandbytes():
@@ -284,7 +291,8 @@ def recovery_rows(
 
 def run_task_attacks(model, args: AttackArguments, inputs: dict[str, Any], original=None, progress=None):
     """`run_attacks` with a task's attack inputs: `{"evaluator", "relearn_sets", "probes", "pad_token_id",
-    "data_collator"}` and, for GPTQ, `"calibration"` (what `markov_attack_inputs` and `tofu_attack_inputs` build)."""
+    "data_collator"}` and, for GPTQ, `"calibration"` (what `markov_attack_inputs` and `tofu_attack_inputs` build).
+    The original's quantized weights are kept in `inputs["quantized_original"]` for the run's next attacked model."""
     return run_attacks(
         model,
         args,
@@ -296,6 +304,7 @@ def run_task_attacks(model, args: AttackArguments, inputs: dict[str, Any], origi
         original=original,
         progress=progress,
         calibration=inputs.get("calibration"),
+        quantized_original=inputs.setdefault("quantized_original", {}),
     )
 
 
