@@ -143,12 +143,16 @@ def plot(results: dict, ends: dict, level: float, path: Path, title: str, metric
 
 def rerender(args) -> None:
     """`--from-json`: the matched table (`--matched-metric`, `--levels`) and the plot again from a result file's
-    histories and end points; nothing is loaded or run."""
+    histories and end points (of a `--seeds` file: the table over seeds, printed only); nothing is loaded or run."""
     import json
 
     payload = json.loads(args.from_json.read_text())
     level = float(payload["stop_at"].split("<=")[1])
     levels = args.levels or payload["levels_forget_Q_A_Prob"]
+    if payload["benchmark"].endswith("_seeds"):
+        table = seed_table(payload["histories"], levels, args.matched_metric, payload["own_seed"])
+        print(format_seed_table(table, levels, args.matched_metric))
+        return
     payload.update(
         levels_forget_Q_A_Prob=levels,
         matched=matched(payload["histories"], levels, args.matched_metric),
@@ -414,6 +418,7 @@ def write_seeds(results: dict, args, raw: dict, name: str, level: float, load: d
         "recipe": args.recipe,
         "overrides": args.overrides,
         "seeds": sorted({raw.get("seed", 42), *args.seeds}),
+        "own_seed": raw.get("seed", 42),  # the plain labels' seed (the recipe's)
         "stop_at": stop_condition(level),
         "levels_forget_Q_A_Prob": levels,
         "matched_metric": f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "

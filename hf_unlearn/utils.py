@@ -19,6 +19,7 @@ __all__ = [
     "sequence_nll",
     "sha256_json",
     "token_logprobs",
+    "weights_sha256",
 ]
 
 
@@ -72,3 +73,15 @@ def has_accelerator() -> bool:
 def sha256_json(payload: Any) -> str:
     """sha256 of a canonical JSON dump (sorted keys): the identity of settings and values."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module, header: bytes = b"") -> str:
+    """sha256 of `header` then every tensor of the model's state dict (name, dtype, shape, bytes): the weights'
+    identity, whatever folder they were loaded from."""
+    digest = hashlib.sha256(header)
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        # Viewed as bytes: numpy has no bfloat16.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

@@ -102,3 +102,26 @@ def test_a_retain_reference_is_keyed_by_its_values_not_its_timings(tmp_path):
     items["splits"]["forget"][1]["truth_ratio"] = 0.8
     (folder / ITEMS_FILE).write_text(json.dumps(items))
     assert load_retain_reference(folder, "forget05").sha256 != first
+
+
+def test_a_model_is_keyed_by_its_weights_and_config_not_by_the_folder_it_came_from(tmp_path):
+    """The same model loaded from two folders has one `model_sha256` (the key of its cached evaluations); a changed
+    weight or config value gives another."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn.runtime.hashing import model_sha256
+    from hf_unlearn.utils import weights_sha256
+
+    first = save_tiny_model(tmp_path / "first")
+    shutil.copytree(first, tmp_path / "second")
+    a, b = (AutoModelForCausalLM.from_pretrained(tmp_path / name) for name in ("first", "second"))
+    assert a.config._name_or_path != b.config._name_or_path
+    assert model_sha256(a) == model_sha256(b) and weights_sha256(a) == weights_sha256(b)
+    b.config.rms_norm_eps *= 2  # the config is part of the model
+    assert model_sha256(a) != model_sha256(b) and weights_sha256(a) == weights_sha256(b)
+    with torch.no_grad():
+        next(a.parameters()).view(-1)[0] += 1e-3
+    assert weights_sha256(a) != weights_sha256(b)

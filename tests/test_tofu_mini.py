@@ -301,6 +301,11 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
         assert ga["summary"][level]["n"] == len(values) and ga["summary"][level]["of"] == 2
         if values:
             assert ga["summary"][level]["mean"] == pytest.approx(sum(values) / len(values))
+    again = script("--from-json", seeds, "--matched-metric", "ra_Q_A_Prob", "--levels", "0.9")  # another metric
+    by_hand = matched_by_hand(swept["histories"], [0.9], "ra_Q_A_Prob")
+    values = [cells["0.9"] for cells in by_hand.values() if cells["0.9"] is not None]
+    assert "ra_Q_A_Prob @ forget prob 0.9" in again.stdout
+    assert f"| GA     | {sum(values) / len(values):.3f} ± " in again.stdout and f"({len(values)}/2)" in again.stdout
 
 
 def test_attack_mode_keeps_the_batch_per_step_in_one_process(base_and_adapter, tmp_path):

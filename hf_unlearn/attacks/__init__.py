@@ -38,7 +38,6 @@ _EXPORTS = {
     "controls_recovery": ".suite",
     "recovery_rows": ".suite",
     "recovery_table": ".suite",
-    "weights_sha256": ".suite",
     "run_attacks": ".suite",
     "run_task_attacks": ".suite",
 }

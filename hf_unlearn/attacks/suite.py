@@ -24,7 +24,6 @@ __all__ = [
     "run_attacks",
     "run_task_attacks",
     "unsupported_attacks",
-    "weights_sha256",
 ]
 
 ATTACK_NAMES = ("relearn", "quant8", "quant4", "paraphrase", "prefix", "few_shot", "logit_lens")
@@ -372,22 +371,6 @@ def recovery_table(
 
 def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
-
-
-def weights_sha256(model) -> str:
-    """sha256 of the state dict alone (`runtime.hashing.model_sha256` also hashes the config, whose serialisation
-    differs between a model trained in this process and the same model loaded from its folder): the key of a cached
-    attack stage."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def attack_versions(args: AttackArguments) -> dict[str, str | None]:

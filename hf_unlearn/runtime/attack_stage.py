@@ -16,7 +16,8 @@ def attack_stage(log, recipe, name: str, model, models: dict[str, Any], inputs, 
     """`run_attacks` on `model` (`recipe.attacks`, the task's `inputs`) as the cached stage `attacks/<name>`; the
     weights of `model` and of the original and retrained models, the library versions and `fingerprint` (what else
     the task's scores depend on) key it. Returns the attacks' results, as read back from `attacks.json`."""
-    from ..attacks.suite import attack_versions, run_task_attacks, weights_sha256
+    from ..attacks.suite import attack_versions, run_task_attacks
+    from ..utils import weights_sha256
     from .cache import cached_stage, commit_stage, open_scratch
     from .distributed import is_main_process, main_process_print
     from .io import atomic_write_json

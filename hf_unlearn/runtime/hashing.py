@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..utils import sha256_json
+from ..utils import sha256_json, weights_sha256
 
 __all__ = ["MODEL_FILE_SUFFIXES", "file_sha256", "folder_sha256", "model_identity", "model_sha256", "sha256_json"]
 
@@ -27,20 +27,19 @@ MODEL_FILE_SUFFIXES = (".safetensors", ".gguf", ".json", ".jinja", ".model", ".t
 _NOT_MODEL_FILES = {"hf_unlearn_stage.json", "train_log.json", "README.md", "hf_unlearn_lock.json"}
 _CHUNK = 16 * 2**20
 _HUB_BLOB = re.compile(r"^[0-9a-f]{64}$")
+_CONFIG_LOCATION_KEYS = {"_name_or_path", "_commit_hash"}
 
 
 def model_sha256(model: torch.nn.Module) -> str:
-    """sha256 of the model's config and every tensor of its state dict (name, dtype, shape, bytes)."""
-    digest = hashlib.sha256()
+    """sha256 of the model's config and every tensor of its state dict (name, dtype, shape, bytes). The config's
+    record of where it was loaded from (`_name_or_path`, `_commit_hash`) is left out: the same weights and config
+    loaded from another folder are the same model."""
     config = getattr(model, "config", None)
+    header = b""
     if config is not None:
-        digest.update(config.to_json_string(use_diff=False).encode("utf-8"))
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        # Viewed as bytes: numpy has no bfloat16.
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+        settings = {key: value for key, value in config.to_dict().items() if key not in _CONFIG_LOCATION_KEYS}
+        header = json.dumps(settings, sort_keys=True, default=str).encode("utf-8")
+    return weights_sha256(model, header)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
