@@ -154,7 +154,11 @@ def test_the_mini_recipes_use_the_committed_adapters_and_dry_run(base_and_adapte
         "target": Path("benchmarks/results/tofu_mini/target"),
         "retain": Path("benchmarks/results/tofu_mini/retain"),
     }
-    assert set(plan.specs) == {"GA", "NPO", "SimNPO", "IMU", "SimNPO_lr1e-3", "WGA", "SatImp", "RMU", "IdkDPO"}
+    grid = {f"{method}_lr{lr}" for method in ("SimNPO", "SatImp", "RMU") for lr in ("3e-4", "1e-3")}
+    assert set(plan.specs) == {"GA", "NPO", "SimNPO", "IMU", "WGA", "SatImp", "RMU", "IdkDPO"} | grid
+    for label in grid:  # the stated grid: the method's defaults at another learning rate
+        method, lr = label.split("_lr")
+        assert plan.specs[label]["method"] == method and plan.specs[label]["learning_rate"] == float(lr)
     assert plan.specs["SimNPO_lr1e-3"]["method"] == "SimNPO" and plan.specs["SimNPO_lr1e-3"]["learning_rate"] == 1e-3
     assert plan.trajectory.stop_at.startswith("forget_Q_A_Prob <=") and plan.trajectory.max_forget_items == 20
     adapters = parse_tofu_recipe(load_recipe("tofu/mini_smollm2_adapters"), dry_run=True)
