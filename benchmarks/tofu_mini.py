@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_unlearn.evaluation import value_at_level
+from hf_unlearn.evaluation.tofu import MAIN_METRICS, UTILITY_COMPONENTS
 from hf_unlearn.evaluation.tofu import TEACHER_FORCED_UTILITY as UTILITY
 from hf_unlearn.recipe import load_recipe
 from hf_unlearn.reporting import figure_axes, format_table, save_figure
@@ -69,6 +70,10 @@ END_METRICS = (
     "privleak",
 )
 MODEL_METRICS = (*END_METRICS, "retain_Q_A_Prob", "retain_Q_A_ROUGE", "num_items")
+# What a trajectory evaluation holds (teacher-forced: no ROUGE, no generation-based utility).
+TRAJECTORY_METRICS = sorted(
+    name for name in (*MAIN_METRICS, *UTILITY_COMPONENTS, UTILITY) if "ROUGE" not in name and name != "model_utility"
+)
 
 
 def stop_condition(level: float) -> str:
@@ -240,6 +245,10 @@ def main(argv: list[str] | None = None) -> None:
         "--from-json", type=Path, default=None, help="Redo the tables and plot of this result file; run nothing."
     )
     args = parser.parse_args(argv)
+    if args.matched_metric not in TRAJECTORY_METRICS:
+        parser.error(
+            f"--matched-metric: {args.matched_metric!r} is not a trajectory metric ({', '.join(TRAJECTORY_METRICS)})."
+        )
     if args.from_json is not None:
         rerender(args)
         return

@@ -305,10 +305,11 @@ def test_the_comparison_script_runs_end_to_end(base_and_adapter, tmp_path):
         assert ga["summary"][level]["n"] == len(values) and ga["summary"][level]["of"] == 2
         if values:
             assert ga["summary"][level]["mean"] == pytest.approx(sum(values) / len(values))
-    again = script("--from-json", seeds, "--matched-metric", "ra_Q_A_Prob", "--levels", "0.9")  # another metric
-    by_hand = matched_by_hand(swept["histories"], [0.9], "ra_Q_A_Prob")
+    metric = "ra_Q_A_Prob_normalised"
+    again = script("--from-json", seeds, "--matched-metric", metric, "--levels", "0.9")  # another metric
+    by_hand = matched_by_hand(swept["histories"], [0.9], metric)
     values = [cells["0.9"] for cells in by_hand.values() if cells["0.9"] is not None]
-    assert "ra_Q_A_Prob @ forget prob 0.9" in again.stdout
+    assert f"{metric} @ forget prob 0.9" in again.stdout
     assert f"| GA     | {sum(values) / len(values):.3f} ± " in again.stdout and f"({len(values)}/2)" in again.stdout
 
 
@@ -389,3 +390,11 @@ def test_the_attack_mode_attacks_the_comparisons_own_models(base_and_adapter, tm
     before = payload["methods"]["GA"]["attacks"]["results"]["before"]["forget_loss"]
     assert curves["GA"][0] == [0, pytest.approx(before)]  # step 0 is the unlearned model itself
     assert "Recovery of forget_Q_A_Prob" in tables
+
+
+def test_an_unknown_matched_metric_fails_before_anything_runs():
+    command = [sys.executable, "benchmarks/tofu_mini.py", "--matched-metric", "ra_Q_A_Prob", "--dry-run"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--matched-metric: 'ra_Q_A_Prob' is not a trajectory metric" in done.stderr.splitlines()[-1]
+    assert "ra_Q_A_Prob_normalised" in done.stderr  # the names it takes
