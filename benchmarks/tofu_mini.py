@@ -155,7 +155,7 @@ def rerender(args) -> None:
     level = float(payload["stop_at"].split("<=")[1])
     levels = args.levels or payload["levels_forget_Q_A_Prob"]
     if payload["benchmark"].endswith("_seeds"):
-        table = seed_table(payload["histories"], levels, args.matched_metric, payload["own_seed"])
+        table = seed_table(payload["histories"], levels, args.matched_metric, payload["settings"]["unlearn"]["seed"])
         print(format_seed_table(table, levels, args.matched_metric))
         return
     payload.update(
@@ -427,7 +427,6 @@ def write_seeds(results: dict, args, raw: dict, name: str, level: float, load: d
         "recipe": args.recipe,
         "overrides": args.overrides,
         "seeds": sorted({raw.get("seed", 42), *args.seeds}),
-        "own_seed": raw.get("seed", 42),  # the plain labels' seed (the recipe's)
         "stop_at": stop_condition(level),
         "levels_forget_Q_A_Prob": levels,
         "matched_metric": f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "
