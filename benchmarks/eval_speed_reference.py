@@ -432,7 +432,7 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "-C", args.reference_src, "rev-parse", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="eval_speed_reference_"))
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="eval_speed_reference_")).resolve()  # children run elsewhere
     work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {"reference": [], "ours": []}
     with open(work / "runs.log", "a") as log:
