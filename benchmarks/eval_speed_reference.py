@@ -161,8 +161,13 @@ def _walk_generation_args(node):
 
 
 def ours_command(args: argparse.Namespace, out: Path) -> list[str]:
+    """`hf-unlearn eval --preset reference ...`; with `--ours-processes N > 1`, launched by `torchrun` as N processes
+    (the batches are dealt to them; the outputs are those of one process)."""
+    launcher = [sys.executable]
+    if args.ours_processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.ours_processes)]
     command = [
-        sys.executable,
+        *launcher,
         "-m",
         "hf_unlearn.cli",
         "eval",
@@ -279,8 +284,16 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _run(kind: str, args: argparse.Namespace, out: Path, log) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+def _threads(kind: str, args: argparse.Namespace) -> int:
+    """Threads of each process of one side: `--reference-threads` / `--ours-threads`, else `--threads`."""
+    own = args.reference_threads if kind == "reference" else args.ours_threads
+    return args.threads if own is None else own
+
+
+def _command(kind: str, args: argparse.Namespace, out: Path) -> tuple[list[str], dict[str, str]]:
+    """The command line of one run and the thread settings of its environment."""
+    threads = str(_threads(kind, args))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     if kind == "reference":
         command = [
             sys.executable,
@@ -302,6 +315,12 @@ def _run(kind: str, args: argparse.Namespace, out: Path, log) -> dict:
             command += ["--max-items", str(args.max_items)]
     else:
         command = ours_command(args, out)
+    return command, env
+
+
+def _run(kind: str, args: argparse.Namespace, out: Path, log) -> dict:
+    command, threads = _command(kind, args, out)
+    env = dict(os.environ, **threads)
     before, cpu = _load(), _children_cpu()
     tic = time.perf_counter()
     done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(out.parent))
@@ -319,6 +338,26 @@ def _run(kind: str, args: argparse.Namespace, out: Path, log) -> dict:
         "process_cpu_s": round(cpu, 2),
         "load_before": before,
         "load_after": _load(),
+    }
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    threads = {kind: _threads(kind, args) for kind in ("reference", "ours")}
+    return {
+        "model": Path(args.model).name,
+        "dtype": "float32",
+        "forget_split": "forget05",
+        "max_items_per_split": args.max_items,
+        "max_new_tokens": args.max_new_tokens,
+        "reference_batch_size": REFERENCE_BATCH,
+        "system_prompt": SYSTEM_PROMPT,
+        # Threads of each process; the reference runs one process, ours `ours_processes`.
+        "threads_per_run": threads["reference"] if len(set(threads.values())) == 1 else None,
+        "threads_per_process": threads,
+        "ours_processes": args.ours_processes,
+        "cores_used": {"reference": threads["reference"], "ours": threads["ours"] * args.ours_processes},
+        "ours_command": " ".join(ours_command(args, Path("OUT"))[1:]),
+        "repeats": args.repeats,
     }
 
 
@@ -343,7 +382,20 @@ def main() -> None:
     parser.add_argument("--max-items", type=int, default=20)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="OMP threads of each run")
+    parser.add_argument("--threads", type=int, default=2, help="OMP threads of each run's processes")
+    parser.add_argument(
+        "--reference-threads", type=int, help="OMP threads of the reference's process (default --threads)"
+    )
+    parser.add_argument("--ours-threads", type=int, help="OMP threads of each of our processes (default --threads)")
+    parser.add_argument(
+        "--ours-processes",
+        type=int,
+        default=1,
+        help="run ours as this many processes (torchrun), e.g. 2 processes x 1 thread against the reference's 2 threads",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the settings and each side's command and threads; run nothing"
+    )
     parser.add_argument("--output", default=str(RESULT))
     parser.add_argument("--work-dir", default=None, help="where the runs write (default: a temporary folder)")
     parser.add_argument("--child", choices=["reference"], help=argparse.SUPPRESS)
@@ -363,11 +415,24 @@ def main() -> None:
     missing = [flag for flag in ("reference_src", "data_dir", "model") if getattr(args, flag) is None]
     if missing:
         parser.error("the benchmark needs " + ", ".join("--" + flag.replace("_", "-") for flag in missing))
+    for flag in ("threads", "reference_threads", "ours_threads", "ours_processes"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     args.model, args.data_dir = str(Path(args.model).resolve()), str(Path(args.data_dir).resolve())
+    if args.dry_run:
+        plan = {
+            "settings": _settings(args),
+            "runs": {
+                kind: dict(zip(("command", "env"), _command(kind, args, Path("OUT")), strict=True))
+                for kind in ("reference", "ours")
+            },
+        }
+        print(json.dumps(plan, indent=2))
+        return
     commit = subprocess.run(
         ["git", "-C", args.reference_src, "rev-parse", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="eval_speed_reference_"))
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="eval_speed_reference_")).resolve()  # children run elsewhere
     work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {"reference": [], "ours": []}
     with open(work / "runs.log", "a") as log:
@@ -389,18 +454,7 @@ def main() -> None:
             "commit": commit or REFERENCE_COMMIT,
             "runtime_patches": RUNTIME_PATCHES,
         },
-        "settings": {
-            "model": Path(args.model).name,
-            "dtype": "float32",
-            "forget_split": "forget05",
-            "max_items_per_split": args.max_items,
-            "max_new_tokens": args.max_new_tokens,
-            "reference_batch_size": REFERENCE_BATCH,
-            "system_prompt": SYSTEM_PROMPT,
-            "threads_per_run": args.threads,
-            "ours_command": " ".join(ours_command(args, Path("OUT"))[1:]),
-            "repeats": args.repeats,
-        },
+        "settings": _settings(args),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "runs": runs,
         "median_eval_s": medians,

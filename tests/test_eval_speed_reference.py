@@ -77,3 +77,73 @@ def test_compare_refuses_to_write_over_the_committed_result(tmp_path):
     )
     assert done.returncode == 2 and "--output" in done.stderr
     assert committed.read_bytes() == before
+
+
+def dry_run(tmp_path, *flags) -> dict:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/eval_speed_reference.py",
+            "--reference-src",
+            str(tmp_path / "ref"),
+            "--data-dir",
+            str(tmp_path / "tofu"),
+            "--model",
+            str(tmp_path / "model"),
+            "--max-items",
+            "2",
+            "--dry-run",
+            *flags,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_thread_and_process_layout_options(tmp_path):
+    """Both sides on the same cores: the reference with 2 threads, ours as 2 processes x 1 thread (torchrun); the
+    layout goes into the settings the result records, and a dry run runs nothing."""
+    plan = dry_run(tmp_path, "--reference-threads", "2", "--ours-threads", "1", "--ours-processes", "2")
+    settings, runs = plan["settings"], plan["runs"]
+    assert settings["threads_per_process"] == {"reference": 2, "ours": 1}
+    assert settings["ours_processes"] == 2 and settings["cores_used"] == {"reference": 2, "ours": 2}
+    assert settings["threads_per_run"] is None  # the sides differ
+    assert runs["reference"]["env"]["OMP_NUM_THREADS"] == "2" and runs["ours"]["env"]["OMP_NUM_THREADS"] == "1"
+    ours = runs["ours"]["command"]
+    launcher = ours.index("torch.distributed.run")
+    assert ours[launcher + 1 : launcher + 4] == ["--standalone", "--nproc_per_node", "2"]
+    assert ours[launcher + 4 : launcher + 7] == ["-m", "hf_unlearn.cli", "eval"]
+    assert ours[ours.index("--preset") + 1] == "reference" and ours[ours.index("--max-items") + 1] == "2"
+    assert "--child" in runs["reference"]["command"] and "torch.distributed.run" not in runs["reference"]["command"]
+    assert not (tmp_path / "ref").exists()  # nothing ran
+
+
+def test_one_process_layout_by_default(tmp_path):
+    plan = dry_run(tmp_path, "--threads", "1")
+    settings, ours = plan["settings"], plan["runs"]["ours"]["command"]
+    assert settings["threads_per_run"] == 1 and settings["ours_processes"] == 1
+    assert settings["threads_per_process"] == {"reference": 1, "ours": 1}
+    assert "torch.distributed.run" not in ours and ours[1:4] == ["-m", "hf_unlearn.cli", "eval"]
+    assert plan["runs"]["reference"]["env"]["OMP_NUM_THREADS"] == "1"
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/eval_speed_reference.py",
+            "--reference-src",
+            "r",
+            "--data-dir",
+            "d",
+            "--model",
+            "m",
+            "--ours-processes",
+            "0",
+            "--dry-run",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--ours-processes" in bad.stderr

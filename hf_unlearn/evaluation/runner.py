@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -19,7 +18,17 @@ from tqdm.auto import tqdm
 from transformers import CompileConfig, DynamicCache, GenerationConfig
 
 from ..utils import IGNORE_INDEX, all_gather_objects, rank_and_world, token_logprobs
-from .generation import cache_argument, common_prefix_length, greedy_refill, greedy_vllm, supports_refill
+from .generation import (
+    PromptState,
+    additive_mask,
+    cache_argument,
+    common_prefix_length,
+    greedy_refill,
+    greedy_vllm,
+    keeps_logits_by_mask,
+    supports_packed_prompts,
+    supports_refill,
+)
 
 __all__ = [
     "GENERATION_SCHEDULES",
@@ -135,19 +144,6 @@ def _group_batches(sizes: Sequence[int], lengths: Sequence[int], max_answers: in
     return batches + ([current] if current else [])
 
 
-def supports_packed_prompts(model: torch.nn.Module) -> bool:
-    """Whether `model` takes a custom 4D additive attention mask (eager/SDPA attention of transformers' masking API)."""
-    return getattr(getattr(model, "config", None), "_attn_implementation", None) in ("eager", "sdpa")
-
-
-def keeps_logits_by_mask(model: torch.nn.Module) -> bool:
-    """Whether `model`'s forward takes `logits_to_keep` as a boolean `(batch, length)` mask and then returns the
-    logits of the `True` positions only, flattened (transformers' `slice_logits_to_keep`)."""
-    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
-        return False
-    return hasattr(sys.modules.get(type(model).__module__), "slice_logits_to_keep")
-
-
 class _AnswerTree(NamedTuple):
     """One prompt and its answers as a token tree: the prompt's tokens, then each distinct answer prefix once.
 
@@ -197,11 +193,6 @@ def _tree_attention(tree: _AnswerTree) -> np.ndarray:
     return allowed & np.asarray(tree.mask, dtype=bool)[None, :]
 
 
-def _additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`(B, Q, K)` booleans -> the `(B, 1, Q, K)` additive attention mask (0 where allowed, the dtype's minimum else)."""
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
-
-
 def _log_softmax_as_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
     """float32 log-softmax of `(positions, vocabulary)` logits, reduced over a `(vocabulary, position)` view as
     cross-entropy reduces `(batch, vocabulary, length)` logits (`token_logprobs`, and the reference's scoring): in
@@ -221,6 +212,7 @@ def score_prompt_groups(
     show_progress: bool = True,
     stats: dict[str, int] | None = None,
     share_prefix: bool = True,
+    prompt_states: dict[int, PromptState | None] | None = None,
 ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """Like `score_sequences` for several answers to one prompt, computing the prompt and every shared answer prefix
     only once.
@@ -234,6 +226,11 @@ def score_prompt_groups(
             answer positions computed), `positions` (all computed, padding included) and `logit_positions`
             (positions whose logits were computed).
         share_prefix: compute the prompts' common head once and share its KV cache (models with a plain cache).
+        prompt_states: group index -> None for the groups whose prompt is then generated from: each gets its
+            prompt's `PromptState` (its KV cache and the greedy token after it), for `greedy_refill`, so that
+            generation does not compute the prompt again. Only prompts without masked tokens get one (the scorer's
+            position ids count every token, as the reference scores; generation's count unmasked tokens only) and only
+            in one process (the states stay where they were computed); the others keep None.
 
     Each group is one row laid out as a token tree: the prompt, then every distinct answer prefix once (TOFU's
     perturbed answers of a question often begin alike), with a 4D attention mask under which each position sees
@@ -279,7 +276,7 @@ def score_prompt_groups(
         cache = DynamicCache()
         model(
             input_ids=torch.tensor([trees[0].ids[:prefix]], device=device),
-            attention_mask=_additive_mask(allowed[None], dtype).to(device),
+            attention_mask=additive_mask(allowed[None], dtype).to(device),
             position_ids=torch.arange(prefix, device=device)[None],
             use_cache=True,
             **{cache_argument(model): cache},
@@ -289,6 +286,11 @@ def score_prompt_groups(
             stats["positions"] += prefix
             stats["shared_prefix"] += prefix
     lengths = [len(tree.ids) - prefix for tree in trees]  # positions of each row beyond the shared prefix
+    wants_state = (
+        {g for g in prompt_states if 0 not in groups[g]["prompt_mask"]}
+        if prompt_states is not None and supports_refill(model) and rank_and_world()[1] == 1
+        else set()
+    )
 
     def work(batch: list[int]) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
         length = max(lengths[g] for g in batch)
@@ -307,7 +309,7 @@ def score_prompt_groups(
             allowed[r, start + prefix :, prefix + start + prefix :] = tree_allowed[:, prefix:]
             for predictor in tree.predictors:
                 wanted[r, [start + node for node in predictor]] = True
-        mask = _additive_mask(torch.from_numpy(allowed), dtype)
+        mask = additive_mask(torch.from_numpy(allowed), dtype)
         if by_mask:
             kwargs, kept = {"logits_to_keep": wanted.to(device)}, wanted
         else:  # the last `keep` positions of every row (answers are at the end of left-padded rows)
@@ -320,6 +322,8 @@ def score_prompt_groups(
         if prefix_kv:
             expanded = [(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1)) for k, v in prefix_kv]
             kwargs[cache_argument(model)] = DynamicCache(ddp_cache_data=expanded)
+        elif wants_state.intersection(batch):
+            kwargs[cache_argument(model)] = DynamicCache()
         if stats is not None:
             stats["prompt"] += sum(trees[g].num_prompt for g in batch)
             stats["answer"] += sum(len(a) for g in batch for a in groups[g]["answers"])
@@ -330,7 +334,7 @@ def score_prompt_groups(
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
             position_ids=position_ids.to(device),
-            use_cache=bool(prefix_kv),
+            use_cache=cache_argument(model) in kwargs,
             **kwargs,
         ).logits
         logits = logits.reshape(-1, logits.shape[-1])  # one row per kept position, row-major
@@ -351,6 +355,14 @@ def score_prompt_groups(
             cuts = np.cumsum([0] + [len(a) for a in answers])
             flat_preds = preds[index.cpu().numpy()]
             results[g] = [(values[a:b].copy(), flat_preds[a:b].copy()) for a, b in itertools.pairwise(cuts)]
+            if g in wants_state:  # the prompt's keys and values beyond the shared prefix, and its greedy next token
+                columns = slice(prefix + start + prefix, prefix + start + tree.num_prompt)
+                layers = kwargs[cache_argument(model)].layers
+                rest = [
+                    (lay.keys[r : r + 1, :, columns].clone(), lay.values[r : r + 1, :, columns].clone())
+                    for lay in layers
+                ]
+                prompt_states[g] = PromptState(prefix_kv, rest, prefix, int(results[g][0][1][0]))
         return results
 
     batches = _group_batches([len(g["answers"]) for g in groups], lengths, batch_size)
@@ -385,6 +397,7 @@ def generate_answers(
     pad_token_id: int,
     schedule: str = "refill",
     reuse_prefix_cache: bool = True,
+    prompt_states: Sequence[PromptState | None] | None = None,
     desc: str = "Generating",
     show_progress: bool = True,
 ) -> list[str]:
@@ -400,6 +413,7 @@ def generate_answers(
             padded to one shape, through `generate` with a static KV cache and its `torch.compile`d decoding step:
             one compilation, for GPUs) or `"vllm"` (`greedy_vllm`, the `hf-unlearn[vllm]` extra, one process).
         reuse_prefix_cache: with `"refill"`, compute the prompts' common prefix once and reuse its KV cache.
+        prompt_states: with `"refill"`, per prompt its `PromptState` from the scorer (or None): not computed again.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
@@ -427,6 +441,7 @@ def generate_answers(
                 stop_token_ids=stops,
                 pad_token_id=pad_token_id,
                 reuse_prefix_cache=reuse_prefix_cache,
+                prompt_states=None if prompt_states is None else [prompt_states[i] for i in indices],
             )
             return {i: decode(tokens) for i, tokens in zip(indices, new)}
 

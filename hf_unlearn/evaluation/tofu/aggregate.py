@@ -4,6 +4,7 @@ explicitly: forget quality, model utility and its nine components, privleak, ...
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +16,12 @@ from .plan import EvalPlan, TokenScores
 if TYPE_CHECKING:
     from .arguments import TofuEvalArguments
     from .retain import RetainReference
+
+# The ROUGE package (and NLTK under it) takes about a second to import: it is imported with this module, as the
+# reference's evaluator imports it with its metrics, rather than inside the first evaluation (`M.rouge_recall` still
+# imports it itself where this failed).
+with contextlib.suppress(ImportError):
+    import rouge_score.rouge_scorer  # noqa: F401
 
 __all__ = ["MAIN_METRICS", "TEACHER_FORCED_UTILITY", "UTILITY_COMPONENTS", "aggregate", "item_values"]
 

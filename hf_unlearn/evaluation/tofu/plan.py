@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from ...data.chat import encode_prompt, encode_prompt_answer, end_of_turn_token_id, reference_mask
+from ...utils import rank_and_world
+from ..generation import PromptState, supports_refill
 from ..runner import generate_answers, score_prompt_groups
 from .data import SPLIT_KINDS
 
@@ -27,6 +29,7 @@ __all__ = [
     "generate_plan",
     "plan_evaluation",
     "score_plan",
+    "shares_prompt_states",
 ]
 
 
@@ -138,9 +141,12 @@ def score_plan(
     timing: dict[str, float] | None = None,
     show_progress: bool = True,
     stats: dict[str, int] | None = None,
+    prompt_states: dict[int, PromptState | None] | None = None,
 ) -> list[TokenScores]:
     """Teacher-forced scores of every sequence of the plan, split by split (for timing), each pair once; `stats`
-    collects token counts (`score_prompt_groups`)."""
+    collects token counts (`score_prompt_groups`). With `prompt_states` (a dict, filled here), the generation prompts
+    that the scorer computes get their `PromptState` under their prompt index, for `generate_plan`."""
+    generated = set(_generated_prompts(plan)) if prompt_states is not None else set()
     scored: list[TokenScores | None] = [None] * len(plan.sequences)
     for split, split_items in plan.items.items():
         tic = time.perf_counter()
@@ -166,6 +172,10 @@ def score_plan(
                     "answer_masks": [plan.sequences[i].answer_mask for i in members],
                 }
             )
+        prompt_of = [plan.sequences[members[0]].prompt for members in by_prompt.values()]
+        states: dict[int, PromptState | None] | None = None
+        if prompt_states is not None:  # each generation prompt from its first group
+            states = {g: None for g, p in enumerate(prompt_of) if p in generated and p not in prompt_states}
         results = score_prompt_groups(
             model,
             groups,
@@ -174,13 +184,41 @@ def score_plan(
             desc=f"Scoring {split}",
             show_progress=show_progress,
             stats=stats,
+            prompt_states=states,
         )
+        for g, state in (states or {}).items():
+            if state is not None:
+                prompt_states[prompt_of[g]] = state
         for members, group_results in zip(by_prompt.values(), results):
             for i, (logps, preds) in zip(members, group_results):
                 scored[i] = TokenScores(logps, preds)
         if timing is not None:
             timing[f"forward_{split}"] = time.perf_counter() - tic
     return scored
+
+
+def shares_prompt_states(model: torch.nn.Module, args: TofuEvalArguments) -> bool:
+    """Whether generation can start from the prompts the scorer computed (`score_plan(prompt_states=...)`): the refill
+    schedule with the prefix cache reused, a model it supports, one process."""
+    return (
+        args.compute_rouge
+        and args.generation_schedule == "refill"
+        and args.reuse_prefix_cache
+        and supports_refill(model)
+        and rank_and_world()[1] == 1
+    )
+
+
+def _generated_prompts(plan: EvalPlan) -> list[int]:
+    """The prompts generated from (of the splits that report ROUGE), each once, sorted."""
+    return sorted(
+        {
+            item.prompt
+            for split, split_items in plan.items.items()
+            if SPLIT_KINDS[split].generated
+            for item in split_items
+        }
+    )
 
 
 def generate_plan(
@@ -190,24 +228,19 @@ def generate_plan(
     args: TofuEvalArguments,
     timing: dict[str, float] | None = None,
     show_progress: bool = True,
+    prompt_states: dict[int, PromptState | None] | None = None,
 ) -> dict[int, str]:
     """Greedy answers to every prompt of the splits that report ROUGE, each question once (prompt index -> text).
 
     The prompts of all those splits go through one `generate_answers` call (one length-sorted queue), so that
     generation batches fill up whatever the split sizes: with few items per split, per-split calls would decode a
-    handful of rows at a time, paying a whole weight read per step for each. Timing: `generate` (all splits)."""
+    handful of rows at a time, paying a whole weight read per step for each. Timing: `generate` (all splits).
+    `prompt_states` (from `score_plan`): prompts the scorer already computed, not computed again."""
     generations: dict[int, str] = {}
     if not args.compute_rouge:
         return generations
     tic = time.perf_counter()
-    ids = sorted(
-        {
-            item.prompt
-            for split, split_items in plan.items.items()
-            if SPLIT_KINDS[split].generated
-            for item in split_items
-        }
-    )
+    ids = _generated_prompts(plan)
     prompts = [{"input_ids": plan.prompts[i].input_ids, "attention_mask": plan.prompts[i].attention_mask} for i in ids]
     texts = generate_answers(
         model,
@@ -219,6 +252,7 @@ def generate_plan(
         pad_token_id=tokenizer.pad_token_id,
         schedule=args.generation_schedule,
         reuse_prefix_cache=args.reuse_prefix_cache,
+        prompt_states=None if not prompt_states else [prompt_states.get(i) for i in ids],
         desc="Generating",
         show_progress=show_progress,
     )

@@ -29,7 +29,7 @@ from ..mia import SEQUENCE_ATTACKS, as_attack_sequences, sequence_attack_scores
 from .aggregate import aggregate, item_values
 from .arguments import TofuEvalArguments
 from .data import check_holdout, load_eval_rows, tofu_split_configs
-from .plan import generate_plan, plan_evaluation, score_plan
+from .plan import generate_plan, plan_evaluation, score_plan, shares_prompt_states
 from .retain import RetainReference, load_retain_reference, select_retain_items
 
 __all__ = ["check_pad_token", "evaluate_rows", "evaluate_tofu"]
@@ -114,8 +114,11 @@ def evaluate_rows(
     model.eval()
     try:
         forward_tokens: dict[str, int] = {}
-        scored = score_plan(model, plan, args, tokenizer.pad_token_id, timing, show_progress, forward_tokens)
-        generations = generate_plan(model, tokenizer, plan, args, timing, show_progress)
+        # Generation starts from the prompts as the scorer computed them (their KV cache and next token), not again.
+        states = {} if shares_prompt_states(model, args) else None
+        scored = score_plan(model, plan, args, tokenizer.pad_token_id, timing, show_progress, forward_tokens, states)
+        generations = generate_plan(model, tokenizer, plan, args, timing, show_progress, states)
+        del states
     finally:
         model.train(was_training)
 
