@@ -91,6 +91,22 @@ def matched(
     }
 
 
+def matched_description(metric: str) -> str:
+    """What a result file's matched values are (its `matched_metric`)."""
+    return (
+        f"{metric} on the trajectory's items, where each method's forget Q_A prob first reaches each level (linear "
+        "between evaluations)"
+    )
+
+
+def matched_inputs(results: dict, args, level: float) -> tuple[list[float], dict[str, list[dict]]]:
+    """The levels to read at (`--levels`, else 4 even steps from the target's forget Q_A prob down to `level`) and
+    every method's trajectory."""
+    target_prob = results["models"]["target"]["metrics"][PROB]
+    levels = args.levels or [round(level + (target_prob - level) * k / 4, 4) for k in (3, 2, 1, 0)]
+    return levels, {label: run.get("history") or [] for label, run in results["methods"].items()}
+
+
 def end_points(results: dict, level: float) -> dict[str, dict[str, Any]]:
     """method -> the suite's metrics at its stop, its steps and seconds, and whether it reached `level`."""
     table = {}
@@ -161,8 +177,7 @@ def rerender(args) -> None:
     payload.update(
         levels_forget_Q_A_Prob=levels,
         matched=matched(payload["histories"], levels, args.matched_metric),
-        matched_metric=f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "
-        "reaches each level (linear between evaluations)",
+        matched_metric=matched_description(args.matched_metric),
     )
     results = {
         "models": {role: {"metrics": metrics} for role, metrics in payload["models"].items()},
@@ -307,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
             write_attacks(results, args, labels, level, load, per_method, time.perf_counter() - tick)
             continue
         if args.seeds is not None:
-            write_seeds(results, args, raw, name, level, load, per_method, time.perf_counter() - tick)
+            write_seeds(results, args, name, level, load, per_method, time.perf_counter() - tick)
             continue
         payload = report(results, args, raw, name, level, load)
         payload["seconds"] = time.perf_counter() - tick
@@ -318,18 +333,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(results: dict, args, raw: dict, name: str, level: float, load: dict) -> dict:
     """The benchmark's record of one run (what `--json` holds)."""
-    target_prob = results["models"]["target"]["metrics"][PROB]
-    levels = args.levels or [round(level + (target_prob - level) * k / 4, 4) for k in (3, 2, 1, 0)]
-    histories = {label: run.get("history") or [] for label, run in results["methods"].items()}
-    models = {role: results["models"][role]["metrics"] for role in ("target", "retain")}
+    levels, histories = matched_inputs(results, args, level)
+    models = results_models(results)
     return {
         "benchmark": f"tofu_mini_{name}",
         "recipe": args.recipe,
         "overrides": args.overrides,
         "stop_at": stop_condition(level),
         "levels_forget_Q_A_Prob": levels,
-        "matched_metric": f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "
-        "reaches each level (linear between evaluations)",
+        "matched_metric": matched_description(args.matched_metric),
         "models": {role: {key: metrics.get(key) for key in MODEL_METRICS} for role, metrics in models.items()},
         "memorisation": results.get("checks", {}).get("memorisation"),
         "settings": results.get("settings"),
@@ -417,20 +429,18 @@ def format_seed_table(table: dict, levels: list[float], metric: str) -> str:
     return format_table(rows, headers) + "\n(mean ± half-width of the 95 % t-interval over the seeds that reach it)"
 
 
-def write_seeds(results: dict, args, raw: dict, name: str, level: float, load: dict, per_method: dict, seconds):
-    target_prob = results["models"]["target"]["metrics"][PROB]
-    levels = args.levels or [round(level + (target_prob - level) * k / 4, 4) for k in (3, 2, 1, 0)]
-    histories = {label: run.get("history") or [] for label, run in results["methods"].items()}
-    table = seed_table(histories, levels, args.matched_metric, raw.get("seed", 42))
+def write_seeds(results: dict, args, name: str, level: float, load: dict, per_method: dict, seconds):
+    levels, histories = matched_inputs(results, args, level)
+    own_seed = results["settings"]["unlearn"]["seed"]  # the recipe's, as the run parsed it
+    table = seed_table(histories, levels, args.matched_metric, own_seed)
     payload = {
         "benchmark": f"tofu_mini_{name}_seeds",
         "recipe": args.recipe,
         "overrides": args.overrides,
-        "seeds": sorted({raw.get("seed", 42), *args.seeds}),
+        "seeds": sorted({own_seed, *args.seeds}),
         "stop_at": stop_condition(level),
         "levels_forget_Q_A_Prob": levels,
-        "matched_metric": f"{args.matched_metric} on the trajectory's items, where each method's forget Q_A prob first "
-        "reaches each level (linear between evaluations)",
+        "matched_metric": matched_description(args.matched_metric),
         "models": {role: {key: m.get(key) for key in MODEL_METRICS} for role, m in results_models(results).items()},
         "methods": table,
         "histories": histories,
