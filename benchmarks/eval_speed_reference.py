@@ -311,8 +311,7 @@ def _command(kind: str, args: argparse.Namespace, out: Path) -> tuple[list[str],
             "--out",
             str(out),
         ]
-        if args.max_items is not None:
-            command += ["--max-items", str(args.max_items)]
+        command += ["--max-items", "all" if args.max_items is None else str(args.max_items)]
     else:
         command = ours_command(args, out)
     return command, env
@@ -367,6 +366,14 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _item_limit(value: str) -> int | None:
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'all', got {value!r}")
+    return int(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference-src", help="checkout of the reference toolkit")
@@ -379,7 +386,9 @@ def main() -> None:
         help="only compare two finished runs' folders (the reference's TOFU_EVAL.json, our items.json) item by item "
         "and write the agreement, with `rtol`, to --output",
     )
-    parser.add_argument("--max-items", type=int, default=20)
+    parser.add_argument(
+        "--max-items", type=_item_limit, default=20, help="first N items of every split, or 'all' (the full suite)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of each run's processes")

@@ -82,6 +82,6 @@ def weights_sha256(model: torch.nn.Module, header: bytes = b"") -> str:
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        # Viewed as bytes: numpy has no bfloat16.
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # Viewed as bytes (numpy has no bfloat16) and hashed in place, without a copy.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data if tensor.numel() else b"")
     return digest.hexdigest()

@@ -147,3 +147,18 @@ def test_one_process_layout_by_default(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "--ours-processes" in bad.stderr
+
+
+def test_all_items_for_the_full_suite(tmp_path):
+    """`--max-items all`: ours gets no limit, the reference's child is told 'all' explicitly (its own default is 20)."""
+    plan = dry_run(tmp_path, "--max-items", "all", "--max-new-tokens", "200")
+    assert plan["settings"]["max_items_per_split"] is None and plan["settings"]["max_new_tokens"] == 200
+    reference, ours = plan["runs"]["reference"]["command"], plan["runs"]["ours"]["command"]
+    assert reference[reference.index("--max-items") + 1] == "all" and "--max-items" not in ours
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/eval_speed_reference.py", "--max-items", "0", "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "'all'" in bad.stderr.splitlines()[-1]

@@ -25,6 +25,7 @@ import torch
 
 from ...data.chat import chat_format_notice
 from ...utils import rank_and_world
+from ..kernels import prepacked_linears
 from ..mia import SEQUENCE_ATTACKS, as_attack_sequences, sequence_attack_scores
 from .aggregate import aggregate, item_values
 from .arguments import TofuEvalArguments
@@ -116,8 +117,13 @@ def evaluate_rows(
         forward_tokens: dict[str, int] = {}
         # Generation starts from the prompts as the scorer computed them (their KV cache and next token), not again.
         states = {} if shares_prompt_states(model, args) else None
-        scored = score_plan(model, plan, args, tokenizer.pad_token_id, timing, show_progress, forward_tokens, states)
-        generations = generate_plan(model, tokenizer, plan, args, timing, show_progress, states)
+        tic = time.perf_counter()
+        with prepacked_linears(model, args.onednn_linears) as packed_linears:
+            timing["prepack"] = time.perf_counter() - tic
+            scored = score_plan(
+                model, plan, args, tokenizer.pad_token_id, timing, show_progress, forward_tokens, states
+            )
+            generations = generate_plan(model, tokenizer, plan, args, timing, show_progress, states)
         del states
     finally:
         model.train(was_training)
@@ -153,6 +159,7 @@ def evaluate_rows(
             "world_size": rank_and_world()[1],
             "timing_s": timing,
             "forward_tokens": forward_tokens,
+            "onednn_linears": packed_linears,  # layers that ran the prepacked oneDNN kernel
         }
     )
     for notice in notices:
