@@ -106,3 +106,25 @@ def test_evaluation_same_numbers_and_recorded(tokenizer):
                 elif isinstance(value, str):
                     assert packed[key] == value, (split, key)
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+@needs_onednn
+def test_lora_model(tokenizer):
+    """A PEFT LoRA model: its base and adapter `nn.Linear`s run the packed kernel; the logits do not change."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        make_model(tokenizer, seed=4),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    ).eval()
+    ids = torch.randint(5, len(tokenizer), (2, 9))
+    with torch.inference_mode():
+        expected = model(input_ids=ids).logits
+        with prepacked_linears(model) as count:
+            got = model(input_ids=ids).logits
+    lora_layers = [m for m in model.modules() if hasattr(m, "lora_A")]
+    assert lora_layers and count == sum(type(m) is torch.nn.Linear for m in model.modules())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode(), model.disable_adapter(), prepacked_linears(model):
+        base = model(input_ids=ids).logits
+    assert not torch.allclose(base, expected)  # the adapter mattered, and was applied above

@@ -33,7 +33,8 @@ def onednn_linear_available() -> bool:
 
 
 def _eligible(module: torch.nn.Module) -> bool:
-    # Exactly nn.Linear: subclasses (bitsandbytes' quantized layers, PEFT's wrappers) have forwards of their own.
+    # Exactly nn.Linear: subclasses (bitsandbytes' quantized layers) have forwards of their own. A PEFT LoRA layer is
+    # not one; its base layer and adapter matrices are, and run the packed kernel like any other.
     weight = module.weight if type(module) is torch.nn.Linear else None
     return weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
 
