@@ -15,7 +15,9 @@ the results (`REFERENCE_COMMIT`); nothing of it is copied here. Each run is its 
   process only: its `data.utils.load_hf_dataset` (which calls `datasets.load_dataset("locuslab/TOFU", name=...,
   split="train")`) reads the same configuration from the local folder's JSON lines instead, and takes the first N
   rows (`split="train[:N]"`) for `--max-items N`.
-- ours: `hf-unlearn eval --preset reference` on the same model, folder, items, system prompt and generation budget.
+- ours: `hf-unlearn eval --preset reference` on the same model, folder, items, system prompt and generation budget
+  (`--ours-preset default`: with our default settings instead, timed only: their conventions differ from the
+  reference's, so the outputs are not compared; needs its own `--output`).
 
 The two alternate (reference, ours, reference, ...), so that the load of a shared machine hits both alike. Every run's
 wall time (the evaluation call alone, model loading excluded, and the whole process), the medians, their ratio and
@@ -42,6 +44,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "eval_speed_reference.json"
+DEFAULT_PRESET_NOTE = (
+    "ours ran with its default settings, whose label convention, attention mask and extraction-strength floor differ "
+    "from the reference's conventions (docs/metrics.md#reference-quirks): the outputs are not comparable item by item"
+)
 REFERENCE_COMMIT = "d3d7cf9"
 REFERENCE_BATCH = 32  # the reference's default `eval.tofu.batch_size`
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -161,8 +167,9 @@ def _walk_generation_args(node):
 
 
 def ours_command(args: argparse.Namespace, out: Path) -> list[str]:
-    """`hf-unlearn eval --preset reference ...`; with `--ours-processes N > 1`, launched by `torchrun` as N processes
-    (the batches are dealt to them; the outputs are those of one process)."""
+    """`hf-unlearn eval --preset reference ...` (`--ours-preset default`: without `--preset`); with
+    `--ours-processes N > 1`, launched by `torchrun` as N processes (the batches are dealt to them; the outputs are
+    those of one process)."""
     launcher = [sys.executable]
     if args.ours_processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.ours_processes)]
@@ -177,8 +184,7 @@ def ours_command(args: argparse.Namespace, out: Path) -> list[str]:
         args.data_dir,
         "--output-dir",
         str(out),
-        "--preset",
-        "reference",
+        *(["--preset", "reference"] if args.ours_preset == "reference" else []),
         "--forget-split",
         "forget05",
         "--dtype",
@@ -354,6 +360,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "threads_per_run": threads["reference"] if len(set(threads.values())) == 1 else None,
         "threads_per_process": threads,
         "ours_processes": args.ours_processes,
+        "ours_preset": args.ours_preset,
         "cores_used": {"reference": threads["reference"], "ours": threads["ours"] * args.ours_processes},
         "ours_command": " ".join(ours_command(args, Path("OUT"))[1:]),
         "repeats": args.repeats,
@@ -403,6 +410,13 @@ def main() -> None:
         help="run ours as this many processes (torchrun), e.g. 2 processes x 1 thread against the reference's 2 threads",
     )
     parser.add_argument(
+        "--ours-preset",
+        choices=["reference", "default"],
+        default="reference",
+        help="ours under --preset reference (outputs compared item by item) or with its default settings (other "
+        "conventions: timed only, outputs not compared)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the settings and each side's command and threads; run nothing"
     )
     parser.add_argument("--output", default=str(RESULT))
@@ -421,6 +435,8 @@ def main() -> None:
         Path(args.output).write_text(json.dumps(agreement, indent=2) + "\n")
         print("all identical:", agreement["all_identical"])
         return
+    if args.ours_preset != "reference" and args.output == str(RESULT):
+        parser.error("--ours-preset default needs its own --output (the default is the reference-preset result)")
     missing = [flag for flag in ("reference_src", "data_dir", "model") if getattr(args, flag) is None]
     if missing:
         parser.error("the benchmark needs " + ", ".join("--" + flag.replace("_", "-") for flag in missing))
@@ -454,7 +470,11 @@ def main() -> None:
                 runs[kind].append(_run(kind, args, out, log))
                 print(f"    {runs[kind][-1]}", flush=True)
     last = args.repeats - 1
-    agreement = compare(work / f"reference_{last}", work / f"ours_{last}")
+    agreement = (
+        compare(work / f"reference_{last}", work / f"ours_{last}")
+        if args.ours_preset == "reference"
+        else {"not_compared": DEFAULT_PRESET_NOTE, "all_identical": None}
+    )
     medians = {kind: statistics.median(r["eval_s"] for r in rs) for kind, rs in runs.items()}
     cpu_medians = {kind: statistics.median(r["process_cpu_s"] for r in rs) for kind, rs in runs.items()}
     result = {
@@ -481,7 +501,7 @@ def main() -> None:
 
     atomic_write_json(Path(args.output), result)
     print(json.dumps({k: result[k] for k in ("median_eval_s", "ratio_of_medians", "ratios_per_pair")}))
-    print("all identical:", agreement["all_identical"])
+    print("all identical:", agreement["all_identical"] if args.ours_preset == "reference" else "not compared")
 
 
 if __name__ == "__main__":

@@ -162,3 +162,17 @@ def test_all_items_for_the_full_suite(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "'all'" in bad.stderr.splitlines()[-1]
+
+
+def test_default_preset_is_timed_only(tmp_path):
+    """`--ours-preset default`: ours without `--preset reference`, recorded; refused onto the committed result."""
+    plan = dry_run(tmp_path, "--ours-preset", "default", "--output", str(tmp_path / "default.json"))
+    assert plan["settings"]["ours_preset"] == "default" and "--preset" not in plan["runs"]["ours"]["command"]
+    assert dry_run(tmp_path)["settings"]["ours_preset"] == "reference"
+    refused = subprocess.run(
+        [sys.executable, "benchmarks/eval_speed_reference.py", "--ours-preset", "default", "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "--output" in refused.stderr.splitlines()[-1]
