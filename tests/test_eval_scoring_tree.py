@@ -151,3 +151,39 @@ def test_log_softmax_rounds_as_cross_entropy():
     ours = runner._log_softmax_as_cross_entropy(logits)[torch.arange(6), labels]
     cross_entropy = -torch.nn.functional.cross_entropy(logits.T[None], labels[None], reduction="none")[0]
     assert torch.equal(ours, cross_entropy)
+
+
+def test_vocab_layout_answers():
+    """An answer flagged `vocab_layout` gets `log_softmax(logits, dim=-1)`'s values, the same answer unflagged gets
+    cross-entropy's, both bit for bit from the logits of that forward; at a real vocabulary size the two differ."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40)  # logits of a trained model's scale, so that the float32 sums round apart
+    answer = [int(t) for t in torch.randint(5, 49152, (12,))]
+    group = {
+        "prompt_ids": [int(t) for t in torch.randint(5, 49152, (7,))],
+        "prompt_mask": [1] * 7,
+        "answers": [answer, answer],
+        "answer_masks": [[1] * 12, [1] * 12],
+        "vocab_layout": [False, True],
+    }
+    captured = []
+    hook = model.register_forward_hook(lambda module, args, output: captured.append(output.logits))
+    try:
+        [(plain, _), (vocab, _)] = score_prompt_groups(model, [group], batch_size=4, pad_token_id=0)[0]
+    finally:
+        hook.remove()
+    logits = captured[0].reshape(-1, 49152)  # the kept positions, in order: the prompt's last, then the answer's
+    labels = torch.tensor(answer)
+    rows = logits[: len(answer)].float()
+    expected_vocab = torch.log_softmax(rows, dim=-1)[torch.arange(len(answer)), labels].numpy()
+    expected_plain = runner._log_softmax_as_cross_entropy(rows)[torch.arange(len(answer)), labels].numpy()
+    np.testing.assert_array_equal(vocab, expected_vocab)
+    np.testing.assert_array_equal(plain, expected_plain)
+    assert not np.array_equal(plain, vocab)  # the layouts round apart here, so the test can tell them apart

@@ -297,3 +297,40 @@ def test_packed_prompts_equal_one_sequence_per_answer(tokenizer, architecture):
             if "mia_min_k" in a:
                 assert a["mia_min_k"] == pytest.approx(b["mia_min_k"], rel=1e-5)
                 assert a["extraction_strength"] == b["extraction_strength"]
+
+
+def test_min_k_from_the_vocabulary_layout_under_reference_conventions(tokenizer):
+    """Under the reference label convention each forget/holdout answer is scored a second time in the last-dimension
+    log-softmax layout, and Min-K reads that copy (the reference's Min-K rounds that way; its other metrics as
+    cross-entropy); by default there is no copy. The copy shares the answer's tokens and prompt."""
+    from hf_unlearn.evaluation.tofu import TofuEvalArguments, item_values, load_eval_rows, plan_evaluation
+    from hf_unlearn.evaluation.tofu.plan import TokenScores
+
+    rows = load_eval_rows("forget05", FIXTURE_DIR, lambda split: 2)
+    rows = {split: rows[split] for split in ("forget", "holdout", "retain")}
+    args = TofuEvalArguments.preset("reference", compute_rouge=False)
+    plan = plan_evaluation(rows, tokenizer, args)
+    for split in ("forget", "holdout"):
+        for item in plan.items[split]:
+            copy, answer = plan.sequences[item.min_k_answer], plan.sequences[item.answer]
+            assert copy.vocab_layout and not answer.vocab_layout and item.min_k_answer != item.answer
+            assert (copy.prompt, copy.answer_ids, copy.answer_mask) == (
+                answer.prompt,
+                answer.answer_ids,
+                answer.answer_mask,
+            )
+    assert all(item.min_k_answer is None for item in plan.items["retain"])
+    default = plan_evaluation(rows, tokenizer, TofuEvalArguments(compute_rouge=False))
+    assert all(item.min_k_answer is None for items in default.items.values() for item in items)
+    # Fake scores: the copy's log-probabilities are the answer's minus 1, so Min-K must read exactly 1 more.
+    scored = []
+    for sequence in plan.sequences:
+        n = len(sequence.answer_ids)
+        logps = -np.linspace(0.5, 3.0, n) - (1.0 if sequence.vocab_layout else 0.0)
+        scored.append(TokenScores(logps, np.zeros(n, dtype=np.int64)))
+    values = item_values(plan, scored, {}, tokenizer, args)
+    for split in ("forget", "holdout"):
+        for item, value in zip(plan.items[split], values[split]):
+            body = scored[item.answer].logps[:-1]
+            assert value["mia_min_k"] == pytest.approx(M.min_k_score(body, k=args.min_k) + 1.0)
+            assert value["avg_nll"] == pytest.approx(-np.mean(scored[item.answer].logps))

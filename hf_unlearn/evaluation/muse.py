@@ -21,6 +21,7 @@ Per-item values and generations are returned with the aggregates, so they can be
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .kernels import prepacked_linears
 from .metrics import mia_auc, min_k_score, privleak
 
 __all__ = [
@@ -60,6 +62,7 @@ class MuseEvalArguments:
         max_verbmem_items / max_knowmem_items / max_privleak_items: the first N items of each split (null: all).
         batch_size / generation_batch_size: texts per scoring pass / prompts generated together.
         generation_schedule: as `generate_answers` (`refill`, `generate`, `static_compile`, `vllm`).
+        onednn_linears: on a CPU, float32 linear layers run oneDNN on weights reordered once (`prepacked_linears`).
     """
 
     metrics: list[str] = field(default_factory=lambda: list(MUSE_METRICS), metadata={"help": "Metrics to compute."})
@@ -73,6 +76,7 @@ class MuseEvalArguments:
     batch_size: int = field(default=8, metadata={"help": "Texts per scoring forward pass."})
     generation_batch_size: int = field(default=8, metadata={"help": "Prompts generated together."})
     generation_schedule: str = field(default="refill", metadata={"help": "refill, generate, static_compile, vllm."})
+    onednn_linears: bool = field(default=True, metadata={"help": "CPU float32: oneDNN linears on reordered weights."})
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(MUSE_METRICS))
@@ -201,7 +205,9 @@ def evaluate_muse(
     model.eval()
     summary: dict[str, Any] = {}
     items: dict[str, list[dict[str, Any]]] = {}
+    kernels = contextlib.ExitStack()
     try:
+        kernels.enter_context(prepacked_linears(model, args.onednn_linears))
         if "verbmem_f" in args.metrics:
             rows = _first(data["verbmem"], args.max_verbmem_items)
             outputs = _generate(
@@ -251,6 +257,7 @@ def evaluate_muse(
             if reference_auc is None:
                 summary["notices"] = ["privleak against AUC 0.5 (no retrained model's AUC given)"]
     finally:
+        kernels.close()
         model.train(was_training)
     summary["num_items"] = {split: len(values) for split, values in items.items()}
     return {"summary": summary, "items": items}

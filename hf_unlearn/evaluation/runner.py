@@ -219,7 +219,12 @@ def score_prompt_groups(
 
     Args:
         groups: dicts with `prompt_ids`, `prompt_mask` and lists `answers` / `answer_masks` (token ids and attention
-            mask of each answer, end-of-turn token included).
+            mask of each answer, end-of-turn token included); optionally `vocab_layout`, a flag per answer: its
+            log-probabilities from a log-softmax over the vocabulary's own (last) dimension, as
+            `torch.log_softmax(logits, dim=-1)` rounds, instead of the cross-entropy layout (float32 rounds the two
+            differently; some reference metrics use one, some the other). The same answer may be given twice, once
+            each way: its tokens share the tree's nodes, so it costs no forward. (Models without 4D masks, scored
+            one sequence per answer, use the cross-entropy layout throughout.)
         batch_size: answers per forward pass.
         stats: if given, this process's token counts are added to it: `prompt` and `answer` tokens,
             `shared_prefix` (the prompts' common head, computed once), `answer_nodes` (distinct answer prefixes, the
@@ -353,6 +358,10 @@ def score_prompt_groups(
             labels = torch.tensor([t for a in answers for t in a], dtype=torch.long, device=device)
             values = logps[index, labels].cpu().numpy()
             cuts = np.cumsum([0] + [len(a) for a in answers])
+            for j, (a, b) in enumerate(itertools.pairwise(cuts)):
+                if groups[g].get("vocab_layout", [False] * len(answers))[j]:
+                    rows_j = logits[index[a:b]].float()  # (L, V)
+                    values[a:b] = torch.log_softmax(rows_j, dim=-1).gather(-1, labels[a:b, None])[:, 0].cpu().numpy()
             flat_preds = preds[index.cpu().numpy()]
             results[g] = [(values[a:b].copy(), flat_preds[a:b].copy()) for a, b in itertools.pairwise(cuts)]
             if g in wants_state:  # the prompt's keys and values beyond the shared prefix, and its greedy next token

@@ -96,7 +96,10 @@ def item_values(
                             body_preds, body_ids, reference_floor=args.es_reference_floor
                         ),
                         "exact_memorization": M.exact_memorization(body_preds, body_ids),
-                        "mia_min_k": M.min_k_score(body_logps, k=args.min_k),
+                        "mia_min_k": M.min_k_score(
+                            body_logps if item.min_k_answer is None else scored[item.min_k_answer].logps[:-1],
+                            k=args.min_k,
+                        ),
                         "mia_loss": M.loss_score(avg_nll),
                         "mia_zlib": M.zlib_score(avg_nll, text),
                     }

@@ -35,11 +35,13 @@ __all__ = [
 
 @dataclass
 class ScoredSequence:
-    """One distinct (question, answer) pair: the prompt it extends and its answer's tokens and attention mask."""
+    """One distinct (question, answer) pair: the prompt it extends and its answer's tokens and attention mask;
+    `vocab_layout`: its log-probabilities rounded as a last-dimension log-softmax rounds (`score_prompt_groups`)."""
 
     prompt: int
     answer_ids: list[int]
     answer_mask: list[int]
+    vocab_layout: bool = False
 
 
 @dataclass
@@ -50,12 +52,15 @@ class Prompt:
 
 @dataclass
 class ItemPlan:
-    """The sequences one evaluation item needs: its answer, the truth ratio's correct and wrong answers, its prompt."""
+    """The sequences one evaluation item needs: its answer, the truth ratio's correct and wrong answers, its prompt,
+    and (forget and holdout items under the reference conventions) the answer again for Min-K, whose log-probabilities
+    the reference takes from a last-dimension log-softmax where its other metrics use cross-entropy's layout."""
 
     answer: int
     correct: int | None
     wrong: list[int]
     prompt: int
+    min_k_answer: int | None = None
 
 
 @dataclass
@@ -101,8 +106,8 @@ def plan_evaluation(rows: dict[str, list[dict[str, Any]]], tokenizer: Any, args:
             prompts.append(Prompt(list(ids), list(mask)))
         return prompt_ids_index[key]
 
-    def add(question: str, answer: str) -> int:
-        key = (question, answer)
+    def add(question: str, answer: str, vocab_layout: bool = False) -> int:
+        key = (question, answer, vocab_layout)
         if key not in seq_index:
             prompt_ids, answer_ids = encode_prompt_answer(tokenizer, question, answer, **chat)
             mask = mask_of(prompt_ids + answer_ids)
@@ -111,7 +116,7 @@ def plan_evaluation(rows: dict[str, list[dict[str, Any]]], tokenizer: Any, args:
                 question_prompt[question] = prompt_of(generation_ids, mask_of(generation_ids))
             seq_index[key] = len(sequences)
             context = prompt_of(prompt_ids, mask[: len(prompt_ids)])
-            sequences.append(ScoredSequence(context, answer_ids, mask[len(prompt_ids) :]))
+            sequences.append(ScoredSequence(context, answer_ids, mask[len(prompt_ids) :], vocab_layout))
         return seq_index[key]
 
     items = {}
@@ -123,6 +128,9 @@ def plan_evaluation(rows: dict[str, list[dict[str, Any]]], tokenizer: Any, args:
                 correct=add(row["question"], row[kind.correct]) if kind.aggregation else None,
                 wrong=[add(row["question"], wrong) for wrong in row["perturbed_answer"]] if kind.aggregation else [],
                 prompt=question_prompt[row["question"]],
+                min_k_answer=add(row["question"], row["answer"], True)
+                if reference and split in ("forget", "holdout")
+                else None,
             )
             for row in split_rows
         ]
@@ -154,7 +162,7 @@ def score_plan(
             {
                 i
                 for item in split_items
-                for i in (item.answer, item.correct, *item.wrong)
+                for i in (item.answer, item.correct, *item.wrong, item.min_k_answer)
                 if i is not None and scored[i] is None
             }
         )
@@ -170,6 +178,7 @@ def score_plan(
                     "prompt_mask": prompt.attention_mask,
                     "answers": [plan.sequences[i].answer_ids for i in members],
                     "answer_masks": [plan.sequences[i].answer_mask for i in members],
+                    "vocab_layout": [plan.sequences[i].vocab_layout for i in members],
                 }
             )
         prompt_of = [plan.sequences[members[0]].prompt for members in by_prompt.values()]
