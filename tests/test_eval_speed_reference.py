@@ -69,13 +69,7 @@ def test_compare_flags_a_value_beyond_the_tolerance_and_a_different_generation(t
 def test_compare_refuses_to_write_over_the_committed_result(tmp_path):
     committed = REPO / "benchmarks" / "results" / "eval_speed_reference.json"
     before = committed.read_bytes()
-    done = subprocess.run(
-        [sys.executable, "benchmarks/eval_speed_reference.py", "--compare", *map(str, write_pair(tmp_path))],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 2 and "--output" in done.stderr
+    assert "--output" in refused("--compare", *map(str, write_pair(tmp_path)))
     assert committed.read_bytes() == before
 
 
@@ -103,6 +97,15 @@ def dry_run(tmp_path, *flags) -> dict:
     return json.loads(done.stdout)
 
 
+def refused(*flags) -> str:
+    """The script's usage error (exit 2) for these flags: the last line of its stderr."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/eval_speed_reference.py", *flags], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    return done.stderr.splitlines()[-1]
+
+
 def test_thread_and_process_layout_options(tmp_path):
     """Both sides on the same cores: the reference with 2 threads, ours as 2 processes x 1 thread (torchrun); the
     layout goes into the settings the result records, and a dry run runs nothing."""
@@ -128,25 +131,8 @@ def test_one_process_layout_by_default(tmp_path):
     assert settings["threads_per_process"] == {"reference": 1, "ours": 1}
     assert "torch.distributed.run" not in ours and ours[1:4] == ["-m", "hf_unlearn.cli", "eval"]
     assert plan["runs"]["reference"]["env"]["OMP_NUM_THREADS"] == "1"
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/eval_speed_reference.py",
-            "--reference-src",
-            "r",
-            "--data-dir",
-            "d",
-            "--model",
-            "m",
-            "--ours-processes",
-            "0",
-            "--dry-run",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2 and "--ours-processes" in bad.stderr
+    flags = ("--reference-src", "r", "--data-dir", "d", "--model", "m", "--ours-processes", "0", "--dry-run")
+    assert "--ours-processes" in refused(*flags)
 
 
 def test_all_items_for_the_full_suite(tmp_path):
@@ -155,13 +141,7 @@ def test_all_items_for_the_full_suite(tmp_path):
     assert plan["settings"]["max_items_per_split"] is None and plan["settings"]["max_new_tokens"] == 200
     reference, ours = plan["runs"]["reference"]["command"], plan["runs"]["ours"]["command"]
     assert reference[reference.index("--max-items") + 1] == "all" and "--max-items" not in ours
-    bad = subprocess.run(
-        [sys.executable, "benchmarks/eval_speed_reference.py", "--max-items", "0", "--dry-run"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2 and "'all'" in bad.stderr.splitlines()[-1]
+    assert "'all'" in refused("--max-items", "0", "--dry-run")
 
 
 def test_default_preset_is_timed_only(tmp_path):
@@ -169,10 +149,4 @@ def test_default_preset_is_timed_only(tmp_path):
     plan = dry_run(tmp_path, "--ours-preset", "default", "--output", str(tmp_path / "default.json"))
     assert plan["settings"]["ours_preset"] == "default" and "--preset" not in plan["runs"]["ours"]["command"]
     assert dry_run(tmp_path)["settings"]["ours_preset"] == "reference"
-    refused = subprocess.run(
-        [sys.executable, "benchmarks/eval_speed_reference.py", "--ours-preset", "default", "--dry-run"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert refused.returncode == 2 and "--output" in refused.stderr.splitlines()[-1]
+    assert "--output" in refused("--ours-preset", "default", "--dry-run")
