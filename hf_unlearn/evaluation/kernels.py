@@ -43,8 +43,8 @@ def _eligible(module: torch.nn.Module) -> bool:
 def prepacked_linears(model: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
     """Run the model's float32 CPU `nn.Linear` layers through oneDNN on weights reordered once; yields how many.
 
-    A no-op (yields 0) when disabled, without oneDNN, under CPU autocast, or for layers on another device or dtype. The layers' own
-    `forward` is back on exit, also after an error. The weights must not change inside the block.
+    A no-op (yields 0) when disabled, without oneDNN, under CPU autocast, or for layers on another device or dtype.
+    The layers' own `forward` is back on exit, also after an error. The weights must not change inside the block.
     """
     usable = enabled and onednn_linear_available() and not torch.is_autocast_enabled("cpu")  # autocast picks its dtype
     layers = [module for module in model.modules() if _eligible(module)] if usable else []

@@ -358,8 +358,9 @@ def score_prompt_groups(
             labels = torch.tensor([t for a in answers for t in a], dtype=torch.long, device=device)
             values = logps[index, labels].cpu().numpy()
             cuts = np.cumsum([0] + [len(a) for a in answers])
-            for j, (a, b) in enumerate(itertools.pairwise(cuts)):
-                if groups[g].get("vocab_layout", [False] * len(answers))[j]:
+            vocab_layout = groups[g].get("vocab_layout") or [False] * len(answers)
+            for (a, b), flagged in zip(itertools.pairwise(cuts), vocab_layout, strict=True):
+                if flagged:
                     rows_j = logits[index[a:b]].float()  # (L, V)
                     values[a:b] = torch.log_softmax(rows_j, dim=-1).gather(-1, labels[a:b, None])[:, 0].cpu().numpy()
             flat_preds = preds[index.cpu().numpy()]
